@@ -1,0 +1,78 @@
+//! The micro-kernel contract shared by every ISA, and the portable micro-kernel.
+
+/// Largest `MR * NR` of any micro-kernel; sizes the stack tile used for ragged edges.
+pub(crate) const MAX_TILE: usize = 12 * 32;
+
+/// A register-tiled micro-kernel and the cache block sizes that feed it.
+///
+/// The block sizes follow the BLIS loop nest: `KC` sets the depth of a packed panel so that one
+/// `KC x NR` panel of B stays in L1, `MC x KC` of packed A stays in L2, and `KC x NC` of packed B
+/// in L3 (or in L2 on small parts).
+pub(crate) trait Kernel {
+    /// Rows of C computed by one call of [`Kernel::tile`].
+    const MR: usize;
+    /// Columns of C computed by one call of [`Kernel::tile`].
+    const NR: usize;
+    /// Rows of A packed at once (a multiple of `MR`).
+    const MC: usize;
+    /// Depth of a packed panel.
+    const KC: usize;
+    /// Columns of B packed at once (a multiple of `NR`).
+    const NC: usize;
+
+    /// `C[0..MR, 0..NR] = alpha * Ap * Bp + beta * C`, where `Ap` is a packed `MR x kc` panel
+    /// (column after column) and `Bp` a packed `kc x NR` panel (row after row). When `beta == 0`
+    /// C is never read.
+    ///
+    /// # Safety
+    /// `a` is valid for `kc * MR` reads, `b` for `kc * NR` reads, `c` for reads and writes of
+    /// `MR` rows of `NR` floats at stride `ldc`, and the CPU supports the kernel's ISA.
+    unsafe fn tile(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta: f32, c: *mut f32, ldc: usize);
+}
+
+/// Plain Rust micro-kernel: the path of every target without a hand-written one (thumbv7em
+/// included); LLVM vectorises it with whatever the target offers.
+pub(crate) struct Portable;
+
+impl Kernel for Portable {
+    const MR: usize = 4;
+    const NR: usize = 8;
+    const MC: usize = 64;
+    const KC: usize = 256;
+    const NC: usize = 512;
+
+    #[inline(always)]
+    unsafe fn tile(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta: f32, c: *mut f32, ldc: usize) {
+        const MR: usize = Portable::MR;
+        const NR: usize = Portable::NR;
+        debug_assert!(!a.is_null() && !b.is_null() && !c.is_null());
+        // SAFETY: the caller guarantees `a` holds `kc * MR` floats and `b` holds `kc * NR`.
+        let (ap, bp) = unsafe {
+            (
+                core::slice::from_raw_parts(a, kc * MR),
+                core::slice::from_raw_parts(b, kc * NR),
+            )
+        };
+        let mut acc = [[0f32; NR]; MR];
+        for (ak, bk) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)) {
+            for i in 0..MR {
+                for j in 0..NR {
+                    acc[i][j] += ak[i] * bk[j];
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: the caller guarantees `MR` rows of `NR` writable floats at stride `ldc`.
+            let out = unsafe { core::slice::from_raw_parts_mut(c.add(i * ldc), NR) };
+            if beta == 0.0 {
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = alpha * v;
+                }
+            } else {
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = alpha * v + beta * *o;
+                }
+            }
+        }
+    }
+}

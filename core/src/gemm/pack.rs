@@ -1,0 +1,107 @@
+//! Packing of A and B blocks into contiguous micro-panels, zero-padded to whole tiles.
+//!
+//! A panel is `kc` groups of `W` floats (`W = MR` for A, `NR` for B): group `p` holds element p of
+//! each of the panel's `W` lines (rows of op(A), columns of op(B)). Both operands reduce to one
+//! routine, [`pack_lines`], over "lines" with a line stride and an element stride.
+
+use super::kernel::Kernel;
+
+/// Widest panel of any kernel (AVX-512's NR).
+const MAX_W: usize = 32;
+
+/// Packs `count` lines into panels of `w` lines each (`w` is the kernel's constant MR or NR, so
+/// the inner loops unroll once this is inlined), `kc` elements deep. Element `p` of line `l`
+/// is at `src[l line_stride + p elem_stride]`; lines past `count` in the last panel are zeros.
+/// O(count kc).
+///
+/// # Safety
+/// `src` is valid for every read these strides address; `dst` for `round_up(count, w) * kc`
+/// writes; `w <= MAX_W`.
+#[inline(always)]
+unsafe fn pack_lines(
+    w: usize,
+    count: usize,
+    kc: usize,
+    src: *const f32,
+    line_stride: usize,
+    elem_stride: usize,
+    dst: *mut f32,
+) {
+    debug_assert!(w <= MAX_W);
+    for (panel, l0) in (0..count).step_by(w).enumerate() {
+        let lines = w.min(count - l0);
+        // SAFETY: panel `panel` of `w * kc` floats lies inside `dst`.
+        let out = unsafe { dst.add(panel * kc * w) };
+        // SAFETY: line `l0 + l` exists for `l < lines`.
+        let line = |l: usize| unsafe { src.add((l0 + l) * line_stride) };
+        if lines == w && elem_stride == 1 {
+            // Full panel of contiguous lines: w sequential streams, one group per step.
+            let mut ptrs = [core::ptr::null::<f32>(); MAX_W];
+            for (l, ptr) in ptrs.iter_mut().enumerate().take(w) {
+                *ptr = line(l);
+            }
+            for p in 0..kc {
+                for (l, ptr) in ptrs.iter().enumerate().take(w) {
+                    // SAFETY: `p < kc` elements of each line are readable; `p w + l` is in the panel.
+                    unsafe { *out.add(p * w + l) = *ptr.add(p) };
+                }
+            }
+        } else if lines == w && line_stride == 1 {
+            // Full panel whose groups are contiguous in the source: copy w floats per step.
+            for p in 0..kc {
+                // SAFETY: group `p` is `w` contiguous readable floats; the panel has room for it.
+                unsafe { core::ptr::copy_nonoverlapping(src.add(l0 + p * elem_stride), out.add(p * w), w) };
+            }
+        } else {
+            // Ragged last panel or general strides.
+            for p in 0..kc {
+                for l in 0..w {
+                    let v = if l < lines {
+                        // SAFETY: line `l < lines` has element `p < kc`.
+                        unsafe { *line(l).add(p * elem_stride) }
+                    } else {
+                        0.0
+                    };
+                    // SAFETY: `p w + l` is in the panel.
+                    unsafe { *out.add(p * w + l) = v };
+                }
+            }
+        }
+    }
+}
+
+/// Packs the `mc x kc` block of op(A) at `a` (element (i, p) at `a[i rs + p cs]`) into
+/// `ceil(mc / MR)` panels of `kc x MR`. O(mc kc).
+///
+/// # Safety
+/// `a` is valid for every read the strides address; `dst` for `round_up(mc, MR) * kc` writes.
+#[inline(always)]
+pub(crate) unsafe fn pack_a<K: Kernel>(
+    mc: usize,
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    dst: *mut f32,
+) {
+    // SAFETY: forwarded contract; rows of op(A) are the lines.
+    unsafe { pack_lines(K::MR, mc, kc, a, rs, cs, dst) }
+}
+
+/// Packs the `kc x nc` block of op(B) at `b` (element (p, j) at `b[p rs + j cs]`) into
+/// `ceil(nc / NR)` panels of `kc x NR`. O(kc nc).
+///
+/// # Safety
+/// `b` is valid for every read the strides address; `dst` for `kc * round_up(nc, NR)` writes.
+#[inline(always)]
+pub(crate) unsafe fn pack_b<K: Kernel>(
+    kc: usize,
+    nc: usize,
+    b: *const f32,
+    rs: usize,
+    cs: usize,
+    dst: *mut f32,
+) {
+    // SAFETY: forwarded contract; columns of op(B) are the lines.
+    unsafe { pack_lines(K::NR, nc, kc, b, cs, rs, dst) }
+}
