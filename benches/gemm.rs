@@ -14,10 +14,15 @@ fn gemm_shapes(c: &mut Criterion) {
     for shape in SHAPES {
         let mut group = c.benchmark_group(format!("gemm/{}", shape.label()));
         group.throughput(Throughput::Elements(shape.flops() as u64));
-        group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(2));
         let mut ops = Operands::new(shape);
         for &path in &paths {
-            group.bench_function(BenchmarkId::new("ienk", path.name()), |b| b.iter(|| ops.ienk(path)));
+            group.bench_function(BenchmarkId::new("ienk", path.name()), |b| {
+                b.iter(|| ops.ienk(path))
+            });
         }
         group.bench_function("matrixmultiply", |b| b.iter(|| ops.matrixmultiply()));
         if shape.flops() < 2e8 {

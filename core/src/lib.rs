@@ -13,3 +13,7 @@ extern crate std;
 
 pub mod gemm;
 pub mod idx;
+pub mod loss;
+pub mod mlp;
+pub mod normal;
+pub mod optim;

@@ -1,0 +1,328 @@
+//! The fixed-layout MLP `inputs -> hidden (ReLU) -> outputs` over one flat parameter vector
+//! `[W1 | b1 | W2 | b2]`, weights in PyTorch's `[out, in]` row-major order.
+//!
+//! Forward and backward run on the blocked GEMM kernels with the bias (+ ReLU) fused into the
+//! product. All buffers are the caller's: [`Layout::gemm_scratch_len`] says how much GEMM scratch a
+//! batch needs.
+
+use core::fmt;
+use core::ops::Range;
+
+use rand_core::Rng;
+
+use crate::gemm::{self, Epilogue, GemmError, MatMut, MatRef};
+use crate::idx::{IMAGE_PIXELS, NUM_CLASSES};
+use crate::normal::Normal;
+
+/// Hidden units of the thesis's network.
+pub const DEFAULT_HIDDEN: usize = 128;
+
+/// Sizes of the three layers of units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Input features (784 for MNIST).
+    pub inputs: usize,
+    /// Hidden units.
+    pub hidden: usize,
+    /// Outputs (10 classes for MNIST).
+    pub outputs: usize,
+}
+
+/// Why a forward or backward call was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MlpError {
+    /// A buffer whose length does not fit the layout and batch size.
+    Length {
+        /// Which buffer.
+        what: &'static str,
+        /// Floats needed.
+        expected: usize,
+        /// Floats given.
+        found: usize,
+    },
+    /// A label outside `0..outputs`.
+    Label {
+        /// Position in the batch.
+        index: usize,
+        /// The label.
+        value: u8,
+    },
+    /// A GEMM refused its arguments (scratch too small, typically).
+    Gemm(GemmError),
+}
+
+impl fmt::Display for MlpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MlpError::Length {
+                what,
+                expected,
+                found,
+            } => {
+                write!(f, "{what} has {found} floats, expected {expected}")
+            }
+            MlpError::Label { index, value } => write!(f, "label {index} of the batch is {value}"),
+            MlpError::Gemm(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<GemmError> for MlpError {
+    fn from(e: GemmError) -> Self {
+        MlpError::Gemm(e)
+    }
+}
+
+/// Checks that `buf` holds exactly `expected` floats.
+pub(crate) fn check_len(what: &'static str, buf: usize, expected: usize) -> Result<(), MlpError> {
+    if buf == expected {
+        Ok(())
+    } else {
+        Err(MlpError::Length {
+            what,
+            expected,
+            found: buf,
+        })
+    }
+}
+
+/// Read-only views of the four parameter blocks.
+#[derive(Clone, Copy, Debug)]
+pub struct Params<'a> {
+    /// `hidden x inputs`.
+    pub w1: &'a [f32],
+    /// `hidden`.
+    pub b1: &'a [f32],
+    /// `outputs x hidden`.
+    pub w2: &'a [f32],
+    /// `outputs`.
+    pub b2: &'a [f32],
+}
+
+/// Mutable views of the four parameter blocks.
+#[derive(Debug)]
+pub struct ParamsMut<'a> {
+    /// `hidden x inputs`.
+    pub w1: &'a mut [f32],
+    /// `hidden`.
+    pub b1: &'a mut [f32],
+    /// `outputs x hidden`.
+    pub w2: &'a mut [f32],
+    /// `outputs`.
+    pub b2: &'a mut [f32],
+}
+
+impl Layout {
+    /// The MNIST network: 784 inputs, `hidden` units, 10 classes.
+    pub const fn mnist(hidden: usize) -> Layout {
+        Layout {
+            inputs: IMAGE_PIXELS,
+            hidden,
+            outputs: NUM_CLASSES,
+        }
+    }
+
+    /// Number of parameters P (101,770 for 784-128-10).
+    pub const fn num_params(&self) -> usize {
+        self.hidden * self.inputs + self.hidden + self.outputs * self.hidden + self.outputs
+    }
+
+    /// Index ranges of W1, b1, W2, b2 in the flat vector.
+    pub const fn ranges(&self) -> [Range<usize>; 4] {
+        let w1 = self.hidden * self.inputs;
+        let b1 = w1 + self.hidden;
+        let w2 = b1 + self.outputs * self.hidden;
+        let b2 = w2 + self.outputs;
+        [0..w1, w1..b1, b1..w2, w2..b2]
+    }
+
+    /// Index ranges of the two layers (weights and bias of each), the unit of the Glorot scale.
+    pub const fn layer_ranges(&self) -> [Range<usize>; 2] {
+        let [w1, b1, w2, b2] = self.ranges();
+        [w1.start..b1.end, w2.start..b2.end]
+    }
+
+    /// Glorot-normal standard deviations `sqrt(2 / (fan_in + fan_out))` of the two layers
+    /// (0.04683 and 0.12039 for 784-128-10).
+    pub fn glorot_std(&self) -> [f32; 2] {
+        let s = |fan_in: usize, fan_out: usize| libm::sqrtf(2.0 / (fan_in + fan_out) as f32);
+        [s(self.inputs, self.hidden), s(self.hidden, self.outputs)]
+    }
+
+    /// Splits a parameter vector into its blocks.
+    pub fn split<'a>(&self, theta: &'a [f32]) -> Result<Params<'a>, MlpError> {
+        check_len("parameter vector", theta.len(), self.num_params())?;
+        let [w1, b1, w2, b2] = self.ranges();
+        Ok(Params {
+            w1: &theta[w1],
+            b1: &theta[b1],
+            w2: &theta[w2],
+            b2: &theta[b2],
+        })
+    }
+
+    /// Splits a mutable parameter vector into its blocks.
+    pub fn split_mut<'a>(&self, theta: &'a mut [f32]) -> Result<ParamsMut<'a>, MlpError> {
+        check_len("parameter vector", theta.len(), self.num_params())?;
+        let [w1, b1, w2, _] = self.ranges();
+        let (w1s, rest) = theta.split_at_mut(w1.end);
+        let (b1s, rest) = rest.split_at_mut(b1.len());
+        let (w2s, b2s) = rest.split_at_mut(w2.len());
+        Ok(ParamsMut {
+            w1: w1s,
+            b1: b1s,
+            w2: w2s,
+            b2: b2s,
+        })
+    }
+
+    /// Glorot-normal initialisation: weights of layer l ~ N(0, s_l^2), biases 0. O(P).
+    pub fn init_glorot<G: Rng + ?Sized>(
+        &self,
+        theta: &mut [f32],
+        normal: &Normal,
+        rng: &mut G,
+    ) -> Result<(), MlpError> {
+        let [s1, s2] = self.glorot_std();
+        let p = self.split_mut(theta)?;
+        normal.fill(rng, p.w1, s1);
+        p.b1.fill(0.0);
+        normal.fill(rng, p.w2, s2);
+        p.b2.fill(0.0);
+        Ok(())
+    }
+
+    /// Floats of GEMM scratch that [`Layout::forward`] and [`Layout::backward`] need for a batch of
+    /// `batch` examples. O(1).
+    pub fn gemm_scratch_len(&self, batch: usize) -> usize {
+        let (b, i, h, o) = (batch, self.inputs, self.hidden, self.outputs);
+        [
+            gemm::scratch_len(b, h, i), // hidden = X W1^T
+            gemm::scratch_len(b, o, h), // logits = H W2^T
+            gemm::scratch_len(o, h, b), // dW2 = dZ^T H
+            gemm::scratch_len(b, h, o), // dH = dZ W2
+            gemm::scratch_len(h, i, b), // dW1 = dA^T X
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+    }
+
+    /// Forward pass of `batch` examples `x` (`batch x inputs`): `hidden = relu(x W1^T + b1)`
+    /// (`batch x hidden`) and `logits = hidden W2^T + b2` (`batch x outputs`).
+    /// Costs `2 batch P` flops.
+    pub fn forward(
+        &self,
+        theta: &[f32],
+        x: &[f32],
+        hidden: &mut [f32],
+        logits: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<(), MlpError> {
+        let p = self.split(theta)?;
+        let batch = x.len() / self.inputs.max(1);
+        check_len("input batch", x.len(), batch * self.inputs)?;
+        check_len("hidden activations", hidden.len(), batch * self.hidden)?;
+        check_len("logits", logits.len(), batch * self.outputs)?;
+        let (i, h, o) = (self.inputs, self.hidden, self.outputs);
+        gemm::gemm(
+            1.0,
+            MatRef::new(x, batch, i, i),
+            MatRef::new(p.w1, h, i, i).t(),
+            0.0,
+            MatMut::new(hidden, batch, h, h),
+            Epilogue::BiasRelu(p.b1),
+            scratch,
+        )?;
+        gemm::gemm(
+            1.0,
+            MatRef::new(hidden, batch, h, h),
+            MatRef::new(p.w2, o, h, h).t(),
+            0.0,
+            MatMut::new(logits, batch, o, o),
+            Epilogue::Bias(p.b2),
+            scratch,
+        )?;
+        Ok(())
+    }
+
+    /// Backward pass: from `dlogits` (`batch x outputs`, the gradient of the loss with respect to
+    /// the logits) and the forward's `x` and `hidden`, writes the gradient with respect to every
+    /// parameter into `grad` (length P). `dhidden` (`batch x hidden`) is scratch.
+    /// Costs about `4 batch P` flops.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        theta: &[f32],
+        x: &[f32],
+        hidden: &[f32],
+        dlogits: &[f32],
+        dhidden: &mut [f32],
+        grad: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<(), MlpError> {
+        let p = self.split(theta)?;
+        let batch = x.len() / self.inputs.max(1);
+        check_len("input batch", x.len(), batch * self.inputs)?;
+        check_len("hidden activations", hidden.len(), batch * self.hidden)?;
+        check_len("dlogits", dlogits.len(), batch * self.outputs)?;
+        check_len("dhidden", dhidden.len(), batch * self.hidden)?;
+        let (i, h, o) = (self.inputs, self.hidden, self.outputs);
+        let g = self.split_mut(grad)?;
+        let dz = MatRef::new(dlogits, batch, o, o);
+        // dW2 = dZ^T H; db2 = column sums of dZ.
+        gemm::gemm(
+            1.0,
+            dz.t(),
+            MatRef::new(hidden, batch, h, h),
+            0.0,
+            MatMut::new(g.w2, o, h, h),
+            Epilogue::None,
+            scratch,
+        )?;
+        column_sums(dlogits, o, g.b2);
+        // dA = (dZ W2) masked where the ReLU was off.
+        gemm::gemm(
+            1.0,
+            dz,
+            MatRef::new(p.w2, o, h, h),
+            0.0,
+            MatMut::new(dhidden, batch, h, h),
+            Epilogue::None,
+            scratch,
+        )?;
+        dhidden.iter_mut().zip(hidden).for_each(|(d, &a)| {
+            if a <= 0.0 {
+                *d = 0.0
+            }
+        });
+        // dW1 = dA^T X; db1 = column sums of dA.
+        gemm::gemm(
+            1.0,
+            MatRef::new(dhidden, batch, h, h).t(),
+            MatRef::new(x, batch, i, i),
+            0.0,
+            MatMut::new(g.w1, h, i, i),
+            Epilogue::None,
+            scratch,
+        )?;
+        column_sums(dhidden, h, g.b1);
+        Ok(())
+    }
+}
+
+/// `out[j] = sum_b m[b][j]` for a row-major matrix with `out.len()` columns.
+fn column_sums(m: &[f32], cols: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for row in m.chunks_exact(cols) {
+        out.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
+    }
+}
+
+/// Converts u8 pixels to f32 in [0, 1] (`pixel / 255`). O(len).
+pub fn pixels_to_unit(pixels: &[u8], out: &mut [f32]) {
+    const SCALE: f32 = 1.0 / 255.0;
+    out.iter_mut()
+        .zip(pixels)
+        .for_each(|(o, &p)| *o = f32::from(p) * SCALE);
+}

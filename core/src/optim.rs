@@ -1,0 +1,131 @@
+//! The gradient baselines: SGD, Nesterov momentum and Adam, over flat slices. Their state lives in
+//! caller-provided slices of the parameter vector's length. Each step is O(P).
+
+/// Plain stochastic gradient descent: `theta -= lr g`.
+#[derive(Clone, Copy, Debug)]
+pub struct Sgd {
+    /// Learning rate.
+    pub lr: f32,
+}
+
+impl Sgd {
+    /// One step.
+    pub fn step(&self, theta: &mut [f32], grad: &[f32]) {
+        theta.iter_mut().zip(grad).for_each(|(t, &g)| *t -= self.lr * g);
+    }
+}
+
+/// Nesterov momentum in PyTorch's form (`torch.optim.SGD(nesterov=True)`), a reparametrisation of
+/// Sutskever's look-ahead form that needs the gradient at `theta` only:
+/// `v = mu v + g; theta -= lr (g + mu v)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Nag {
+    /// Learning rate.
+    pub lr: f32,
+    /// Momentum mu (0.9 in the thesis).
+    pub momentum: f32,
+}
+
+impl Nag {
+    /// Momentum of the thesis.
+    pub const MOMENTUM: f32 = 0.9;
+
+    /// One step; `velocity` starts at zeros.
+    pub fn step(&self, theta: &mut [f32], grad: &[f32], velocity: &mut [f32]) {
+        for ((t, &g), v) in theta.iter_mut().zip(grad).zip(velocity) {
+            *v = self.momentum * *v + g;
+            *t -= self.lr * (g + self.momentum * *v);
+        }
+    }
+}
+
+/// Adam (Kingma & Ba 2015) with bias correction:
+/// `m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; theta -= lr mhat / (sqrt(vhat) + eps)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Adam {
+    /// Learning rate.
+    pub lr: f32,
+    /// Decay of the first moment (0.9).
+    pub beta1: f32,
+    /// Decay of the second moment (0.999).
+    pub beta2: f32,
+    /// Added to the root of the second moment (1e-8).
+    pub eps: f32,
+}
+
+impl Adam {
+    /// Adam with the usual constants (0.9, 0.999, 1e-8).
+    pub fn new(lr: f32) -> Adam {
+        Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
+    /// Step number `t` (1 for the first step); `m` and `v` start at zeros.
+    pub fn step(&self, t: u32, theta: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let t = t.max(1) as i32;
+        let c1 = 1.0 - libm::pow(f64::from(self.beta1), f64::from(t));
+        let c2 = 1.0 - libm::pow(f64::from(self.beta2), f64::from(t));
+        // theta -= lr / c1 * m / (sqrt(v / c2) + eps), with the corrections folded into scalars.
+        let step = (f64::from(self.lr) / c1) as f32;
+        let inv_c2 = (1.0 / c2) as f32;
+        let (b1, b2) = (self.beta1, self.beta2);
+        for (((t, &g), m), v) in theta.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            *t -= step * *m / (libm::sqrtf(*v * inv_c2) + self.eps);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: &[f32], b: &[f64]) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((f64::from(*x) - y).abs() < 1e-6, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn sgd_by_hand() {
+        let mut t = [1.0, -2.0];
+        Sgd { lr: 0.1 }.step(&mut t, &[0.5, -1.0]);
+        close(&t, &[0.95, -1.9]);
+    }
+
+    #[test]
+    fn nag_by_hand() {
+        // Step 1: v = g = 1; theta = 1 - 0.1 (1 + 0.9) = 0.81.
+        // Step 2 (g = 2): v = 0.9 + 2 = 2.9; theta = 0.81 - 0.1 (2 + 2.61) = 0.349.
+        let opt = Nag {
+            lr: 0.1,
+            momentum: 0.9,
+        };
+        let (mut t, mut v) = ([1.0f32], [0.0f32]);
+        opt.step(&mut t, &[1.0], &mut v);
+        close(&t, &[0.81]);
+        opt.step(&mut t, &[2.0], &mut v);
+        close(&t, &[0.349]);
+        close(&v, &[2.9]);
+    }
+
+    #[test]
+    fn adam_by_hand() {
+        // Step 1: mhat = g, vhat = g^2 -> theta -= lr g / (|g| + eps) = lr sign(g).
+        // Step 2 (g = 0.5 after g = 2): m = 0.9*0.2 + 0.05 = 0.23, mhat = 0.23 / 0.19;
+        // v = 0.999*0.004 + 0.00025 = 0.004246, vhat = 0.004246 / 0.001999.
+        let opt = Adam::new(0.01);
+        let (mut t, mut m, mut v) = ([1.0f32], [0.0f32], [0.0f32]);
+        opt.step(1, &mut t, &[2.0], &mut m, &mut v);
+        close(&t, &[0.99]);
+        opt.step(2, &mut t, &[0.5], &mut m, &mut v);
+        let mhat = 0.23 / 0.19;
+        let vhat: f64 = 0.004246 / (1.0 - 0.999f64 * 0.999);
+        close(&t, &[0.99 - 0.01 * mhat / (vhat.sqrt() + 1e-8)]);
+    }
+}
