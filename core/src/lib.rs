@@ -13,7 +13,9 @@ extern crate std;
 
 pub mod gemm;
 pub mod idx;
+pub mod json;
 pub mod loss;
 pub mod mlp;
 pub mod normal;
 pub mod optim;
+pub mod safetensors;
