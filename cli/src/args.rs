@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::train::OptimizerKind;
+
 /// Train and evaluate a 784-H-10 MLP on MNIST without derivatives (iterative ensemble Kalman
 /// method) or with gradient baselines (SGD, NAG, Adam).
 ///
@@ -42,4 +44,100 @@ pub enum Command {
     /// Print, per split, the number of examples, the image size, the count of each class and the
     /// mean pixel value.
     Info,
+    /// Train a 784-H-10 MLP on the training split, report the test accuracy after each epoch and
+    /// save the model (safetensors, PyTorch tensor names).
+    ///
+    /// Progress lines follow the thesis: `=== Epoch: E/N === Iter:EXAMPLES === Loss: batch loss
+    /// === BAcc: batch accuracy === TAcc: accuracy over the epoch so far === Remain: time left ===
+    /// examples per second ===`. Loss and accuracies are measured before each update. A NaN or
+    /// infinite loss stops the run with exit status 1 and no model is written.
+    Train(TrainArgs),
+    /// Evaluate a saved model on the test split: accuracy, loss, per-class accuracy and the
+    /// confusion matrix.
+    Eval(EvalArgs),
+    /// Predict the digit of one image: a test example by index, or a 28x28 PGM file.
+    Predict(PredictArgs),
+}
+
+/// Options of `train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The optimizer.
+    #[arg(long, value_enum)]
+    pub optimizer: OptimizerKind,
+    /// Passes over the training data.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub epochs: u32,
+    /// Examples per update (the last batch of an epoch may be smaller).
+    #[arg(long, default_value_t = 500, value_parser = positive_usize)]
+    pub batch_size: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.001, value_parser = positive_f32)]
+    pub lr: f32,
+    /// Hidden units.
+    #[arg(long, default_value_t = 128, value_parser = positive_usize)]
+    pub hidden: usize,
+    /// Seed of the initial weights, the data order (the same for every optimizer) and the
+    /// perturbations. Same seed, same thread count: the same model, bit for bit.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: all cores). The batch's rows are split across them; results
+    /// depend on the thread count only through the order of floating-point sums.
+    #[arg(long, value_parser = positive_usize)]
+    pub threads: Option<usize>,
+    /// Where to save the model (written atomically: a temporary file, then a rename).
+    #[arg(long, default_value = "model.safetensors", value_name = "FILE")]
+    pub out: PathBuf,
+    /// Write a CSV of metrics: a row per progress line (kind=step) and per epoch (kind=epoch), with
+    /// columns kind,epoch,step,examples,seconds,loss,accuracy,test_loss,test_accuracy.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Train on the first N training examples only (quick runs).
+    #[arg(long, value_name = "N", value_parser = positive_usize)]
+    pub limit: Option<usize>,
+    /// Progress lines per epoch.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = positive_usize)]
+    pub progress: usize,
+}
+
+/// Options of `eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The model file (safetensors) written by `train`.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_parser = positive_usize)]
+    pub threads: Option<usize>,
+}
+
+/// Options of `predict`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["index", "image"])))]
+pub struct PredictArgs {
+    /// The model file (safetensors) written by `train`.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Index of a test example (0..10000); its true label is printed too.
+    #[arg(long, value_name = "I")]
+    pub index: Option<usize>,
+    /// A 28x28 PGM image (P5 or P2, maxval <= 255; 0 = background, maxval = ink, as in MNIST).
+    #[arg(long, value_name = "FILE.pgm")]
+    pub image: Option<PathBuf>,
+}
+
+fn positive_usize(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn positive_f32(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be a positive finite number".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }

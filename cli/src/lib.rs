@@ -1,17 +1,25 @@
-//! Library half of the `ienk-cli` binary: argument parsing, data loading and the commands, so
-//! that integration tests can drive them in-process.
+//! Library half of the `ienk-cli` binary: argument parsing, data loading, training and the
+//! commands, so that integration tests can drive them in-process.
 
 pub mod args;
 pub mod data;
 pub mod error;
+pub mod eval;
+pub mod gradient;
 pub mod info;
+pub mod metrics;
+pub mod model_io;
+pub mod pgm;
+pub mod predict;
+pub mod progress;
+pub mod train;
 
 use std::ffi::OsString;
 use std::io::Write;
 
 use clap::Parser;
 
-use args::{Cli, Command};
+use args::{Cli, Command, TrainArgs};
 use error::{CliError, Result};
 
 /// Parses `argv` and runs the command, writing its report to `out`.
@@ -27,13 +35,75 @@ where
     Ok(dispatch(cli, out))
 }
 
+/// All cores, or `requested`.
+fn threads(requested: Option<usize>) -> usize {
+    requested.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn emit(out: &mut dyn Write, text: &str) -> Result<()> {
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::Failed(format!("cannot write the report: {e}")))
+}
+
+/// Turns `train`'s flags into a validated configuration.
+pub fn train_config(a: &TrainArgs) -> train::TrainConfig {
+    train::TrainConfig {
+        optimizer: a.optimizer,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        hidden: a.hidden,
+        seed: a.seed,
+        threads: threads(a.threads),
+        out: a.out.clone(),
+        log: a.log.clone(),
+        limit: a.limit,
+        progress_lines: a.progress,
+    }
+}
+
 fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<()> {
-    match cli.command {
+    let data_dir = &cli.global.data_dir;
+    match &cli.command {
         Command::Info => {
-            let mnist = data::Mnist::load(&cli.global.data_dir)?;
-            let report = info::report(&mnist)?;
-            out.write_all(report.as_bytes())
-                .map_err(|e| CliError::Failed(format!("cannot write the report: {e}")))
+            let mnist = data::Mnist::load(data_dir)?;
+            emit(out, &info::report(&mnist)?)
+        }
+        Command::Train(a) => {
+            let cfg = train_config(a);
+            let mnist = data::Mnist::load(data_dir)?;
+            train::train(&cfg, &mnist.train.view()?, &mnist.test.view()?, out).map(|_| ())
+        }
+        Command::Eval(a) => {
+            let model = model_io::load_model(&a.model)?;
+            let test = data::SplitFiles::load(data_dir, data::SplitName::Test)?;
+            let evaluation = eval::evaluate(&model.layout, &model.theta, &test.view()?, threads(a.threads))?;
+            emit(out, &evaluation.report())
+        }
+        Command::Predict(a) => {
+            let model = model_io::load_model(&a.model)?;
+            let (pixels, label) = match (&a.image, a.index) {
+                (Some(path), _) => {
+                    let bytes = std::fs::read(path).map_err(|e| CliError::read(path, e))?;
+                    (pgm::parse(&bytes).map_err(|e| CliError::bad_file(path, e))?, None)
+                }
+                (None, Some(i)) => {
+                    let test = data::SplitFiles::load(data_dir, data::SplitName::Test)?;
+                    let split = test.view()?;
+                    match (split.image(i), split.label(i)) {
+                        (Some(img), Some(l)) => (img.to_vec(), Some(l)),
+                        _ => {
+                            return Err(CliError::BadInput(format!(
+                                "--index {i} is out of range: the test split has {} examples",
+                                split.len()
+                            )));
+                        }
+                    }
+                }
+                (None, None) => return Err(CliError::BadInput("give --index or --image".into())),
+            };
+            emit(out, &predict::report(&model, &pixels, label)?)
         }
     }
 }

@@ -11,6 +11,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod batch;
 pub mod gemm;
 pub mod idx;
 pub mod json;
@@ -19,3 +20,4 @@ pub mod mlp;
 pub mod normal;
 pub mod optim;
 pub mod safetensors;
+pub mod seeds;

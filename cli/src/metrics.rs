@@ -1,0 +1,78 @@
+//! The CSV metrics log of a training run, written row by row (flushed, so a killed run keeps
+//! what it logged).
+//!
+//! Columns:
+//! - `kind`: `step` (a logged training step) or `epoch` (the end of an epoch);
+//! - `epoch`: 0-based epoch; `step`: optimizer steps since the start;
+//! - `examples`: training examples seen since the start; `seconds`: wall time since the start;
+//! - `loss`, `accuracy`: the batch's (step rows) or the epoch's running mean (epoch rows), measured
+//!   before each update;
+//! - `test_loss`, `test_accuracy`: on the test split, epoch rows only (empty on step rows).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{CliError, Result};
+
+/// The header row.
+pub const HEADER: &str = "kind,epoch,step,examples,seconds,loss,accuracy,test_loss,test_accuracy";
+
+/// One row.
+#[derive(Clone, Copy, Debug)]
+pub struct Row {
+    /// `step` or `epoch`.
+    pub kind: &'static str,
+    /// 0-based epoch.
+    pub epoch: u32,
+    /// Optimizer steps since the start.
+    pub step: u64,
+    /// Examples seen since the start.
+    pub examples: u64,
+    /// Seconds since the start.
+    pub seconds: f64,
+    /// Training loss.
+    pub loss: f64,
+    /// Training accuracy.
+    pub accuracy: f64,
+    /// Test loss and accuracy (epoch rows).
+    pub test: Option<(f64, f64)>,
+}
+
+/// An open metrics file.
+pub struct MetricsLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl MetricsLog {
+    /// Creates (truncates) the file and writes the header.
+    pub fn create(path: &Path) -> Result<MetricsLog> {
+        let file = File::create(path).map_err(|e| CliError::write(path, e))?;
+        let mut log = MetricsLog {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+        };
+        log.write_line(HEADER)?;
+        Ok(log)
+    }
+
+    fn write_line(&mut self, line: &str) -> Result<()> {
+        writeln!(self.out, "{line}")
+            .and_then(|()| self.out.flush())
+            .map_err(|e| CliError::write(&self.path, e))
+    }
+
+    /// Appends a row.
+    pub fn row(&mut self, r: &Row) -> Result<()> {
+        let test = match r.test {
+            Some((l, a)) => format!("{l:.6},{a:.6}"),
+            None => ",".into(),
+        };
+        let line = format!(
+            "{},{},{},{},{:.3},{:.6},{:.6},{test}",
+            r.kind, r.epoch, r.step, r.examples, r.seconds, r.loss, r.accuracy
+        );
+        self.write_line(&line)
+    }
+}

@@ -1,0 +1,72 @@
+//! Saving (atomically) and loading model files.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ienk::idx::{IMAGE_PIXELS, NUM_CLASSES};
+use ienk::mlp::Layout;
+use ienk::safetensors;
+
+use crate::error::{CliError, Result};
+
+/// Version string written in every model's metadata.
+pub const FORMAT: &str = "ienk-model-1";
+
+/// A model read from disk.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// Its layout.
+    pub layout: Layout,
+    /// Its parameters.
+    pub theta: Vec<f32>,
+    /// Its metadata, as (key, raw value) pairs of interest.
+    pub optimizer: Option<String>,
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed to disk,
+/// then renamed over `path`. A crash leaves either the old file or the new one, never half of one.
+pub fn save_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        CliError::write(path, e)
+    })
+}
+
+/// Serialises a model with its metadata and saves it atomically.
+pub fn save_model(path: &Path, layout: &Layout, theta: &[f32], metadata: &[(&str, &str)]) -> Result<()> {
+    let mut bytes = vec![0u8; safetensors::serialized_len(layout, metadata)];
+    safetensors::write(layout, theta, metadata, &mut bytes)
+        .map_err(|e| CliError::Failed(format!("cannot serialise the model: {e}")))?;
+    save_atomic(path, &bytes)
+}
+
+/// Reads and validates a model file of a 784-H-10 network.
+pub fn load_model(path: &Path) -> Result<LoadedModel> {
+    let bytes = std::fs::read(path).map_err(|e| CliError::read(path, e))?;
+    let model = safetensors::read(&bytes, IMAGE_PIXELS, NUM_CLASSES)
+        .map_err(|e| CliError::bad_file(path, format_args!("not a valid ienk model: {e}")))?;
+    let mut theta = vec![0f32; model.layout.num_params()];
+    model
+        .copy_params(&mut theta)
+        .map_err(|e| CliError::bad_file(path, e))?;
+    Ok(LoadedModel {
+        layout: model.layout,
+        theta,
+        optimizer: model.metadata("optimizer").map(str::to_owned),
+    })
+}

@@ -1,0 +1,328 @@
+//! `ienk-cli train`: the training loop shared by every optimizer.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ienk::batch::{gather, shuffle};
+use ienk::idx::{IMAGE_PIXELS, Split};
+use ienk::loss::BatchStats;
+use ienk::mlp::Layout;
+use ienk::normal::Normal;
+use ienk::optim::{Adam, Nag, Sgd};
+use ienk::seeds::{Stream, rng};
+
+use crate::error::{CliError, Result};
+use crate::eval::evaluate;
+use crate::gradient::GradientEngine;
+use crate::metrics::{MetricsLog, Row};
+use crate::model_io;
+use crate::progress;
+
+/// The optimizers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptimizerKind {
+    /// Stochastic gradient descent: theta -= lr g.
+    Sgd,
+    /// Nesterov momentum 0.9, PyTorch's form: v = 0.9 v + g; theta -= lr (g + 0.9 v).
+    Nag,
+    /// Adam (0.9, 0.999, 1e-8) with bias correction.
+    Adam,
+}
+
+impl OptimizerKind {
+    /// The name used on the command line and in model metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Nag => "nag",
+            OptimizerKind::Adam => "adam",
+        }
+    }
+}
+
+/// A validated training configuration.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// Which optimizer.
+    pub optimizer: OptimizerKind,
+    /// Passes over the training data.
+    pub epochs: u32,
+    /// Examples per update.
+    pub batch_size: usize,
+    /// Learning rate.
+    pub lr: f32,
+    /// Hidden units.
+    pub hidden: usize,
+    /// Seed of the initial weights, the data order and the perturbations.
+    pub seed: u64,
+    /// Worker threads.
+    pub threads: usize,
+    /// Where the model is saved.
+    pub out: PathBuf,
+    /// Where the metrics CSV is written, if anywhere.
+    pub log: Option<PathBuf>,
+    /// Train on the first N examples only.
+    pub limit: Option<usize>,
+    /// Progress lines per epoch.
+    pub progress_lines: usize,
+}
+
+/// One update rule: moves `theta` on a batch and reports the batch's loss and accuracy measured
+/// before the move.
+pub trait Optimizer {
+    /// One update on the batch `x` (`len x inputs`) with labels `y`.
+    fn step(&mut self, theta: &mut [f32], x: &[f32], y: &[u8]) -> Result<BatchStats>;
+}
+
+/// SGD, NAG or Adam on back-propagated gradients.
+struct Baseline {
+    engine: GradientEngine,
+    rule: Rule,
+}
+
+enum Rule {
+    Sgd(Sgd),
+    Nag(Nag, Vec<f32>),
+    Adam(Adam, Vec<f32>, Vec<f32>, u32),
+}
+
+impl Optimizer for Baseline {
+    fn step(&mut self, theta: &mut [f32], x: &[f32], y: &[u8]) -> Result<BatchStats> {
+        let (grad, stats) = self.engine.gradient(theta, x, y)?;
+        match &mut self.rule {
+            Rule::Sgd(opt) => opt.step(theta, grad),
+            Rule::Nag(opt, v) => opt.step(theta, grad, v),
+            Rule::Adam(opt, m, v, t) => {
+                *t += 1;
+                opt.step(*t, theta, grad, m, v);
+            }
+        }
+        Ok(stats)
+    }
+}
+
+fn make_optimizer(cfg: &TrainConfig, layout: Layout) -> Box<dyn Optimizer> {
+    let p = layout.num_params();
+    let rule = match cfg.optimizer {
+        OptimizerKind::Sgd => Rule::Sgd(Sgd { lr: cfg.lr }),
+        OptimizerKind::Nag => Rule::Nag(
+            Nag {
+                lr: cfg.lr,
+                momentum: Nag::MOMENTUM,
+            },
+            vec![0.0; p],
+        ),
+        OptimizerKind::Adam => Rule::Adam(Adam::new(cfg.lr), vec![0.0; p], vec![0.0; p], 0),
+    };
+    Box::new(Baseline {
+        engine: GradientEngine::new(layout, cfg.batch_size, cfg.threads),
+        rule,
+    })
+}
+
+/// Test-set results at the end of one epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct EpochResult {
+    /// Mean training loss over the epoch (before each update).
+    pub train_loss: f64,
+    /// Training accuracy over the epoch (before each update).
+    pub train_accuracy: f64,
+    /// Test loss.
+    pub test_loss: f64,
+    /// Test accuracy.
+    pub test_accuracy: f64,
+    /// Seconds of training in this epoch (evaluation excluded).
+    pub train_seconds: f64,
+}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    /// Per-epoch results.
+    pub epochs: Vec<EpochResult>,
+    /// The trained parameters.
+    pub theta: Vec<f32>,
+}
+
+/// Trains from a fresh Glorot initialisation, printing progress to `out`, logging to the metrics
+/// file, and saving the model when done. A non-finite loss stops the run before anything is saved.
+pub fn train(
+    cfg: &TrainConfig,
+    train: &Split<'_>,
+    test: &Split<'_>,
+    out: &mut dyn Write,
+) -> Result<TrainSummary> {
+    let train = match cfg.limit {
+        Some(n) => train.take(n),
+        None => *train,
+    };
+    let n = train.len();
+    if n == 0 {
+        return Err(CliError::BadInput("the training split holds no example".into()));
+    }
+    let layout = Layout::mnist(cfg.hidden);
+    let mut theta = vec![0f32; layout.num_params()];
+    layout
+        .init_glorot(&mut theta, &Normal::new(), &mut rng(cfg.seed, Stream::Init))
+        .map_err(|e| CliError::Failed(format!("initialisation failed: {e}")))?;
+    let mut optimizer = make_optimizer(cfg, layout);
+    let mut metrics = cfg.log.as_deref().map(MetricsLog::create).transpose()?;
+    let mut order_rng = rng(cfg.seed, Stream::Order);
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let batch = cfg.batch_size.min(n);
+    let steps_per_epoch = n.div_ceil(batch);
+    let log_every = (steps_per_epoch / cfg.progress_lines.max(1)).max(1);
+    let total_steps = u64::from(cfg.epochs) * steps_per_epoch as u64;
+    let mut x = vec![0f32; batch * IMAGE_PIXELS];
+    let mut y = vec![0u8; batch];
+    let say = |out: &mut dyn Write, line: String| {
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    say(
+        out,
+        format!(
+            "training a 784-{}-10 MLP ({} parameters) with {} on {n} examples: {} epochs, batch {batch}, lr {}, \
+             seed {}, {} thread(s)",
+            cfg.hidden,
+            layout.num_params(),
+            cfg.optimizer.name(),
+            cfg.epochs,
+            cfg.lr,
+            cfg.seed,
+            cfg.threads
+        ),
+    );
+    let start = Instant::now();
+    let mut train_time = 0.0;
+    let mut step: u64 = 0;
+    let mut results = Vec::new();
+    for epoch in 0..cfg.epochs {
+        shuffle(&mut order, &mut order_rng);
+        let epoch_start = Instant::now();
+        let mut running = BatchStats::default();
+        for (s, idx) in order.chunks(batch).enumerate() {
+            let (x, y) = (&mut x[..idx.len() * IMAGE_PIXELS], &mut y[..idx.len()]);
+            if !gather(&train, idx, x, y) {
+                return Err(CliError::Failed(
+                    "internal error: a batch index is out of range".into(),
+                ));
+            }
+            let stats = optimizer.step(&mut theta, x, y)?;
+            step += 1;
+            if !stats.loss_sum.is_finite() {
+                return Err(CliError::Failed(format!(
+                    "training diverged at epoch {epoch}, step {step}: the batch loss is {}; no model was \
+                     written (try a smaller --lr)",
+                    stats.loss_sum
+                )));
+            }
+            running.merge(stats);
+            if (s + 1) % log_every == 0 || s + 1 == steps_per_epoch {
+                let elapsed = start.elapsed();
+                let epoch_secs = epoch_start.elapsed().as_secs_f64();
+                let left = progress::remaining(elapsed, step, total_steps);
+                say(
+                    out,
+                    progress::line(
+                        epoch,
+                        cfg.epochs,
+                        running.count,
+                        stats.mean_loss(),
+                        stats.accuracy(),
+                        running.accuracy(),
+                        left,
+                        running.count as f64 / epoch_secs.max(1e-9),
+                    ),
+                );
+                if let Some(m) = metrics.as_mut() {
+                    m.row(&Row {
+                        kind: "step",
+                        epoch,
+                        step,
+                        examples: u64::from(epoch) * n as u64 + running.count as u64,
+                        seconds: elapsed.as_secs_f64(),
+                        loss: stats.mean_loss(),
+                        accuracy: stats.accuracy(),
+                        test: None,
+                    })?;
+                }
+            }
+        }
+        let epoch_secs = epoch_start.elapsed().as_secs_f64();
+        train_time += epoch_secs;
+        if theta.iter().any(|t| !t.is_finite()) {
+            return Err(CliError::Failed(format!(
+                "training diverged in epoch {epoch}: a parameter is not finite; no model was written"
+            )));
+        }
+        let eval = evaluate(&layout, &theta, test, cfg.threads)?;
+        let result = EpochResult {
+            train_loss: running.mean_loss(),
+            train_accuracy: running.accuracy(),
+            test_loss: eval.stats.mean_loss(),
+            test_accuracy: eval.stats.accuracy(),
+            train_seconds: epoch_secs,
+        };
+        say(
+            out,
+            format!(
+                "--- epoch {}/{}: train loss {:.4} acc {:.4} | test loss {:.4} acc {:.4} | {:.2} s ({:.0} ex/s)",
+                epoch + 1,
+                cfg.epochs,
+                result.train_loss,
+                result.train_accuracy,
+                result.test_loss,
+                result.test_accuracy,
+                epoch_secs,
+                n as f64 / epoch_secs.max(1e-9)
+            ),
+        );
+        if let Some(m) = metrics.as_mut() {
+            m.row(&Row {
+                kind: "epoch",
+                epoch,
+                step,
+                examples: u64::from(epoch + 1) * n as u64,
+                seconds: start.elapsed().as_secs_f64(),
+                loss: result.train_loss,
+                accuracy: result.train_accuracy,
+                test: Some((result.test_loss, result.test_accuracy)),
+            })?;
+        }
+        results.push(result);
+    }
+    let test_accuracy = results.last().map_or(f64::NAN, |r| r.test_accuracy);
+    let (epochs, seed, hidden, lr, batch_s, acc) = (
+        cfg.epochs.to_string(),
+        cfg.seed.to_string(),
+        cfg.hidden.to_string(),
+        cfg.lr.to_string(),
+        cfg.batch_size.to_string(),
+        format!("{test_accuracy:.4}"),
+    );
+    let metadata = [
+        ("format", model_io::FORMAT),
+        ("optimizer", cfg.optimizer.name()),
+        ("epochs", epochs.as_str()),
+        ("seed", seed.as_str()),
+        ("hidden", hidden.as_str()),
+        ("lr", lr.as_str()),
+        ("batch_size", batch_s.as_str()),
+        ("test_accuracy", acc.as_str()),
+    ];
+    model_io::save_model(&cfg.out, &layout, &theta, &metadata)?;
+    say(
+        out,
+        format!(
+            "saved {} (test accuracy {acc}); training time {train_time:.2} s, {:.3} s per epoch",
+            cfg.out.display(),
+            train_time / f64::from(cfg.epochs.max(1))
+        ),
+    );
+    Ok(TrainSummary {
+        epochs: results,
+        theta,
+    })
+}

@@ -1,0 +1,213 @@
+//! End-to-end: train / eval / predict on a tiny synthetic data set, and their error paths.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ienk-cli");
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("ienk-cli-cmd-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn idx(magic: u32, dims: &[u32], body: impl Iterator<Item = u8>) -> Vec<u8> {
+    let mut v = magic.to_be_bytes().to_vec();
+    dims.iter().for_each(|d| v.extend_from_slice(&d.to_be_bytes()));
+    v.extend(body);
+    v
+}
+
+/// 40 train and 20 test images: digit d has a bright row d.
+fn dataset(dir: &Path) {
+    for (prefix, n) in [("train", 40u32), ("t10k", 20u32)] {
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        let pixels = labels
+            .iter()
+            .flat_map(|&l| (0..784).map(move |p| if p / 28 == 2 * l as usize { 255 } else { 0 }));
+        std::fs::write(
+            dir.join(format!("{prefix}-images-idx3-ubyte")),
+            idx(0x803, &[n, 28, 28], pixels),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{prefix}-labels-idx1-ubyte")),
+            idx(0x801, &[n], labels.into_iter()),
+        )
+        .unwrap();
+    }
+}
+
+fn cli(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("IENK_DATA")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn train_eval_predict_round_trip() {
+    let d = TempDir::new("roundtrip");
+    dataset(&d.0);
+    let model = d.0.join("m.safetensors");
+    let log = d.0.join("m.csv");
+    let m = model.to_str().unwrap();
+    let out = cli(
+        &d.0,
+        &[
+            "train",
+            "--optimizer",
+            "adam",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+            "--lr",
+            "0.01",
+            "--out",
+            m,
+            "--log",
+            log.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("=== Epoch: 0/3 === Iter:"), "{stdout}");
+    assert!(stdout.contains("Remain:"), "{stdout}");
+    let csv = std::fs::read_to_string(&log).unwrap();
+    assert!(csv.starts_with("kind,epoch,step,examples,seconds,loss,accuracy,test_loss,test_accuracy\n"));
+    assert_eq!(csv.lines().filter(|l| l.starts_with("epoch,")).count(), 3);
+
+    let out = cli(&d.0, &["eval", "--model", m]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(report.starts_with("test accuracy: "), "{report}");
+    assert!(
+        report.contains("/20)") && report.contains("confusion matrix"),
+        "{report}"
+    );
+
+    let out = cli(&d.0, &["predict", "--model", m, "--index", "3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("true label: 3"));
+
+    let pgm = d.0.join("digit.pgm");
+    let mut bytes = b"P5 28 28 255\n".to_vec();
+    bytes.extend((0..784).map(|p| if p / 28 == 8 { 255u8 } else { 0 }));
+    std::fs::write(&pgm, bytes).unwrap();
+    let out = cli(&d.0, &["predict", "--model", m, "--image", pgm.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("predicted digit: "));
+}
+
+fn assert_bad_input(out: &Output, needle: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_models_images_and_indices_are_exit_2_with_the_file_named() {
+    let d = TempDir::new("bad");
+    dataset(&d.0);
+    let junk = d.0.join("junk.safetensors");
+    std::fs::write(&junk, b"not a model at all").unwrap();
+    let j = junk.to_str().unwrap();
+    assert_bad_input(
+        &cli(&d.0, &["eval", "--model", j]),
+        "junk.safetensors: not a valid ienk model",
+    );
+    assert_bad_input(
+        &cli(&d.0, &["eval", "--model", "/nonexistent/m.safetensors"]),
+        "/nonexistent/m.safetensors: cannot read",
+    );
+
+    let model = d.0.join("m.safetensors");
+    let m = model.to_str().unwrap();
+    assert!(
+        cli(
+            &d.0,
+            &["train", "--optimizer", "sgd", "--epochs", "1", "--out", m]
+        )
+        .status
+        .success()
+    );
+    assert_bad_input(
+        &cli(&d.0, &["predict", "--model", m, "--index", "20"]),
+        "out of range",
+    );
+    let pgm = d.0.join("bad.pgm");
+    std::fs::write(&pgm, b"P5 32 32 255\n").unwrap();
+    assert_bad_input(
+        &cli(&d.0, &["predict", "--model", m, "--image", pgm.to_str().unwrap()]),
+        "bad.pgm: expected a 28x28 image",
+    );
+    // Flags: clap's own errors also exit 2.
+    assert_eq!(
+        cli(&d.0, &["train", "--optimizer", "sgd", "--lr", "-1"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(cli(&d.0, &["predict", "--model", m]).status.code(), Some(2));
+}
+
+#[test]
+fn an_unwritable_output_is_exit_1_and_leaves_nothing_behind() {
+    let d = TempDir::new("unwritable");
+    dataset(&d.0);
+    let out = cli(
+        &d.0,
+        &[
+            "train",
+            "--optimizer",
+            "sgd",
+            "--epochs",
+            "1",
+            "--out",
+            "/nonexistent-dir/m.safetensors",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("/nonexistent-dir/m.safetensors: cannot write"));
+}
+
+#[test]
+fn help_explains_every_train_flag() {
+    let out = Command::new(BIN).args(["train", "--help"]).output().unwrap();
+    let help = text(&out.stdout);
+    for flag in [
+        "--optimizer",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--hidden",
+        "--seed",
+        "--threads",
+        "--out",
+        "--log",
+        "--limit",
+        "--data-dir",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+}
