@@ -12,6 +12,7 @@
 extern crate std;
 
 pub mod batch;
+pub mod ensemble;
 pub mod gemm;
 pub mod idx;
 pub mod json;

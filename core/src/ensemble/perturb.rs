@@ -1,0 +1,178 @@
+//! Ensemble perturbations, regenerated on demand from seeds instead of stored.
+//!
+//! A full-rank perturbation of member k at step t is a vector of P entries, entry i of layer l
+//! drawn from N(0, (c s_l)^2). It is cut into blocks of [`BLOCK`] entries, each with its own
+//! generator seeded from (seed, t, k, block), so any thread can regenerate any block of any member
+//! in any order: the update needs O(P) memory however many members there are.
+//!
+//! A low-rank perturbation replaces each weight matrix's perturbation by
+//! `c s_l a b^T / sqrt(r)` with `a`, `b` standard normal of `r` columns (each entry then has
+//! variance (c s_l)^2), and keeps full-rank bias perturbations: `r (2 H + inputs + outputs) + H +
+//! outputs` numbers per member instead of P.
+//!
+//! With antithetic pairs, member `2j + 1` is member `2j` negated.
+
+use rand_core::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::mlp::Layout;
+use crate::normal::Normal;
+
+/// Entries per independently seeded block of a full-rank perturbation.
+pub const BLOCK: usize = 4096;
+
+/// SplitMix64's finaliser: a bijective mix of 64 bits.
+const fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The generator of one (step, draw, block) triple of a run seeded with `seed`.
+fn block_rng(seed: u64, step: u64, draw: u64, block: u64) -> Xoshiro256PlusPlus {
+    // Golden-ratio increments keep the four inputs apart before each mix.
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let h = mix64(
+        seed ^ mix64(step.wrapping_add(K) ^ mix64(draw.wrapping_add(K.wrapping_mul(2)) ^ mix64(block))),
+    );
+    Xoshiro256PlusPlus::seed_from_u64(h)
+}
+
+/// How a run's perturbations are drawn: the layout, the per-layer standard deviations `c s_l`,
+/// the rank (0 = full), antithetic pairs, and the seed.
+#[derive(Clone, Copy, Debug)]
+pub struct Perturbations {
+    /// The network.
+    pub layout: Layout,
+    /// Standard deviation of each layer's entries (`c s_l`).
+    pub std: [f32; 2],
+    /// 0 for full-rank perturbations, else the rank of each weight matrix's perturbation.
+    pub rank: usize,
+    /// Whether odd members are their even neighbour negated.
+    pub antithetic: bool,
+    /// The run's perturbation seed.
+    pub seed: u64,
+}
+
+/// Index ranges of the low-rank factors inside one member's factor vector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FactorRanges {
+    /// `a` of layer 1, `hidden x r`.
+    pub a1: core::ops::Range<usize>,
+    /// `b` of layer 1, `r x inputs` (one row per rank).
+    pub b1: core::ops::Range<usize>,
+    /// Bias perturbation of layer 1, `hidden`.
+    pub db1: core::ops::Range<usize>,
+    /// `a` of layer 2, `outputs x r`.
+    pub a2: core::ops::Range<usize>,
+    /// `b` of layer 2, `r x hidden`.
+    pub b2: core::ops::Range<usize>,
+    /// Bias perturbation of layer 2, `outputs`.
+    pub db2: core::ops::Range<usize>,
+}
+
+impl Perturbations {
+    /// Which independent draw member `k` uses, and its sign.
+    pub fn draw_of(&self, member: usize) -> (u64, f32) {
+        if self.antithetic {
+            ((member / 2) as u64, if member.is_multiple_of(2) { 1.0 } else { -1.0 })
+        } else {
+            (member as u64, 1.0)
+        }
+    }
+
+    /// Blocks of a full-rank perturbation.
+    pub fn blocks(&self) -> usize {
+        self.layout.num_params().div_ceil(BLOCK)
+    }
+
+    /// Writes block `block` of member `member`'s full-rank perturbation at `step` into `out`
+    /// (length `min(BLOCK, P - block BLOCK)`). O(BLOCK).
+    pub fn fill_block(&self, normal: &Normal, step: u64, member: usize, block: usize, out: &mut [f32]) {
+        let (draw, sign) = self.draw_of(member);
+        let mut rng = block_rng(self.seed, step, draw, block as u64);
+        let start = block * BLOCK;
+        let split = self.layout.layer_ranges()[0].end;
+        // The layer boundary may cut the block in two.
+        let cut = split.saturating_sub(start).min(out.len());
+        let (first, second) = out.split_at_mut(cut);
+        normal.fill(&mut rng, first, sign * self.std[0]);
+        normal.fill(&mut rng, second, sign * self.std[1]);
+    }
+
+    /// Writes member `member`'s whole full-rank perturbation (length P). O(P).
+    pub fn fill_member(&self, normal: &Normal, step: u64, member: usize, out: &mut [f32]) {
+        for (block, chunk) in out.chunks_mut(BLOCK).enumerate() {
+            self.fill_block(normal, step, member, block, chunk);
+        }
+    }
+
+    /// Layout of one member's low-rank factor vector.
+    pub fn factor_ranges(&self) -> FactorRanges {
+        let (i, h, o, r) = (
+            self.layout.inputs,
+            self.layout.hidden,
+            self.layout.outputs,
+            self.rank,
+        );
+        let a1 = 0..h * r;
+        let b1 = a1.end..a1.end + i * r;
+        let db1 = b1.end..b1.end + h;
+        let a2 = db1.end..db1.end + o * r;
+        let b2 = a2.end..a2.end + h * r;
+        let db2 = b2.end..b2.end + o;
+        FactorRanges {
+            a1,
+            b1,
+            db1,
+            a2,
+            b2,
+            db2,
+        }
+    }
+
+    /// Numbers in one member's low-rank factor vector.
+    pub fn factor_len(&self) -> usize {
+        self.factor_ranges().db2.end
+    }
+
+    /// Writes member `member`'s low-rank factors at `step` into `out` (length
+    /// [`Perturbations::factor_len`]): `a` factors standard normal, `b` factors scaled by
+    /// `sign c s_l / sqrt(r)`, bias perturbations by `sign c s_l`. O(factor_len).
+    pub fn fill_factors(&self, normal: &Normal, step: u64, member: usize, out: &mut [f32]) {
+        let (draw, sign) = self.draw_of(member);
+        let mut rng = block_rng(self.seed, step, draw, u64::MAX);
+        let f = self.factor_ranges();
+        let inv_sqrt_r = 1.0 / libm::sqrtf(self.rank.max(1) as f32);
+        normal.fill(&mut rng, &mut out[f.a1], 1.0);
+        normal.fill(&mut rng, &mut out[f.b1], sign * self.std[0] * inv_sqrt_r);
+        normal.fill(&mut rng, &mut out[f.db1], sign * self.std[0]);
+        normal.fill(&mut rng, &mut out[f.a2], 1.0);
+        normal.fill(&mut rng, &mut out[f.b2], sign * self.std[1] * inv_sqrt_r);
+        normal.fill(&mut rng, &mut out[f.db2], sign * self.std[1]);
+    }
+
+    /// Expands low-rank factors into the dense perturbation they stand for (length P):
+    /// `W_l += a b^T` blocks and the biases. O(P r). For tests and for storing.
+    pub fn expand_factors(&self, factors: &[f32], out: &mut [f32]) {
+        let (i, h, o, r) = (
+            self.layout.inputs,
+            self.layout.hidden,
+            self.layout.outputs,
+            self.rank,
+        );
+        let f = self.factor_ranges();
+        let [w1, b1, w2, b2] = self.layout.ranges();
+        let outer = |a: &[f32], b: &[f32], rows: usize, cols: usize, dst: &mut [f32]| {
+            for row in 0..rows {
+                for col in 0..cols {
+                    dst[row * cols + col] = (0..r).map(|q| a[row * r + q] * b[q * cols + col]).sum();
+                }
+            }
+        };
+        outer(&factors[f.a1.clone()], &factors[f.b1.clone()], h, i, &mut out[w1]);
+        out[b1].copy_from_slice(&factors[f.db1]);
+        outer(&factors[f.a2.clone()], &factors[f.b2.clone()], o, h, &mut out[w2]);
+        out[b2].copy_from_slice(&factors[f.db2]);
+    }
+}

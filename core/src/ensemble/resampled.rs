@@ -1,0 +1,448 @@
+//! IEnK, variant "resampled" (the thesis's scheme, ALGORITHM.md section 3): at every update a
+//! fresh ensemble `theta + delta_k` is drawn around the mean, run forward on the batch, and
+//! `theta <- theta - h sum_k c_k delta_k`, with
+//! - thesis form: `c_k = (1/B) sum_b <softmax(z_kb) - p_b, g_b>`, `g_b = -y_b / (p_b + 0.005)`;
+//! - logit form: `c_k = (1/B) sum_b <z_kb - z_b, p_b - y_b>`.
+//!
+//! `E[sum_k c_k delta_k] = M (c s_l)^2 grad` per layer, so the effective learning rate of layer l
+//! is `h M (c s_l)^2`. The coefficients are accumulated in f64. The work is split so that callers
+//! can use threads: [`Resampled::dense_coefficients`] / [`Resampled::low_rank_coefficients`] over
+//! member ranges, then [`Resampled::update_blocks`] over parameter blocks (full rank) or
+//! [`Resampled::low_rank_update`] (low rank).
+
+use core::ops::Range;
+
+use super::particles::{self, Factors, LowRankBuffers, Stacked};
+use super::perturb::{BLOCK, Perturbations};
+use crate::gemm::{self, Epilogue, MatMut, MatRef};
+use crate::loss::{self, BatchStats};
+use crate::mlp::{Layout, MlpError, check_len};
+use crate::normal::Normal;
+
+/// The thesis's stabiliser in `-y / (p + 0.005)`: keeps the innovation finite (at most 200)
+/// when the true class's probability collapses.
+pub const THESIS_STABILISER: f64 = 0.005;
+
+/// Members whose dense forward passes share one stacked product.
+pub const DENSE_CHUNK: usize = 8;
+
+/// How the data misfit enters the coefficients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// The thesis's innovation in probability space, `-y / (p + 0.005)`.
+    Thesis,
+    /// The logit-space innovation `p - y` (bounded by 1; the default).
+    Logit,
+}
+
+/// The mean network's outputs on a batch and the innovation the members are compared with.
+#[derive(Clone, Copy, Debug)]
+pub struct MeanView<'a> {
+    /// Layer-1 pre-activation `X W1^T + b1` (`B x H`).
+    pub pre: &'a [f32],
+    /// Logits (`B x outputs`).
+    pub logits: &'a [f32],
+    /// Softmax of the logits (`B x outputs`).
+    pub probs: &'a [f32],
+    /// Innovation `g` (`B x outputs`), already divided by B.
+    pub innovation: &'a [f32],
+}
+
+/// Writes the mean's probabilities and the innovation of `form` for `labels`; returns the mean's
+/// loss and accuracy. O(B outputs).
+pub fn innovation(
+    form: Form,
+    logits: &[f32],
+    outputs: usize,
+    labels: &[u8],
+    probs: &mut [f32],
+    g: &mut [f32],
+) -> Result<BatchStats, MlpError> {
+    let stats = loss::cross_entropy_grad(logits, outputs, labels, g)?;
+    check_len("probabilities", probs.len(), logits.len())?;
+    let inv_b = 1.0 / labels.len().max(1) as f64;
+    let rows = logits.chunks_exact(outputs).zip(probs.chunks_exact_mut(outputs));
+    for ((row, prow), (grow, &y)) in rows.zip(g.chunks_exact_mut(outputs).zip(labels)) {
+        loss::softmax(row, prow);
+        if form == Form::Thesis {
+            // cross_entropy_grad wrote (p - y) / B; the thesis's innovation is -y / (p + 0.005) / B,
+            // non-zero at the label only.
+            grow.fill(0.0);
+            let py = f64::from(prow[usize::from(y)]);
+            grow[usize::from(y)] = (-inv_b / (py + THESIS_STABILISER)) as f32;
+        }
+    }
+    Ok(stats)
+}
+
+/// The coefficient `c_k` of one member from its logits (`B x outputs`), in f64.
+pub fn coefficient(form: Form, member_logits: &[f32], mean: &MeanView<'_>, outputs: usize) -> f64 {
+    let mut c = 0f64;
+    match form {
+        Form::Logit => {
+            for ((&zk, &z0), &g) in member_logits.iter().zip(mean.logits).zip(mean.innovation) {
+                c += (f64::from(zk) - f64::from(z0)) * f64::from(g);
+            }
+        }
+        Form::Thesis => {
+            let mut pk = [0f32; 64];
+            for ((zrow, prow), grow) in member_logits
+                .chunks_exact(outputs)
+                .zip(mean.probs.chunks_exact(outputs))
+                .zip(mean.innovation.chunks_exact(outputs))
+            {
+                let pk = &mut pk[..outputs.min(64)];
+                loss::softmax(zrow, pk);
+                for ((&a, &b), &g) in pk.iter().zip(prow).zip(grow) {
+                    c += (f64::from(a) - f64::from(b)) * f64::from(g);
+                }
+            }
+        }
+    }
+    c
+}
+
+/// The resampled IEnK update rule.
+#[derive(Clone, Copy, Debug)]
+pub struct Resampled {
+    /// How perturbations are drawn (layout, per-layer std, rank, antithetic, seed).
+    pub perturb: Perturbations,
+    /// Ensemble size M.
+    pub members: usize,
+    /// Thesis or logit form.
+    pub form: Form,
+    /// Step size h (the effective learning rate of layer l is `h M (c s_l)^2`).
+    pub lr: f32,
+}
+
+/// Carves one caller buffer into named parts.
+struct Carver<'a>(&'a mut [f32]);
+
+impl<'a> Carver<'a> {
+    fn take(&mut self, len: usize) -> &'a mut [f32] {
+        let buf = core::mem::take(&mut self.0);
+        let (head, tail) = buf.split_at_mut(len);
+        self.0 = tail;
+        head
+    }
+}
+
+/// Lengths of the parts of a dense member-phase workspace.
+fn dense_parts(layout: &Layout, batch: usize) -> [usize; 8] {
+    let (i, h, o, c) = (layout.inputs, layout.hidden, layout.outputs, DENSE_CHUNK);
+    [
+        layout.num_params(),
+        c * h * i,
+        c * h,
+        c * o * h,
+        c * o,
+        batch * c * h,
+        c * batch * o,
+        particles::dense_scratch_len(layout, batch, c),
+    ]
+}
+
+/// Lengths of the parts of a low-rank member-phase workspace.
+fn low_rank_parts(p: &Perturbations, batch: usize) -> [usize; 8] {
+    let (l, r, c) = (&p.layout, p.rank, DENSE_CHUNK);
+    [
+        c * p.factor_len(),
+        c * r * l.inputs,
+        batch * c * r,
+        batch * l.hidden,
+        batch * r,
+        l.outputs,
+        batch * l.outputs,
+        particles::low_rank_scratch_len(l, batch, r).max(gemm::scratch_len(batch, c * r, l.inputs)),
+    ]
+}
+
+impl Resampled {
+    /// Floats of workspace one thread's member phase needs for batches of up to `batch` rows.
+    pub fn member_workspace_len(&self, batch: usize) -> usize {
+        if self.perturb.rank == 0 {
+            dense_parts(&self.perturb.layout, batch).iter().sum()
+        } else {
+            low_rank_parts(&self.perturb, batch).iter().sum()
+        }
+    }
+
+    /// Dense (full-rank) member phase: the coefficients of `members` (written to `coeffs`, one
+    /// per member of the range). When `store` is given (`members.len() x P`), each member's
+    /// perturbation is kept there for [`Resampled::update_blocks`]. Costs `members` P normal
+    /// draws and `2 B members P` flops.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dense_coefficients(
+        &self,
+        normal: &Normal,
+        theta: &[f32],
+        x: &[f32],
+        mean: &MeanView<'_>,
+        step: u64,
+        members: Range<usize>,
+        workspace: &mut [f32],
+        coeffs: &mut [f64],
+        mut store: Option<&mut [f32]>,
+    ) -> Result<(), MlpError> {
+        let layout = &self.perturb.layout;
+        let (h, o) = (layout.hidden, layout.outputs);
+        let p_len = layout.num_params();
+        let batch = mean.logits.len() / o;
+        let parts = dense_parts(layout, batch);
+        check_len("member workspace", workspace.len(), parts.iter().sum())?;
+        check_len("coefficients", coeffs.len(), members.len())?;
+        if let Some(s) = store.as_deref() {
+            check_len("stored perturbations", s.len(), members.len() * p_len)?;
+        }
+        let mut carve = Carver(workspace);
+        let delta = carve.take(parts[0]);
+        let (w1s, b1s, w2s, b2s) = (
+            carve.take(parts[1]),
+            carve.take(parts[2]),
+            carve.take(parts[3]),
+            carve.take(parts[4]),
+        );
+        let (hidden, logits, scratch) = (carve.take(parts[5]), carve.take(parts[6]), carve.take(parts[7]));
+        let [r_w1, r_b1, r_w2, r_b2] = layout.ranges();
+        let mut done = 0;
+        while done < members.len() {
+            let chunk = DENSE_CHUNK.min(members.len() - done);
+            for j in 0..chunk {
+                let member = members.start + done + j;
+                self.perturb.fill_member(normal, step, member, delta);
+                if let Some(s) = store.as_deref_mut() {
+                    s[(done + j) * p_len..(done + j + 1) * p_len].copy_from_slice(delta);
+                }
+                let add = |dst: &mut [f32], r: Range<usize>| {
+                    dst.iter_mut()
+                        .zip(&theta[r.clone()])
+                        .zip(&delta[r])
+                        .for_each(|((d, t), e)| *d = t + e);
+                };
+                add(&mut w1s[j * r_w1.len()..(j + 1) * r_w1.len()], r_w1.clone());
+                add(&mut b1s[j * h..(j + 1) * h], r_b1.clone());
+                add(&mut w2s[j * r_w2.len()..(j + 1) * r_w2.len()], r_w2.clone());
+                add(&mut b2s[j * o..(j + 1) * o], r_b2.clone());
+            }
+            let stacked = Stacked {
+                w1: &w1s[..chunk * r_w1.len()],
+                b1: &b1s[..chunk * h],
+                w2: &w2s[..chunk * r_w2.len()],
+                b2: &b2s[..chunk * o],
+            };
+            let (hid, log) = (&mut hidden[..batch * chunk * h], &mut logits[..chunk * batch * o]);
+            particles::forward_dense(layout, chunk, x, stacked, hid, log, scratch)?;
+            for j in 0..chunk {
+                coeffs[done + j] = coefficient(self.form, &log[j * batch * o..(j + 1) * batch * o], mean, o);
+            }
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    /// Full-rank update of the parameter blocks `first_block ..`, whose entries are `part`
+    /// (a contiguous piece of theta starting at `first_block * BLOCK`): `part -= h sum_k c_k
+    /// delta_k`, each delta regenerated from its seed, or read from `stored` (`M x P`) when given.
+    /// `tmp` holds `BLOCK` floats. Costs `M len(part)` normal draws (none when stored).
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_blocks(
+        &self,
+        normal: &Normal,
+        part: &mut [f32],
+        first_block: usize,
+        coeffs: &[f64],
+        step: u64,
+        stored: Option<&[f32]>,
+        tmp: &mut [f32],
+    ) -> Result<(), MlpError> {
+        let p_len = self.perturb.layout.num_params();
+        check_len("coefficients", coeffs.len(), self.members)?;
+        check_len("block buffer", tmp.len(), BLOCK)?;
+        if let Some(s) = stored {
+            check_len("stored perturbations", s.len(), self.members * p_len)?;
+        }
+        let mut acc = [0f32; BLOCK];
+        for (b, chunk) in part.chunks_mut(BLOCK).enumerate() {
+            let block = first_block + b;
+            let start = block * BLOCK;
+            let acc = &mut acc[..chunk.len()];
+            acc.fill(0.0);
+            for (k, &c) in coeffs.iter().enumerate() {
+                let delta: &[f32] = match stored {
+                    Some(s) => &s[k * p_len + start..k * p_len + start + chunk.len()],
+                    None => {
+                        let t = &mut tmp[..chunk.len()];
+                        self.perturb.fill_block(normal, step, k, block, t);
+                        t
+                    }
+                };
+                let c = c as f32;
+                acc.iter_mut().zip(delta).for_each(|(a, &d)| *a += c * d);
+            }
+            chunk
+                .iter_mut()
+                .zip(acc.iter())
+                .for_each(|(t, &a)| *t -= self.lr * a);
+        }
+        Ok(())
+    }
+
+    /// Low-rank member phase: the coefficients of `members`, given the mean's pre-activation.
+    /// Costs `members (factor_len)` normal draws and about `2 B members (r inputs + 2 H r + H
+    /// outputs)` flops.
+    #[allow(clippy::too_many_arguments)]
+    pub fn low_rank_coefficients(
+        &self,
+        normal: &Normal,
+        theta: &[f32],
+        x: &[f32],
+        mean: &MeanView<'_>,
+        step: u64,
+        members: Range<usize>,
+        workspace: &mut [f32],
+        coeffs: &mut [f64],
+    ) -> Result<(), MlpError> {
+        let pt = &self.perturb;
+        let layout = &pt.layout;
+        let (i, o, r) = (layout.inputs, layout.outputs, pt.rank);
+        let batch = mean.logits.len() / o;
+        let parts = low_rank_parts(pt, batch);
+        check_len("member workspace", workspace.len(), parts.iter().sum())?;
+        check_len("coefficients", coeffs.len(), members.len())?;
+        let f_len = pt.factor_len();
+        let fr = pt.factor_ranges();
+        let mut carve = Carver(workspace);
+        let (factors, bstack, xb) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
+        let (hidden, proj, bias) = (carve.take(parts[3]), carve.take(parts[4]), carve.take(parts[5]));
+        let (logits, scratch) = (carve.take(parts[6]), carve.take(parts[7]));
+        let mut done = 0;
+        while done < members.len() {
+            let chunk = DENSE_CHUNK.min(members.len() - done);
+            for j in 0..chunk {
+                let fj = &mut factors[j * f_len..(j + 1) * f_len];
+                pt.fill_factors(normal, step, members.start + done + j, fj);
+                bstack[j * r * i..(j + 1) * r * i].copy_from_slice(&fj[fr.b1.clone()]);
+            }
+            let cr = chunk * r;
+            gemm::gemm(
+                1.0,
+                MatRef::new(x, batch, i, i),
+                MatRef::new(&bstack[..cr * i], cr, i, i).t(),
+                0.0,
+                MatMut::new(&mut xb[..batch * cr], batch, cr, cr),
+                Epilogue::None,
+                scratch,
+            )?;
+            for j in 0..chunk {
+                let fj = &factors[j * f_len..(j + 1) * f_len];
+                let f = Factors {
+                    a1: &fj[fr.a1.clone()],
+                    db1: &fj[fr.db1.clone()],
+                    a2: &fj[fr.a2.clone()],
+                    b2: &fj[fr.b2.clone()],
+                    db2: &fj[fr.db2.clone()],
+                };
+                let buf = LowRankBuffers {
+                    hidden,
+                    proj,
+                    bias,
+                    scratch,
+                };
+                let xbj = if batch == 0 {
+                    &xb[..0]
+                } else {
+                    &xb[j * r..batch * cr]
+                };
+                particles::forward_low_rank_member(layout, r, theta, mean.pre, xbj, cr, f, buf, logits)?;
+                coeffs[done + j] = coefficient(self.form, logits, mean, o);
+            }
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    /// Floats of workspace [`Resampled::low_rank_update`] needs.
+    pub fn low_rank_update_len(&self) -> usize {
+        let (l, r, m) = (&self.perturb.layout, self.perturb.rank, self.members);
+        self.perturb.factor_len()
+            + m * r * (l.hidden + l.inputs + l.outputs + l.hidden)
+            + gemm::scratch_len(l.hidden, l.inputs, m * r).max(gemm::scratch_len(l.outputs, l.hidden, m * r))
+    }
+
+    /// Low-rank update: `W_l -= h sum_k c_k a_k b_k^T` as one product per layer
+    /// (`(rows x M r) (M r x cols)`), and the biases. Costs `2 M r P` flops and `M factor_len`
+    /// normal draws.
+    pub fn low_rank_update(
+        &self,
+        normal: &Normal,
+        theta: &mut [f32],
+        coeffs: &[f64],
+        step: u64,
+        workspace: &mut [f32],
+    ) -> Result<(), MlpError> {
+        let pt = &self.perturb;
+        let l = pt.layout;
+        let (i, h, o, r, m) = (l.inputs, l.hidden, l.outputs, pt.rank, self.members);
+        check_len("coefficients", coeffs.len(), m)?;
+        check_len("update workspace", workspace.len(), self.low_rank_update_len())?;
+        let fr = pt.factor_ranges();
+        let mr = m * r;
+        let mut carve = Carver(workspace);
+        let f = carve.take(pt.factor_len());
+        let (a1c, b1s, a2c, b2s) = (
+            carve.take(h * mr),
+            carve.take(mr * i),
+            carve.take(o * mr),
+            carve.take(mr * h),
+        );
+        let scratch = carve.take(carve.0.len());
+        let params = l.split_mut(theta)?;
+        for (k, &c) in coeffs.iter().enumerate() {
+            pt.fill_factors(normal, step, k, f);
+            let c = c as f32;
+            for (row, a) in f[fr.a1.clone()].chunks_exact(r).enumerate() {
+                a1c[row * mr + k * r..row * mr + (k + 1) * r]
+                    .iter_mut()
+                    .zip(a)
+                    .for_each(|(d, &v)| *d = c * v);
+            }
+            for (row, a) in f[fr.a2.clone()].chunks_exact(r).enumerate() {
+                a2c[row * mr + k * r..row * mr + (k + 1) * r]
+                    .iter_mut()
+                    .zip(a)
+                    .for_each(|(d, &v)| *d = c * v);
+            }
+            b1s[k * r * i..(k + 1) * r * i].copy_from_slice(&f[fr.b1.clone()]);
+            b2s[k * r * h..(k + 1) * r * h].copy_from_slice(&f[fr.b2.clone()]);
+            params
+                .b1
+                .iter_mut()
+                .zip(&f[fr.db1.clone()])
+                .for_each(|(t, &d)| *t -= self.lr * c * d);
+            params
+                .b2
+                .iter_mut()
+                .zip(&f[fr.db2.clone()])
+                .for_each(|(t, &d)| *t -= self.lr * c * d);
+        }
+        gemm::gemm(
+            -self.lr,
+            MatRef::new(a1c, h, mr, mr),
+            MatRef::new(b1s, mr, i, i),
+            1.0,
+            MatMut::new(params.w1, h, i, i),
+            Epilogue::None,
+            scratch,
+        )?;
+        gemm::gemm(
+            -self.lr,
+            MatRef::new(a2c, o, mr, mr),
+            MatRef::new(b2s, mr, h, h),
+            1.0,
+            MatMut::new(params.w2, o, h, h),
+            Epilogue::None,
+            scratch,
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,582 @@
+//! The ensemble optimizers against independent references: dense forward passes of expanded
+//! perturbations, naive f64 updates, back-propagated gradients.
+
+mod common;
+
+use common::TestRng;
+use ienk::ensemble::eki::Eki;
+use ienk::ensemble::particles::{
+    Factors, LowRankBuffers, forward_low_rank_member, forward_mean, low_rank_scratch_len,
+};
+use ienk::ensemble::perturb::{BLOCK, Perturbations};
+use ienk::ensemble::resampled::{Form, MeanView, Resampled, innovation};
+use ienk::loss::cross_entropy_grad;
+use ienk::mlp::Layout;
+use ienk::normal::Normal;
+
+const TINY: Layout = Layout {
+    inputs: 9,
+    hidden: 6,
+    outputs: 4,
+};
+
+fn perturbations(layout: Layout, rank: usize, antithetic: bool, scale: f32) -> Perturbations {
+    let [s1, s2] = layout.glorot_std();
+    Perturbations {
+        layout,
+        std: [scale * s1, scale * s2],
+        rank,
+        antithetic,
+        seed: 42,
+    }
+}
+
+/// Logits of a plain network, by the MLP's own forward pass.
+fn logits_of(layout: &Layout, theta: &[f32], x: &[f32]) -> Vec<f32> {
+    let batch = x.len() / layout.inputs;
+    let mut hidden = vec![0f32; batch * layout.hidden];
+    let mut logits = vec![0f32; batch * layout.outputs];
+    let mut s = vec![0f32; layout.gemm_scratch_len(batch)];
+    layout
+        .forward(theta, x, &mut hidden, &mut logits, &mut s)
+        .unwrap();
+    logits
+}
+
+/// The mean's pre-activation, probabilities and innovation on a batch.
+struct Mean {
+    pre: Vec<f32>,
+    logits: Vec<f32>,
+    probs: Vec<f32>,
+    g: Vec<f32>,
+}
+
+impl Mean {
+    fn new(layout: &Layout, form: Form, theta: &[f32], x: &[f32], y: &[u8]) -> Self {
+        let b = y.len();
+        let mut m = Mean {
+            pre: vec![0.0; b * layout.hidden],
+            logits: vec![0.0; b * layout.outputs],
+            probs: vec![0.0; b * layout.outputs],
+            g: vec![0.0; b * layout.outputs],
+        };
+        let mut hidden = vec![0f32; b * layout.hidden];
+        let mut s = vec![0f32; layout.gemm_scratch_len(b)];
+        forward_mean(layout, theta, x, &mut m.pre, &mut hidden, &mut m.logits, &mut s).unwrap();
+        innovation(form, &m.logits, layout.outputs, y, &mut m.probs, &mut m.g).unwrap();
+        m
+    }
+
+    fn view(&self) -> MeanView<'_> {
+        MeanView {
+            pre: &self.pre,
+            logits: &self.logits,
+            probs: &self.probs,
+            innovation: &self.g,
+        }
+    }
+}
+
+#[test]
+fn low_rank_forward_equals_dense_forward_of_the_expanded_perturbation() {
+    let layout = Layout {
+        inputs: 23,
+        hidden: 11,
+        outputs: 5,
+    };
+    let mut rng = TestRng::new(1);
+    let theta = rng.vec(layout.num_params());
+    let batch = 7;
+    let x = rng.vec(batch * layout.inputs);
+    let normal = Normal::new();
+    for rank in [1, 3] {
+        let pt = perturbations(layout, rank, false, 1.0);
+        let fr = pt.factor_ranges();
+        let mut factors = vec![0f32; pt.factor_len()];
+        pt.fill_factors(&normal, 5, 2, &mut factors);
+        // Reference: theta + expanded perturbation through the plain forward pass.
+        let mut delta = vec![0f32; layout.num_params()];
+        pt.expand_factors(&factors, &mut delta);
+        let perturbed: Vec<f32> = theta.iter().zip(&delta).map(|(a, b)| a + b).collect();
+        let want = logits_of(&layout, &perturbed, &x);
+        // Low rank: X b1^T once, then the member's corrections.
+        let mean = Mean::new(&layout, Form::Logit, &theta, &x, &[0; 7]);
+        let b1 = &factors[fr.b1.clone()];
+        let xb: Vec<f32> = (0..batch)
+            .flat_map(|b| (0..rank).map(move |q| (b, q)))
+            .map(|(b, q)| {
+                (0..layout.inputs)
+                    .map(|i| x[b * layout.inputs + i] * b1[q * layout.inputs + i])
+                    .sum()
+            })
+            .collect();
+        let f = Factors {
+            a1: &factors[fr.a1.clone()],
+            db1: &factors[fr.db1.clone()],
+            a2: &factors[fr.a2.clone()],
+            b2: &factors[fr.b2.clone()],
+            db2: &factors[fr.db2.clone()],
+        };
+        let (mut hidden, mut proj, mut bias) =
+            (vec![0f32; batch * 11], vec![0f32; batch * rank], vec![0f32; 5]);
+        let mut scratch = vec![0f32; low_rank_scratch_len(&layout, batch, rank)];
+        let buf = LowRankBuffers {
+            hidden: &mut hidden,
+            proj: &mut proj,
+            bias: &mut bias,
+            scratch: &mut scratch,
+        };
+        let mut got = vec![0f32; batch * 5];
+        forward_low_rank_member(&layout, rank, &theta, &mean.pre, &xb, rank, f, buf, &mut got).unwrap();
+        for (a, b) in got.iter().zip(&want) {
+            assert!(
+                (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                "rank {rank}: {got:?} vs {want:?}"
+            );
+        }
+    }
+}
+
+fn one_step(r: &Resampled, theta: &mut [f32], x: &[f32], y: &[u8], store: bool) -> Vec<f64> {
+    let normal = Normal::new();
+    let layout = r.perturb.layout;
+    let mean = Mean::new(&layout, r.form, theta, x, y);
+    let mut ws = vec![0f32; r.member_workspace_len(y.len())];
+    let mut coeffs = vec![0f64; r.members];
+    let mut stored = store.then(|| vec![0f32; r.members * layout.num_params()]);
+    r.dense_coefficients(
+        &normal,
+        theta,
+        x,
+        &mean.view(),
+        3,
+        0..r.members,
+        &mut ws,
+        &mut coeffs,
+        stored.as_deref_mut(),
+    )
+    .unwrap();
+    let mut tmp = vec![0f32; BLOCK];
+    r.update_blocks(&normal, theta, 0, &coeffs, 3, stored.as_deref(), &mut tmp)
+        .unwrap();
+    coeffs
+}
+
+#[test]
+fn regenerated_update_equals_stored_update() {
+    let layout = Layout {
+        inputs: 60,
+        hidden: 70,
+        outputs: 10,
+    }; // P = 5020: two blocks
+    let mut rng = TestRng::new(2);
+    let theta0 = rng.vec(layout.num_params());
+    let x = rng.vec(5 * 60);
+    let y = [1, 4, 9, 0, 3];
+    for form in [Form::Thesis, Form::Logit] {
+        let r = Resampled {
+            perturb: perturbations(layout, 0, true, 1.0),
+            members: 10,
+            form,
+            lr: 0.01,
+        };
+        let (mut a, mut b) = (theta0.clone(), theta0.clone());
+        let ca = one_step(&r, &mut a, &x, &y, false);
+        let cb = one_step(&r, &mut b, &x, &y, true);
+        assert_eq!(ca, cb);
+        assert!(
+            a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{form:?}"
+        );
+        assert!(a != theta0);
+    }
+}
+
+#[test]
+fn dense_coefficients_match_a_naive_member_forward() {
+    let mut rng = TestRng::new(3);
+    let theta = rng.vec(TINY.num_params());
+    let x = rng.vec(3 * 9);
+    let y = [2, 0, 3];
+    let normal = Normal::new();
+    for form in [Form::Thesis, Form::Logit] {
+        let r = Resampled {
+            perturb: perturbations(TINY, 0, false, 1.0),
+            members: 11,
+            form,
+            lr: 0.01,
+        };
+        let mean = Mean::new(&TINY, form, &theta, &x, &y);
+        let mut ws = vec![0f32; r.member_workspace_len(3)];
+        let mut coeffs = vec![0f64; 11];
+        r.dense_coefficients(
+            &normal,
+            &theta,
+            &x,
+            &mean.view(),
+            0,
+            0..11,
+            &mut ws,
+            &mut coeffs,
+            None,
+        )
+        .unwrap();
+        for (k, &c) in coeffs.iter().enumerate() {
+            let mut delta = vec![0f32; TINY.num_params()];
+            r.perturb.fill_member(&normal, 0, k, &mut delta);
+            let member: Vec<f32> = theta.iter().zip(&delta).map(|(a, b)| a + b).collect();
+            let z = logits_of(&TINY, &member, &x);
+            // Reference coefficient in f64 from the definitions of ALGORITHM.md section 3.
+            let mut want = 0f64;
+            for b in 0..3 {
+                let zk = &z[b * 4..b * 4 + 4];
+                let z0 = &mean.logits[b * 4..b * 4 + 4];
+                let sm = |v: &[f32]| {
+                    let m = v.iter().fold(f64::MIN, |a, &b| a.max(f64::from(b)));
+                    let e: Vec<f64> = v.iter().map(|&u| (f64::from(u) - m).exp()).collect();
+                    let s: f64 = e.iter().sum();
+                    e.into_iter().map(|u| u / s).collect::<Vec<f64>>()
+                };
+                let (pk, p0) = (sm(zk), sm(z0));
+                for o in 0..4 {
+                    let yo = if usize::from(y[b]) == o { 1.0 } else { 0.0 };
+                    want += match form {
+                        Form::Logit => (f64::from(zk[o]) - f64::from(z0[o])) * (p0[o] - yo) / 3.0,
+                        Form::Thesis => (pk[o] - p0[o]) * (-yo / (p0[o] + 0.005)) / 3.0,
+                    };
+                }
+            }
+            assert!(
+                (c - want).abs() < 1e-5 * (1.0 + want.abs()),
+                "{form:?} member {k}: {c} vs {want}"
+            );
+        }
+    }
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn ensemble_estimate_points_along_the_gradient() {
+    // sum_k c_k delta_k / (M s_l^2) -> grad L as M grows (Stein's lemma); small s keeps the
+    // linearisation exact to first order.
+    let layout = TINY;
+    let mut rng = TestRng::new(4);
+    let theta: Vec<f32> = rng.vec(layout.num_params());
+    let (x, y) = (rng.vec(4 * 9), [1u8, 3, 0, 2]);
+    // Back-propagated gradient (the reference).
+    let (mut hid, mut z, mut dz, mut dh) = (vec![0f32; 24], vec![0f32; 16], vec![0f32; 16], vec![0f32; 24]);
+    let mut grad = vec![0f32; layout.num_params()];
+    let mut s = vec![0f32; layout.gemm_scratch_len(4)];
+    layout.forward(&theta, &x, &mut hid, &mut z, &mut s).unwrap();
+    cross_entropy_grad(&z, 4, &y, &mut dz).unwrap();
+    layout
+        .backward(&theta, &x, &hid, &dz, &mut dh, &mut grad, &mut s)
+        .unwrap();
+    let grad: Vec<f64> = grad.iter().map(|&g| f64::from(g)).collect();
+    let normal = Normal::new();
+    for (form, antithetic) in [(Form::Logit, true), (Form::Thesis, true), (Form::Logit, false)] {
+        let members = 40_000;
+        let r = Resampled {
+            perturb: perturbations(layout, 0, antithetic, 0.01),
+            members,
+            form,
+            lr: 1.0,
+        };
+        let mean = Mean::new(&layout, form, &theta, &x, &y);
+        let mut ws = vec![0f32; r.member_workspace_len(4)];
+        let mut coeffs = vec![0f64; members];
+        r.dense_coefficients(
+            &normal,
+            &theta,
+            &x,
+            &mean.view(),
+            0,
+            0..members,
+            &mut ws,
+            &mut coeffs,
+            None,
+        )
+        .unwrap();
+        // theta - 1.0 * sum c delta, so the estimate is (theta0 - theta1).
+        let mut moved = theta.clone();
+        let mut tmp = vec![0f32; BLOCK];
+        r.update_blocks(&normal, &mut moved, 0, &coeffs, 0, None, &mut tmp)
+            .unwrap();
+        let [l1, l2] = layout.layer_ranges();
+        let [s1, s2] = r.perturb.std;
+        let est: Vec<f64> = (0..layout.num_params())
+            .map(|i| {
+                let s = if l1.contains(&i) {
+                    s1
+                } else {
+                    debug_assert!(l2.contains(&i));
+                    s2
+                };
+                (f64::from(theta[i]) - f64::from(moved[i])) / (members as f64 * f64::from(s) * f64::from(s))
+            })
+            .collect();
+        let cos = cosine(&est, &grad);
+        assert!(cos > 0.99, "{form:?} antithetic={antithetic}: cosine {cos}");
+    }
+}
+
+/// EKI with the given ensemble on one batch: logits of every member, then the update.
+fn eki_step(eki: &Eki, ens: &mut [f32], x: &[f32], y: &[u8]) -> ienk::ensemble::eki::EkiStep {
+    let b = y.len();
+    let mut logits = vec![0f32; eki.members * b * eki.layout.outputs];
+    let mut fw = vec![0f32; eki.forward_workspace_len(b, 3)];
+    eki.member_logits(ens, x, 0..eki.members, 3, &mut fw, &mut logits)
+        .unwrap();
+    let (l32, l64) = eki.update_workspace_len(b);
+    let (mut w32, mut w64) = (vec![0f32; l32], vec![0f64; l64]);
+    eki.update(ens, &logits, y, &mut w32, &mut w64).unwrap()
+}
+
+fn members_of(eki: &Eki, ens: &[f32]) -> Vec<Vec<f64>> {
+    (0..eki.members)
+        .map(|j| {
+            let mut u = vec![0f32; eki.layout.num_params()];
+            eki.member(ens, j, &mut u);
+            u.into_iter().map(f64::from).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn eki_update_equals_the_naive_formula() {
+    let mut rng = TestRng::new(5);
+    let eki = Eki {
+        layout: TINY,
+        members: 7,
+        h0: 0.3,
+        eps: 1e-8,
+        inflation: 0.0,
+        std: [0.5, 0.5],
+    };
+    let normal = Normal::new();
+    let theta0 = rng.vec(TINY.num_params());
+    let mut ens = vec![0f32; eki.ensemble_len()];
+    eki.scatter(&normal, &mut rand_xoshiro_rng(1), &theta0, &mut ens);
+    let (x, y) = (rng.vec(5 * 9), [0u8, 1, 2, 3, 1]);
+    let before = members_of(&eki, &ens);
+    // Naive f64: G_k, Gbar, g_j, D_kj, h, u_j - (h/M) sum_k D_kj (u_k - ubar).
+    let m = eki.members;
+    let g_of = |u: &[f64]| logits_of(&TINY, &u.iter().map(|&v| v as f32).collect::<Vec<_>>(), &x);
+    let gs: Vec<Vec<f32>> = before.iter().map(|u| g_of(u)).collect();
+    let gbar: Vec<f64> = (0..20)
+        .map(|i| gs.iter().map(|g| f64::from(g[i])).sum::<f64>() / m as f64)
+        .collect();
+    let innov: Vec<Vec<f64>> = gs
+        .iter()
+        .map(|g| {
+            let mut d = vec![0f32; 20];
+            cross_entropy_grad(g, 4, &y, &mut d).unwrap();
+            d.into_iter().map(f64::from).collect()
+        })
+        .collect();
+    let d: Vec<Vec<f64>> = (0..m)
+        .map(|k| {
+            (0..m)
+                .map(|j| {
+                    (0..20)
+                        .map(|i| (f64::from(gs[k][i]) - gbar[i]) * innov[j][i])
+                        .sum()
+                })
+                .collect()
+        })
+        .collect();
+    let dn = d.iter().flatten().map(|v| v * v).sum::<f64>().sqrt();
+    let h = 0.3 / (dn + 1e-8);
+    let p = TINY.num_params();
+    let ubar: Vec<f64> = (0..p)
+        .map(|i| before.iter().map(|u| u[i]).sum::<f64>() / m as f64)
+        .collect();
+    let want: Vec<Vec<f64>> = (0..m)
+        .map(|j| {
+            (0..p)
+                .map(|i| {
+                    before[j][i]
+                        - h / m as f64 * (0..m).map(|k| d[k][j] * (before[k][i] - ubar[i])).sum::<f64>()
+                })
+                .collect()
+        })
+        .collect();
+    let step = eki_step(&eki, &mut ens, &x, &y);
+    assert!((step.h - h).abs() < 1e-6 * h, "{} vs {h}", step.h);
+    let got = members_of(&eki, &ens);
+    for (gj, wj) in got.iter().zip(&want) {
+        for (a, b) in gj.iter().zip(wj) {
+            assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+}
+
+fn rand_xoshiro_rng(seed: u64) -> rand_xoshiro::Xoshiro256PlusPlus {
+    <rand_xoshiro::Xoshiro256PlusPlus as rand_core::SeedableRng>::seed_from_u64(seed)
+}
+
+/// Orthonormal basis (Gram-Schmidt in f64) of the vectors `u - origin`.
+fn span_basis(vectors: &[Vec<f64>], origin: &[f64]) -> Vec<Vec<f64>> {
+    let mut basis: Vec<Vec<f64>> = Vec::new();
+    for u in vectors {
+        let mut v: Vec<f64> = u.iter().zip(origin).map(|(a, b)| a - b).collect();
+        for e in &basis {
+            let d: f64 = v.iter().zip(e).map(|(a, b)| a * b).sum();
+            v.iter_mut().zip(e).for_each(|(a, b)| *a -= d * b);
+        }
+        let n = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        if n > 1e-9 {
+            basis.push(v.into_iter().map(|a| a / n).collect());
+        }
+    }
+    basis
+}
+
+/// Relative distance of `u - origin` from the span of `basis`.
+fn off_span(u: &[f64], origin: &[f64], basis: &[Vec<f64>]) -> f64 {
+    let mut v: Vec<f64> = u.iter().zip(origin).map(|(a, b)| a - b).collect();
+    let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+    for e in basis {
+        let d: f64 = v.iter().zip(e).map(|(a, b)| a * b).sum();
+        v.iter_mut().zip(e).for_each(|(a, b)| *a -= d * b);
+    }
+    v.iter().map(|a| a * a).sum::<f64>().sqrt() / norm
+}
+
+fn mean_of(vs: &[Vec<f64>]) -> Vec<f64> {
+    (0..vs[0].len())
+        .map(|i| vs.iter().map(|u| u[i]).sum::<f64>() / vs.len() as f64)
+        .collect()
+}
+
+#[test]
+fn eki_on_a_linear_model_is_h_cug_g_lowers_the_loss_and_keeps_the_span() {
+    // G(u) = A u (d x P), loss_j = |A u_j - y|^2 / 2, g_j = A u_j - y. The parameter vector is
+    // laid out as a layout with P inputs and one "hidden" unit: W1 holds the P entries of u and
+    // b1 one entry the model ignores.
+    let (d, p_model, m) = (6, 12, 5);
+    let layout = Layout {
+        inputs: p_model,
+        hidden: 1,
+        outputs: 0,
+    };
+    let p = layout.num_params();
+    let eki = Eki {
+        layout,
+        members: m,
+        h0: 0.01,
+        eps: 1e-8,
+        inflation: 0.0,
+        std: [1.0, 1.0],
+    };
+    let mut rng = TestRng::new(6);
+    let a: Vec<f64> = rng.vec(d * p_model).into_iter().map(f64::from).collect();
+    let y: Vec<f64> = rng.vec(d).into_iter().map(f64::from).collect();
+    let normal = Normal::new();
+    let mut ens = vec![0f32; eki.ensemble_len()];
+    eki.scatter(&normal, &mut rand_xoshiro_rng(3), &vec![0.0; p], &mut ens);
+    let start = members_of(&eki, &ens);
+    let ubar0 = mean_of(&start);
+    let basis = span_basis(&start, &ubar0);
+    let g_of = |u: &[f64]| -> Vec<f64> {
+        (0..d)
+            .map(|r| (0..p_model).map(|c| a[r * p_model + c] * u[c]).sum())
+            .collect()
+    };
+    let loss = |us: &[Vec<f64>]| -> f64 {
+        us.iter()
+            .map(|u| {
+                g_of(u)
+                    .iter()
+                    .zip(&y)
+                    .map(|(g, t)| (g - t).powi(2) / 2.0)
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let (l32, l64) = eki.update_with_len(d);
+    let (mut w32, mut w64) = (vec![0f32; l32], vec![0f64; l64]);
+    let mut last = loss(&start);
+    for step in 0..30 {
+        let us = members_of(&eki, &ens);
+        let outputs: Vec<f64> = us.iter().flat_map(|u| g_of(u)).collect();
+        let innov: Vec<f64> = outputs
+            .chunks(d)
+            .flat_map(|g| g.iter().zip(&y).map(|(a, b)| a - b))
+            .collect();
+        let (o32, i32v): (Vec<f32>, Vec<f32>) = (
+            outputs.iter().map(|&v| v as f32).collect(),
+            innov.iter().map(|&v| v as f32).collect(),
+        );
+        let (_, h) = eki
+            .update_with(&mut ens, &o32, &i32v, &mut w32, &mut w64)
+            .unwrap();
+        // The known answer: u_j <- u_j - h C^{uG} g_j, C^{uG} = (1/M) sum_k (u_k - ubar)(G_k - Gbar)^T.
+        let ubar = mean_of(&us);
+        let gbar = mean_of(&outputs.chunks(d).map(<[f64]>::to_vec).collect::<Vec<_>>());
+        for (j, got) in members_of(&eki, &ens).iter().enumerate() {
+            let gj = &innov[j * d..(j + 1) * d];
+            for i in 0..p {
+                let cug_g: f64 = (0..m)
+                    .map(|k| {
+                        let gk = &outputs[k * d..(k + 1) * d];
+                        (us[k][i] - ubar[i])
+                            * gk.iter()
+                                .zip(&gbar)
+                                .zip(gj)
+                                .map(|((a, b), c)| (a - b) * c)
+                                .sum::<f64>()
+                    })
+                    .sum::<f64>()
+                    / m as f64;
+                let want = us[j][i] - h * cug_g;
+                assert!(
+                    (got[i] - want).abs() < 1e-5 * (1.0 + want.abs()),
+                    "step {step}: {} vs {want}",
+                    got[i]
+                );
+            }
+        }
+        let now = loss(&members_of(&eki, &ens));
+        assert!(now < last, "step {step}: loss rose from {last} to {now}");
+        last = now;
+        for u in members_of(&eki, &ens) {
+            let off = off_span(&u, &ubar0, &basis);
+            assert!(off < 1e-5, "step {step}: left the initial affine span by {off}");
+        }
+    }
+}
+
+#[test]
+fn eki_on_the_mlp_stays_in_the_initial_affine_span() {
+    let mut rng = TestRng::new(7);
+    let eki = Eki {
+        layout: TINY,
+        members: 5,
+        h0: 0.5,
+        eps: 1e-8,
+        inflation: 0.0,
+        std: [0.3, 0.3],
+    };
+    let normal = Normal::new();
+    let theta0 = rng.vec(TINY.num_params());
+    let mut ens = vec![0f32; eki.ensemble_len()];
+    eki.scatter(&normal, &mut rand_xoshiro_rng(2), &theta0, &mut ens);
+    let (x, y) = (rng.vec(6 * 9), [0u8, 1, 2, 3, 1, 0]);
+    let start = members_of(&eki, &ens);
+    let ubar0 = mean_of(&start);
+    let basis = span_basis(&start, &ubar0);
+    for _ in 0..10 {
+        eki_step(&eki, &mut ens, &x, &y);
+    }
+    for u in members_of(&eki, &ens) {
+        let off = off_span(&u, &ubar0, &basis);
+        assert!(off < 1e-5, "left the initial affine span by {off}");
+    }
+}
