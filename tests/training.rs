@@ -19,6 +19,7 @@ fn config(optimizer: OptimizerKind, out: &std::path::Path) -> TrainConfig {
         log: None,
         limit: None,
         progress_lines: 1,
+        ensemble: Default::default(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod data;
+pub mod ensemble;
 pub mod error;
 pub mod eval;
 pub mod gradient;
@@ -60,6 +61,20 @@ pub fn train_config(a: &TrainArgs) -> train::TrainConfig {
         log: a.log.clone(),
         limit: a.limit,
         progress_lines: a.progress,
+        ensemble: train::EnsembleSettings {
+            particles: a.ensemble.particles,
+            sigma_scale: a.ensemble.sigma_scale,
+            form: match a.ensemble.form {
+                args::FormArg::Thesis => ienk::ensemble::resampled::Form::Thesis,
+                args::FormArg::Logit => ienk::ensemble::resampled::Form::Logit,
+            },
+            antithetic: a.ensemble.antithetic,
+            rank: a.ensemble.rank,
+            store: a.ensemble.store_perturbations,
+            eps: a.ensemble.eki_eps,
+            inflation: a.ensemble.inflation,
+            randomize_every: a.ensemble.randomize_every,
+        },
     }
 }
 

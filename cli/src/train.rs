@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use ienk::batch::{gather, shuffle};
+use ienk::ensemble::resampled::Form;
 use ienk::idx::{IMAGE_PIXELS, Split};
 use ienk::loss::BatchStats;
 use ienk::mlp::Layout;
@@ -12,6 +13,7 @@ use ienk::normal::Normal;
 use ienk::optim::{Adam, Nag, Sgd};
 use ienk::seeds::{Stream, rng};
 
+use crate::ensemble::{EkiOptimizer, EnsembleConfig, IenkOptimizer};
 use crate::error::{CliError, Result};
 use crate::eval::evaluate;
 use crate::gradient::GradientEngine;
@@ -28,6 +30,12 @@ pub enum OptimizerKind {
     Nag,
     /// Adam (0.9, 0.999, 1e-8) with bias correction.
     Adam,
+    /// Resampled iterative ensemble Kalman (the thesis's scheme): a fresh ensemble around the
+    /// mean at every update, theta -= lr sum_k c_k delta_k (effective rate lr M (c s_l)^2).
+    Ienk,
+    /// Kovachki & Stuart's ensemble Kalman inversion: a persistent ensemble, adaptive step
+    /// lr / (||D||_F + eps); predictions use the ensemble mean.
+    Eki,
 }
 
 impl OptimizerKind {
@@ -37,6 +45,8 @@ impl OptimizerKind {
             OptimizerKind::Sgd => "sgd",
             OptimizerKind::Nag => "nag",
             OptimizerKind::Adam => "adam",
+            OptimizerKind::Ienk => "ienk",
+            OptimizerKind::Eki => "eki",
         }
     }
 }
@@ -66,6 +76,47 @@ pub struct TrainConfig {
     pub limit: Option<usize>,
     /// Progress lines per epoch.
     pub progress_lines: usize,
+    /// Settings of the ensemble optimizers.
+    pub ensemble: EnsembleSettings,
+}
+
+/// Settings of `ienk` and `eki` (ignored by the gradient optimizers).
+#[derive(Clone, Copy, Debug)]
+pub struct EnsembleSettings {
+    /// Members M.
+    pub particles: usize,
+    /// Scale c of each layer's Glorot standard deviation s_l.
+    pub sigma_scale: f32,
+    /// `ienk`: thesis or logit form.
+    pub form: Form,
+    /// `ienk`: antithetic pairs.
+    pub antithetic: bool,
+    /// `ienk`: rank of the weight perturbations (0 = full rank).
+    pub rank: usize,
+    /// `ienk`: keep the M perturbations in memory between forward and update.
+    pub store: bool,
+    /// `eki`: the eps of the adaptive step.
+    pub eps: f32,
+    /// `eki`: multiplicative inflation alpha.
+    pub inflation: f32,
+    /// `eki`: redraw the ensemble around its mean every R steps (0 = never).
+    pub randomize_every: u64,
+}
+
+impl Default for EnsembleSettings {
+    fn default() -> Self {
+        EnsembleSettings {
+            particles: 10,
+            sigma_scale: 1.0,
+            form: Form::Logit,
+            antithetic: false,
+            rank: 0,
+            store: false,
+            eps: 1e-8,
+            inflation: 0.0,
+            randomize_every: 0,
+        }
+    }
 }
 
 /// One update rule: moves `theta` on a batch and reports the batch's loss and accuracy measured
@@ -102,8 +153,16 @@ impl Optimizer for Baseline {
     }
 }
 
-fn make_optimizer(cfg: &TrainConfig, layout: Layout) -> Box<dyn Optimizer> {
+fn make_optimizer(cfg: &TrainConfig, layout: Layout, batch: usize) -> Box<dyn Optimizer> {
     let p = layout.num_params();
+    let e = &cfg.ensemble;
+    let ens = EnsembleConfig {
+        members: e.particles,
+        sigma_scale: e.sigma_scale,
+        threads: cfg.threads,
+        batch,
+        seed: cfg.seed,
+    };
     let rule = match cfg.optimizer {
         OptimizerKind::Sgd => Rule::Sgd(Sgd { lr: cfg.lr }),
         OptimizerKind::Nag => Rule::Nag(
@@ -114,11 +173,57 @@ fn make_optimizer(cfg: &TrainConfig, layout: Layout) -> Box<dyn Optimizer> {
             vec![0.0; p],
         ),
         OptimizerKind::Adam => Rule::Adam(Adam::new(cfg.lr), vec![0.0; p], vec![0.0; p], 0),
+        OptimizerKind::Ienk => {
+            return Box::new(IenkOptimizer::new(
+                layout,
+                ens,
+                e.form,
+                e.rank,
+                e.antithetic,
+                cfg.lr,
+                e.store,
+            ));
+        }
+        OptimizerKind::Eki => {
+            return Box::new(EkiOptimizer::new(
+                layout,
+                ens,
+                cfg.lr,
+                e.eps,
+                e.inflation,
+                e.randomize_every,
+            ));
+        }
     };
     Box::new(Baseline {
         engine: GradientEngine::new(layout, cfg.batch_size, cfg.threads),
         rule,
     })
+}
+
+/// The ensemble settings in force, for the opening line.
+fn ensemble_summary(cfg: &TrainConfig) -> String {
+    let e = &cfg.ensemble;
+    match cfg.optimizer {
+        OptimizerKind::Ienk => format!(
+            "; {} particles, sigma scale {}, {} form, rank {}{}{}",
+            e.particles,
+            e.sigma_scale,
+            if e.form == Form::Thesis { "thesis" } else { "logit" },
+            if e.rank == 0 {
+                "full".to_string()
+            } else {
+                e.rank.to_string()
+            },
+            if e.antithetic { ", antithetic" } else { "" },
+            if e.store { ", stored perturbations" } else { "" },
+        ),
+        OptimizerKind::Eki => format!(
+            "; {} particles, sigma scale {}, eps {}, inflation {}, randomise every {} steps",
+            e.particles, e.sigma_scale, e.eps, e.inflation, e.randomize_every
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Test-set results at the end of one epoch.
@@ -166,11 +271,11 @@ pub fn train(
     layout
         .init_glorot(&mut theta, &Normal::new(), &mut rng(cfg.seed, Stream::Init))
         .map_err(|e| CliError::Failed(format!("initialisation failed: {e}")))?;
-    let mut optimizer = make_optimizer(cfg, layout);
     let mut metrics = cfg.log.as_deref().map(MetricsLog::create).transpose()?;
     let mut order_rng = rng(cfg.seed, Stream::Order);
     let mut order: Vec<u32> = (0..n as u32).collect();
     let batch = cfg.batch_size.min(n);
+    let mut optimizer = make_optimizer(cfg, layout, batch);
     let steps_per_epoch = n.div_ceil(batch);
     let log_every = (steps_per_epoch / cfg.progress_lines.max(1)).max(1);
     let total_steps = u64::from(cfg.epochs) * steps_per_epoch as u64;
@@ -192,7 +297,7 @@ pub fn train(
             cfg.lr,
             cfg.seed,
             cfg.threads
-        ),
+        ) + &ensemble_summary(cfg),
     );
     let start = Instant::now();
     let mut train_time = 0.0;

@@ -130,6 +130,73 @@ pub fn forward_mean(
     Ok(())
 }
 
+/// Floats of GEMM scratch [`forward_delta_member`] needs on `batch` rows.
+pub fn delta_scratch_len(layout: &Layout, batch: usize) -> usize {
+    gemm::scratch_len(batch, layout.hidden, layout.inputs).max(gemm::scratch_len(
+        batch,
+        layout.outputs,
+        layout.hidden,
+    ))
+}
+
+/// Logits (`B x outputs`) of the network `theta + delta` (full-rank `delta`, length P), given
+/// the mean's pre-activation `pre` (`B x H`): `relu(pre + X dW1^T + db1)` then
+/// `h W2^T + h dW2^T + b2 + db2`, so `theta + delta` is never formed. `hidden` (`B x H`) and
+/// `bias` (`outputs`) are scratch. Costs `2 B (inputs H + 2 H outputs)` flops.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_delta_member(
+    layout: &Layout,
+    theta: &[f32],
+    pre: &[f32],
+    x: &[f32],
+    delta: &[f32],
+    hidden: &mut [f32],
+    bias: &mut [f32],
+    logits: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), MlpError> {
+    let p = layout.split(theta)?;
+    let d = layout.split(delta)?;
+    let (i, h, o) = (layout.inputs, layout.hidden, layout.outputs);
+    let batch = pre.len() / h.max(1);
+    check_len("input batch", x.len(), batch * i)?;
+    check_len("hidden", hidden.len(), batch * h)?;
+    check_len("logits", logits.len(), batch * o)?;
+    check_len("bias", bias.len(), o)?;
+    hidden.copy_from_slice(pre);
+    gemm::gemm(
+        1.0,
+        MatRef::new(x, batch, i, i),
+        MatRef::new(d.w1, h, i, i).t(),
+        1.0,
+        MatMut::new(hidden, batch, h, h),
+        Epilogue::BiasRelu(d.b1),
+        scratch,
+    )?;
+    bias.iter_mut()
+        .zip(p.b2.iter().zip(d.b2))
+        .for_each(|(s, (a, b))| *s = a + b);
+    gemm::gemm(
+        1.0,
+        MatRef::new(hidden, batch, h, h),
+        MatRef::new(p.w2, o, h, h).t(),
+        0.0,
+        MatMut::new(logits, batch, o, o),
+        Epilogue::Bias(bias),
+        scratch,
+    )?;
+    gemm::gemm(
+        1.0,
+        MatRef::new(hidden, batch, h, h),
+        MatRef::new(d.w2, o, h, h).t(),
+        1.0,
+        MatMut::new(logits, batch, o, o),
+        Epilogue::None,
+        scratch,
+    )?;
+    Ok(())
+}
+
 /// One low-rank member's factors (see `perturb`): `a1` `H x r`, `b1` `r x inputs`, `db1` `H`,
 /// `a2` `outputs x r`, `b2` `r x H`, `db2` `outputs`.
 #[derive(Clone, Copy, Debug)]

@@ -16,7 +16,7 @@ use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::mlp::Layout;
-use crate::normal::Normal;
+use crate::normal::{Lanes, Normal};
 
 /// Entries per independently seeded block of a full-rank perturbation.
 pub const BLOCK: usize = 4096;
@@ -75,7 +75,10 @@ impl Perturbations {
     /// Which independent draw member `k` uses, and its sign.
     pub fn draw_of(&self, member: usize) -> (u64, f32) {
         if self.antithetic {
-            ((member / 2) as u64, if member.is_multiple_of(2) { 1.0 } else { -1.0 })
+            (
+                (member / 2) as u64,
+                if member.is_multiple_of(2) { 1.0 } else { -1.0 },
+            )
         } else {
             (member as u64, 1.0)
         }
@@ -91,13 +94,14 @@ impl Perturbations {
     pub fn fill_block(&self, normal: &Normal, step: u64, member: usize, block: usize, out: &mut [f32]) {
         let (draw, sign) = self.draw_of(member);
         let mut rng = block_rng(self.seed, step, draw, block as u64);
+        let mut lanes = Lanes::from_rng(&mut rng);
         let start = block * BLOCK;
         let split = self.layout.layer_ranges()[0].end;
         // The layer boundary may cut the block in two.
         let cut = split.saturating_sub(start).min(out.len());
         let (first, second) = out.split_at_mut(cut);
-        normal.fill(&mut rng, first, sign * self.std[0]);
-        normal.fill(&mut rng, second, sign * self.std[1]);
+        normal.fill_lanes(&mut lanes, &mut rng, first, sign * self.std[0]);
+        normal.fill_lanes(&mut lanes, &mut rng, second, sign * self.std[1]);
     }
 
     /// Writes member `member`'s whole full-rank perturbation (length P). O(P).
@@ -142,14 +146,20 @@ impl Perturbations {
     pub fn fill_factors(&self, normal: &Normal, step: u64, member: usize, out: &mut [f32]) {
         let (draw, sign) = self.draw_of(member);
         let mut rng = block_rng(self.seed, step, draw, u64::MAX);
+        let mut lanes = Lanes::from_rng(&mut rng);
         let f = self.factor_ranges();
         let inv_sqrt_r = 1.0 / libm::sqrtf(self.rank.max(1) as f32);
-        normal.fill(&mut rng, &mut out[f.a1], 1.0);
-        normal.fill(&mut rng, &mut out[f.b1], sign * self.std[0] * inv_sqrt_r);
-        normal.fill(&mut rng, &mut out[f.db1], sign * self.std[0]);
-        normal.fill(&mut rng, &mut out[f.a2], 1.0);
-        normal.fill(&mut rng, &mut out[f.b2], sign * self.std[1] * inv_sqrt_r);
-        normal.fill(&mut rng, &mut out[f.db2], sign * self.std[1]);
+        let parts = [
+            (f.a1, 1.0),
+            (f.b1, sign * self.std[0] * inv_sqrt_r),
+            (f.db1, sign * self.std[0]),
+            (f.a2, 1.0),
+            (f.b2, sign * self.std[1] * inv_sqrt_r),
+            (f.db2, sign * self.std[1]),
+        ];
+        for (range, scale) in parts {
+            normal.fill_lanes(&mut lanes, &mut rng, &mut out[range], scale);
+        }
     }
 
     /// Expands low-rank factors into the dense perturbation they stand for (length P):

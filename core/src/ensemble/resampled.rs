@@ -12,7 +12,7 @@
 
 use core::ops::Range;
 
-use super::particles::{self, Factors, LowRankBuffers, Stacked};
+use super::particles::{self, Factors, LowRankBuffers};
 use super::perturb::{BLOCK, Perturbations};
 use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::loss::{self, BatchStats};
@@ -23,7 +23,7 @@ use crate::normal::Normal;
 /// when the true class's probability collapses.
 pub const THESIS_STABILISER: f64 = 0.005;
 
-/// Members whose dense forward passes share one stacked product.
+/// Low-rank members whose `X b^T` projections share one product.
 pub const DENSE_CHUNK: usize = 8;
 
 /// How the data misfit enters the coefficients.
@@ -127,18 +127,14 @@ impl<'a> Carver<'a> {
     }
 }
 
-/// Lengths of the parts of a dense member-phase workspace.
-fn dense_parts(layout: &Layout, batch: usize) -> [usize; 8] {
-    let (i, h, o, c) = (layout.inputs, layout.hidden, layout.outputs, DENSE_CHUNK);
+/// Lengths of the parts of a full-rank member-phase workspace.
+fn dense_parts(layout: &Layout, batch: usize) -> [usize; 5] {
     [
         layout.num_params(),
-        c * h * i,
-        c * h,
-        c * o * h,
-        c * o,
-        batch * c * h,
-        c * batch * o,
-        particles::dense_scratch_len(layout, batch, c),
+        batch * layout.hidden,
+        layout.outputs,
+        batch * layout.outputs,
+        particles::delta_scratch_len(layout, batch),
     ]
 }
 
@@ -167,10 +163,10 @@ impl Resampled {
         }
     }
 
-    /// Dense (full-rank) member phase: the coefficients of `members` (written to `coeffs`, one
-    /// per member of the range). When `store` is given (`members.len() x P`), each member's
-    /// perturbation is kept there for [`Resampled::update_blocks`]. Costs `members` P normal
-    /// draws and `2 B members P` flops.
+    /// Full-rank member phase: the coefficients of `members` (written to `coeffs`, one per member
+    /// of the range). When `store` is given (`members.len() x P`), each member's perturbation is
+    /// generated there and kept for [`Resampled::update_blocks`]. Costs `members P` normal draws
+    /// and `2 B members P` flops.
     #[allow(clippy::too_many_arguments)]
     pub fn dense_coefficients(
         &self,
@@ -185,7 +181,7 @@ impl Resampled {
         mut store: Option<&mut [f32]>,
     ) -> Result<(), MlpError> {
         let layout = &self.perturb.layout;
-        let (h, o) = (layout.hidden, layout.outputs);
+        let o = layout.outputs;
         let p_len = layout.num_params();
         let batch = mean.logits.len() / o;
         let parts = dense_parts(layout, batch);
@@ -195,47 +191,18 @@ impl Resampled {
             check_len("stored perturbations", s.len(), members.len() * p_len)?;
         }
         let mut carve = Carver(workspace);
-        let delta = carve.take(parts[0]);
-        let (w1s, b1s, w2s, b2s) = (
-            carve.take(parts[1]),
-            carve.take(parts[2]),
-            carve.take(parts[3]),
-            carve.take(parts[4]),
-        );
-        let (hidden, logits, scratch) = (carve.take(parts[5]), carve.take(parts[6]), carve.take(parts[7]));
-        let [r_w1, r_b1, r_w2, r_b2] = layout.ranges();
-        let mut done = 0;
-        while done < members.len() {
-            let chunk = DENSE_CHUNK.min(members.len() - done);
-            for j in 0..chunk {
-                let member = members.start + done + j;
-                self.perturb.fill_member(normal, step, member, delta);
-                if let Some(s) = store.as_deref_mut() {
-                    s[(done + j) * p_len..(done + j + 1) * p_len].copy_from_slice(delta);
-                }
-                let add = |dst: &mut [f32], r: Range<usize>| {
-                    dst.iter_mut()
-                        .zip(&theta[r.clone()])
-                        .zip(&delta[r])
-                        .for_each(|((d, t), e)| *d = t + e);
-                };
-                add(&mut w1s[j * r_w1.len()..(j + 1) * r_w1.len()], r_w1.clone());
-                add(&mut b1s[j * h..(j + 1) * h], r_b1.clone());
-                add(&mut w2s[j * r_w2.len()..(j + 1) * r_w2.len()], r_w2.clone());
-                add(&mut b2s[j * o..(j + 1) * o], r_b2.clone());
-            }
-            let stacked = Stacked {
-                w1: &w1s[..chunk * r_w1.len()],
-                b1: &b1s[..chunk * h],
-                w2: &w2s[..chunk * r_w2.len()],
-                b2: &b2s[..chunk * o],
+        let (own_delta, hidden, bias) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
+        let (logits, scratch) = (carve.take(parts[3]), carve.take(parts[4]));
+        for (j, member) in members.enumerate() {
+            let delta = match store.as_deref_mut() {
+                Some(s) => &mut s[j * p_len..(j + 1) * p_len],
+                None => &mut *own_delta,
             };
-            let (hid, log) = (&mut hidden[..batch * chunk * h], &mut logits[..chunk * batch * o]);
-            particles::forward_dense(layout, chunk, x, stacked, hid, log, scratch)?;
-            for j in 0..chunk {
-                coeffs[done + j] = coefficient(self.form, &log[j * batch * o..(j + 1) * batch * o], mean, o);
-            }
-            done += chunk;
+            self.perturb.fill_member(normal, step, member, delta);
+            particles::forward_delta_member(
+                layout, theta, mean.pre, x, delta, hidden, bias, logits, scratch,
+            )?;
+            coeffs[j] = coefficient(self.form, logits, mean, o);
         }
         Ok(())
     }

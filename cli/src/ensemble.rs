@@ -1,0 +1,321 @@
+//! The ensemble optimizers behind `train --optimizer ienk|eki`: buffers, and the split of their
+//! work over threads (members for the forward passes, parameter blocks for the update).
+
+use std::ops::Range;
+
+use ienk::ensemble::eki::Eki;
+use ienk::ensemble::particles::forward_mean;
+use ienk::ensemble::perturb::{BLOCK, Perturbations};
+use ienk::ensemble::resampled::{Form, MeanView, Resampled, innovation};
+use ienk::loss::BatchStats;
+use ienk::mlp::{Layout, MlpError};
+use ienk::normal::Normal;
+use ienk::seeds::{Stream, rng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::error::{CliError, Result};
+use crate::train::Optimizer;
+
+/// Settings shared by both ensemble optimizers.
+#[derive(Clone, Copy, Debug)]
+pub struct EnsembleConfig {
+    /// Members M.
+    pub members: usize,
+    /// Scale c of the per-layer Glorot standard deviations.
+    pub sigma_scale: f32,
+    /// Worker threads.
+    pub threads: usize,
+    /// Largest batch.
+    pub batch: usize,
+    /// Run seed.
+    pub seed: u64,
+}
+
+fn failed(e: MlpError) -> CliError {
+    CliError::Failed(format!("ensemble step failed: {e}"))
+}
+
+/// `0..n` cut into `parts` contiguous ranges of nearly equal length (empty ones dropped).
+fn split(n: usize, parts: usize) -> Vec<Range<usize>> {
+    let per = n.div_ceil(parts.max(1)).max(1);
+    (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect()
+}
+
+/// Runs `f` on each item, on scoped threads when there is more than one.
+fn par_each<T: Send>(items: Vec<T>, f: impl Fn(T) -> Result<()> + Sync) -> Result<()> {
+    if items.len() <= 1 {
+        return items.into_iter().try_for_each(f);
+    }
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = items.into_iter().map(|item| s.spawn(move || f(item))).collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(CliError::Failed("a worker thread panicked".into())))
+        })
+    })
+}
+
+/// The resampled IEnK (thesis's scheme).
+pub struct IenkOptimizer {
+    rule: Resampled,
+    normal: Normal,
+    threads: usize,
+    step: u64,
+    pre: Vec<f32>,
+    hidden: Vec<f32>,
+    logits: Vec<f32>,
+    probs: Vec<f32>,
+    innovation: Vec<f32>,
+    scratch: Vec<f32>,
+    workspaces: Vec<Vec<f32>>,
+    coeffs: Vec<f64>,
+    stored: Option<Vec<f32>>,
+    blocks: Vec<Vec<f32>>,
+    low_rank_update: Vec<f32>,
+}
+
+impl IenkOptimizer {
+    /// Buffers for `cfg`; `rank` 0 is full rank; `store` keeps the M perturbations (M P floats)
+    /// between the forward passes and the update instead of regenerating them.
+    pub fn new(
+        layout: Layout,
+        cfg: EnsembleConfig,
+        form: Form,
+        rank: usize,
+        antithetic: bool,
+        lr: f32,
+        store: bool,
+    ) -> Self {
+        let [s1, s2] = layout.glorot_std();
+        let perturb = Perturbations {
+            layout,
+            std: [cfg.sigma_scale * s1, cfg.sigma_scale * s2],
+            rank,
+            antithetic,
+            seed: rng_seed(cfg.seed),
+        };
+        let rule = Resampled {
+            perturb,
+            members: cfg.members,
+            form,
+            lr,
+        };
+        let threads = cfg.threads.clamp(1, cfg.members.max(1));
+        let (b, h, o) = (cfg.batch, layout.hidden, layout.outputs);
+        IenkOptimizer {
+            normal: Normal::new(),
+            threads,
+            step: 0,
+            pre: vec![0.0; b * h],
+            hidden: vec![0.0; b * h],
+            logits: vec![0.0; b * o],
+            probs: vec![0.0; b * o],
+            innovation: vec![0.0; b * o],
+            scratch: vec![0.0; layout.gemm_scratch_len(b)],
+            workspaces: (0..threads)
+                .map(|_| vec![0.0; rule.member_workspace_len(b)])
+                .collect(),
+            coeffs: vec![0.0; cfg.members],
+            stored: (store && rank == 0).then(|| vec![0.0; cfg.members * layout.num_params()]),
+            blocks: (0..cfg.threads.max(1)).map(|_| vec![0.0; BLOCK]).collect(),
+            low_rank_update: if rank > 0 {
+                vec![0.0; rule.low_rank_update_len()]
+            } else {
+                Vec::new()
+            },
+            rule,
+        }
+    }
+}
+
+/// The perturbation stream's seed for a run seed.
+fn rng_seed(seed: u64) -> u64 {
+    use rand_core::Rng;
+    rng(seed, Stream::Perturb).next_u64()
+}
+
+impl Optimizer for IenkOptimizer {
+    fn step(&mut self, theta: &mut [f32], x: &[f32], y: &[u8]) -> Result<BatchStats> {
+        let layout = self.rule.perturb.layout;
+        let b = y.len();
+        let (h, o, p) = (layout.hidden, layout.outputs, layout.num_params());
+        let (pre, hidden, logits) = (
+            &mut self.pre[..b * h],
+            &mut self.hidden[..b * h],
+            &mut self.logits[..b * o],
+        );
+        forward_mean(&layout, theta, x, pre, hidden, logits, &mut self.scratch).map_err(failed)?;
+        let (probs, g) = (&mut self.probs[..b * o], &mut self.innovation[..b * o]);
+        let stats = innovation(self.rule.form, logits, o, y, probs, g).map_err(failed)?;
+        let mean = MeanView {
+            pre,
+            logits,
+            probs,
+            innovation: g,
+        };
+        let (rule, normal, step, th) = (&self.rule, &self.normal, self.step, &*theta);
+
+        // Member phase: contiguous member ranges per thread.
+        let ranges = split(rule.members, self.threads);
+        let mut coeff_parts = Vec::new();
+        let mut rest = self.coeffs.as_mut_slice();
+        let mut stored_rest = self.stored.as_deref_mut();
+        for r in &ranges {
+            let (c, tail) = rest.split_at_mut(r.len());
+            rest = tail;
+            let s = stored_rest.take().map(|s| {
+                let (head, tail) = s.split_at_mut(r.len() * p);
+                stored_rest = Some(tail);
+                head
+            });
+            coeff_parts.push((r.clone(), c, s));
+        }
+        let jobs: Vec<_> = coeff_parts.into_iter().zip(self.workspaces.iter_mut()).collect();
+        par_each(jobs, |((members, coeffs, store), ws)| {
+            let r = if rule.perturb.rank == 0 {
+                rule.dense_coefficients(normal, th, x, &mean, step, members, ws, coeffs, store)
+            } else {
+                rule.low_rank_coefficients(normal, th, x, &mean, step, members, ws, coeffs)
+            };
+            r.map_err(failed)
+        })?;
+        if let Some(k) = self.coeffs.iter().position(|c| !c.is_finite()) {
+            return Err(CliError::Failed(format!(
+                "training diverged at step {}: member {k}'s coefficient is {}; no model was written",
+                self.step + 1,
+                self.coeffs[k]
+            )));
+        }
+
+        // Update phase.
+        let coeffs = &self.coeffs;
+        if rule.perturb.rank == 0 {
+            let stored = self.stored.as_deref();
+            let per_thread = rule.perturb.blocks().div_ceil(self.blocks.len()).max(1);
+            let jobs: Vec<_> = theta
+                .chunks_mut(per_thread * BLOCK)
+                .zip(self.blocks.iter_mut())
+                .enumerate()
+                .collect();
+            par_each(jobs, |(t, (part, tmp))| {
+                rule.update_blocks(normal, part, t * per_thread, coeffs, step, stored, tmp)
+                    .map_err(failed)
+            })?;
+        } else {
+            rule.low_rank_update(normal, theta, coeffs, step, &mut self.low_rank_update)
+                .map_err(failed)?;
+        }
+        self.step += 1;
+        Ok(stats)
+    }
+}
+
+/// Kovachki & Stuart's EKI, with EKI(R) randomisation.
+pub struct EkiOptimizer {
+    eki: Eki,
+    normal: Normal,
+    rng: Xoshiro256PlusPlus,
+    threads: usize,
+    randomize_every: u64,
+    step: u64,
+    ensemble: Vec<f32>,
+    logits: Vec<f32>,
+    forward: Vec<Vec<f32>>,
+    work: Vec<f32>,
+    work64: Vec<f64>,
+}
+
+/// Members per stacked product in EKI's forward passes.
+const EKI_CHUNK: usize = 8;
+
+impl EkiOptimizer {
+    /// Buffers for `cfg`: `h0` and `eps` of the adaptive step, inflation alpha, and
+    /// randomisation around the mean every `randomize_every` steps (0 = never).
+    pub fn new(
+        layout: Layout,
+        cfg: EnsembleConfig,
+        h0: f32,
+        eps: f32,
+        inflation: f32,
+        randomize_every: u64,
+    ) -> Self {
+        let [s1, s2] = layout.glorot_std();
+        let eki = Eki {
+            layout,
+            members: cfg.members,
+            h0,
+            eps,
+            inflation,
+            std: [cfg.sigma_scale * s1, cfg.sigma_scale * s2],
+        };
+        let threads = cfg.threads.clamp(1, cfg.members.max(1));
+        let (w32, w64) = eki.update_workspace_len(cfg.batch);
+        EkiOptimizer {
+            normal: Normal::new(),
+            rng: rng(cfg.seed, Stream::Perturb),
+            threads,
+            randomize_every,
+            step: 0,
+            ensemble: Vec::new(),
+            logits: vec![0.0; cfg.members * cfg.batch * layout.outputs],
+            forward: (0..threads)
+                .map(|_| vec![0.0; eki.forward_workspace_len(cfg.batch, EKI_CHUNK)])
+                .collect(),
+            work: vec![0.0; w32],
+            work64: vec![0.0; w64],
+            eki,
+        }
+    }
+}
+
+impl Optimizer for EkiOptimizer {
+    fn step(&mut self, theta: &mut [f32], x: &[f32], y: &[u8]) -> Result<BatchStats> {
+        let eki = &self.eki;
+        if self.ensemble.is_empty() {
+            // u_j = theta_0 + xi_j.
+            self.ensemble = vec![0.0; eki.ensemble_len()];
+            eki.scatter(&self.normal, &mut self.rng, theta, &mut self.ensemble);
+        }
+        let b = y.len();
+        let bo = b * eki.layout.outputs;
+        let (w32, w64) = eki.update_workspace_len(b);
+        let ranges = split(eki.members, self.threads);
+        let ens = &self.ensemble;
+        let mut parts = Vec::new();
+        let mut rest = &mut self.logits[..eki.members * bo];
+        for r in ranges {
+            let (head, tail) = rest.split_at_mut(r.len() * bo);
+            rest = tail;
+            parts.push((r, head));
+        }
+        let jobs: Vec<_> = parts.into_iter().zip(self.forward.iter_mut()).collect();
+        par_each(jobs, |((members, out), ws)| {
+            let need = eki.forward_workspace_len(b, EKI_CHUNK);
+            eki.member_logits(ens, x, members, EKI_CHUNK, &mut ws[..need], out)
+                .map_err(failed)
+        })?;
+        let step = eki
+            .update(
+                &mut self.ensemble,
+                &self.logits[..eki.members * bo],
+                y,
+                &mut self.work[..w32],
+                &mut self.work64[..w64],
+            )
+            .map_err(failed)?;
+        if !step.h.is_finite() || !step.d_norm.is_finite() {
+            return Err(CliError::Failed(format!(
+                "training diverged at step {}: ||D|| = {}; no model was written",
+                self.step + 1,
+                step.d_norm
+            )));
+        }
+        self.step += 1;
+        eki.mean(&self.ensemble, theta);
+        if self.randomize_every > 0 && self.step.is_multiple_of(self.randomize_every) {
+            eki.scatter(&self.normal, &mut self.rng, theta, &mut self.ensemble);
+        }
+        Ok(step.stats)
+    }
+}
