@@ -2,6 +2,7 @@
 //! commands, so that integration tests can drive them in-process.
 
 pub mod args;
+pub mod compare;
 pub mod data;
 pub mod ensemble;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod model_io;
 pub mod pgm;
 pub mod predict;
 pub mod progress;
+pub mod svg;
 pub mod train;
 
 use std::ffi::OsString;
@@ -89,6 +91,19 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let cfg = train_config(a);
             let mnist = data::Mnist::load(data_dir)?;
             train::train(&cfg, &mnist.train.view()?, &mnist.test.view()?, out).map(|_| ())
+        }
+        Command::Compare(a) => {
+            let cfg = compare::CompareConfig {
+                epochs: a.epochs,
+                out_dir: a.out_dir.clone(),
+                seed: a.seed,
+                threads: threads(a.threads),
+                limit: a.limit,
+                runs: a.runs.clone(),
+            };
+            let mnist = data::Mnist::load(data_dir)?;
+            let table = compare::compare(&cfg, &mnist.train.view()?, &mnist.test.view()?, out)?;
+            emit(out, &table)
         }
         Command::Eval(a) => {
             let model = model_io::load_model(&a.model)?;

@@ -21,6 +21,10 @@ use crate::metrics::{MetricsLog, Row};
 use crate::model_io;
 use crate::progress;
 
+/// A mean batch cross-entropy above this has exploded: the chance level is ln 10 = 2.3, and a
+/// loss of 1e4 means logits thousands apart. Training stops there rather than saving garbage.
+pub const EXPLODED_LOSS: f64 = 1e4;
+
 /// The optimizers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OptimizerKind {
@@ -316,11 +320,11 @@ pub fn train(
             }
             let stats = optimizer.step(&mut theta, x, y)?;
             step += 1;
-            if !stats.loss_sum.is_finite() {
+            let batch_loss = stats.mean_loss();
+            if !batch_loss.is_finite() || batch_loss > EXPLODED_LOSS {
                 return Err(CliError::Failed(format!(
-                    "training diverged at epoch {epoch}, step {step}: the batch loss is {}; no model was \
-                     written (try a smaller --lr)",
-                    stats.loss_sum
+                    "training diverged at epoch {epoch}, step {step}: the batch loss is {batch_loss}; no model \
+                     was written (try a smaller --lr)"
                 )));
             }
             running.merge(stats);

@@ -211,3 +211,132 @@ fn help_explains_every_train_flag() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
+
+#[test]
+fn compare_writes_the_table_the_csv_and_the_plot() {
+    let d = TempDir::new("compare");
+    dataset(&d.0);
+    let out_dir = d.0.join("cmp");
+    let o = out_dir.to_str().unwrap();
+    let out = cli(
+        &d.0,
+        &[
+            "compare",
+            "--epochs",
+            "2",
+            "--runs",
+            "sgd,adam",
+            "--out-dir",
+            o,
+            "--threads",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("| SGD | batch 500, lr 0.001 | 0.8922 |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| Adam | batch 500, lr 0.001 | 0.9699 |"),
+        "{stdout}"
+    );
+    let csv = std::fs::read_to_string(out_dir.join("compare.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 2, "{csv}");
+    let svg = std::fs::read_to_string(out_dir.join("accuracy.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.matches("<polyline").count() == 2,
+        "{svg}"
+    );
+    assert!(out_dir.join("adam.safetensors").exists() && out_dir.join("sgd.csv").exists());
+}
+
+#[test]
+fn ensemble_optimizers_train_end_to_end() {
+    let d = TempDir::new("ensemble");
+    dataset(&d.0);
+    let m = d.0.join("e.safetensors");
+    let m = m.to_str().unwrap();
+    for args in [
+        &[
+            "--optimizer",
+            "ienk",
+            "--form",
+            "thesis",
+            "--particles",
+            "4",
+            "--batch-size",
+            "1",
+        ][..],
+        &[
+            "--optimizer",
+            "ienk",
+            "--particles",
+            "6",
+            "--rank",
+            "2",
+            "--antithetic",
+            "--batch-size",
+            "8",
+            "--lr",
+            "0.05",
+        ],
+        &[
+            "--optimizer",
+            "ienk",
+            "--particles",
+            "5",
+            "--store-perturbations",
+            "--threads",
+            "2",
+        ],
+        &[
+            "--optimizer",
+            "eki",
+            "--particles",
+            "6",
+            "--randomize-every",
+            "2",
+            "--inflation",
+            "0.01",
+            "--lr",
+            "0.5",
+        ],
+    ] {
+        let mut all = vec!["train", "--epochs", "2", "--out", m];
+        all.extend_from_slice(args);
+        let out = cli(&d.0, &all);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("--- epoch 2/2"), "{args:?}");
+        assert!(cli(&d.0, &["eval", "--model", m]).status.success());
+    }
+}
+
+#[test]
+fn an_exploding_ensemble_stops_with_exit_1_and_no_model() {
+    let d = TempDir::new("explode");
+    dataset(&d.0);
+    let m = d.0.join("x.safetensors");
+    let out = cli(
+        &d.0,
+        &[
+            "train",
+            "--optimizer",
+            "ienk",
+            "--particles",
+            "8",
+            "--lr",
+            "1e6",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "4",
+            "--out",
+            m.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("diverged"), "{}", text(&out.stderr));
+    assert!(!m.exists());
+}

@@ -1,0 +1,214 @@
+//! `ienk-cli compare`: the thesis's comparison in one command. Trains each optimizer with one
+//! seed (hence one data order), prints the thesis's table beside ours, and writes the per-epoch
+//! CSV and the SVG plot of test accuracy against epoch.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::PathBuf;
+
+use ienk::ensemble::resampled::Form;
+use ienk::idx::Split;
+
+use crate::error::{CliError, Result};
+use crate::svg::{Series, accuracy_chart};
+use crate::train::{EnsembleSettings, OptimizerKind, TrainConfig, TrainSummary, train};
+
+/// The runs of the comparison, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunName {
+    /// SGD at the thesis's settings (lr 0.001, batch 500).
+    Sgd,
+    /// NAG at the thesis's settings.
+    Nag,
+    /// Adam at the thesis's settings.
+    Adam,
+    /// IEnK as in the thesis: thesis form, 10 particles, batch 1, lr 0.001 (slow: ~600k updates).
+    IenkThesis,
+    /// Our best derivative-free setting: logit-form IEnK, 1000 antithetic rank-1 particles,
+    /// batch 500, lr 0.05.
+    IenkBest,
+}
+
+/// A validated comparison.
+#[derive(Clone, Debug)]
+pub struct CompareConfig {
+    /// Epochs of every run.
+    pub epochs: u32,
+    /// Where CSVs, models and the plot go.
+    pub out_dir: PathBuf,
+    /// The one seed of every run.
+    pub seed: u64,
+    /// Worker threads.
+    pub threads: usize,
+    /// Train on the first N examples only.
+    pub limit: Option<usize>,
+    /// Which runs.
+    pub runs: Vec<RunName>,
+}
+
+struct Run {
+    name: RunName,
+    slug: &'static str,
+    label: &'static str,
+    thesis: Option<f64>,
+    optimizer: OptimizerKind,
+    batch: usize,
+    lr: f32,
+    ensemble: EnsembleSettings,
+}
+
+fn runs() -> Vec<Run> {
+    let base = EnsembleSettings::default();
+    let plain = |name, slug, label, thesis, optimizer| Run {
+        name,
+        slug,
+        label,
+        thesis: Some(thesis),
+        optimizer,
+        batch: 500,
+        lr: 0.001,
+        ensemble: base,
+    };
+    vec![
+        plain(RunName::Sgd, "sgd", "SGD", 0.8922, OptimizerKind::Sgd),
+        plain(RunName::Nag, "nag", "NAG", 0.936, OptimizerKind::Nag),
+        plain(RunName::Adam, "adam", "Adam", 0.9699, OptimizerKind::Adam),
+        Run {
+            name: RunName::IenkThesis,
+            slug: "ienk-thesis",
+            label: "IEnK (thesis scheme)",
+            thesis: Some(0.886),
+            optimizer: OptimizerKind::Ienk,
+            batch: 1,
+            lr: 0.001,
+            ensemble: EnsembleSettings {
+                particles: 10,
+                form: Form::Thesis,
+                store: true,
+                ..base
+            },
+        },
+        Run {
+            name: RunName::IenkBest,
+            slug: "ienk-best",
+            label: "IEnK (ours, best)",
+            thesis: None,
+            optimizer: OptimizerKind::Ienk,
+            batch: 500,
+            lr: 0.05,
+            ensemble: EnsembleSettings {
+                particles: 1000,
+                rank: 1,
+                antithetic: true,
+                ..base
+            },
+        },
+    ]
+}
+
+/// Runs the comparison, printing progress and the final table to `out`.
+pub fn compare(
+    cfg: &CompareConfig,
+    train_split: &Split<'_>,
+    test: &Split<'_>,
+    out: &mut dyn Write,
+) -> Result<String> {
+    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| CliError::write(&cfg.out_dir, e))?;
+    let mut results: Vec<(Run, TrainSummary, f64)> = Vec::new();
+    for run in runs().into_iter().filter(|r| cfg.runs.contains(&r.name)) {
+        let _ = writeln!(out, "\n##### {} #####", run.label);
+        let tc = TrainConfig {
+            optimizer: run.optimizer,
+            epochs: cfg.epochs,
+            batch_size: run.batch,
+            lr: run.lr,
+            hidden: 128,
+            seed: cfg.seed,
+            threads: cfg.threads,
+            out: cfg.out_dir.join(format!("{}.safetensors", run.slug)),
+            log: Some(cfg.out_dir.join(format!("{}.csv", run.slug))),
+            limit: cfg.limit,
+            progress_lines: 2,
+            ensemble: run.ensemble,
+        };
+        let start = std::time::Instant::now();
+        let summary = train(&tc, train_split, test, out)?;
+        results.push((run, summary, start.elapsed().as_secs_f64()));
+    }
+    // Per-epoch CSV of every run.
+    let mut csv =
+        String::from("optimizer,epoch,train_loss,train_accuracy,test_loss,test_accuracy,train_seconds\n");
+    for (run, summary, _) in &results {
+        for (e, r) in summary.epochs.iter().enumerate() {
+            let _ = writeln!(
+                csv,
+                "{},{},{:.6},{:.6},{:.6},{:.6},{:.3}",
+                run.slug,
+                e + 1,
+                r.train_loss,
+                r.train_accuracy,
+                r.test_loss,
+                r.test_accuracy,
+                r.train_seconds
+            );
+        }
+    }
+    let csv_path = cfg.out_dir.join("compare.csv");
+    std::fs::write(&csv_path, csv).map_err(|e| CliError::write(&csv_path, e))?;
+    let series: Vec<Series<'_>> = results
+        .iter()
+        .map(|(run, s, _)| Series {
+            label: run.label,
+            points: s
+                .epochs
+                .iter()
+                .enumerate()
+                .map(|(e, r)| ((e + 1) as f64, r.test_accuracy))
+                .collect(),
+        })
+        .collect();
+    let svg_path = cfg.out_dir.join("accuracy.svg");
+    let title = format!("MNIST test accuracy, 784-128-10 MLP, seed {}", cfg.seed);
+    std::fs::write(&svg_path, accuracy_chart(&title, &series)).map_err(|e| CliError::write(&svg_path, e))?;
+
+    let mut table = format!(
+        "\n| optimizer | setting | thesis (10 epochs) | ienk ({} epochs) | training time |\n|---|---|---|---|---|\n",
+        cfg.epochs
+    );
+    for (run, summary, secs) in &results {
+        let setting = match run.optimizer {
+            OptimizerKind::Ienk => format!(
+                "{} particles{}, batch {}, lr {}, {} form",
+                run.ensemble.particles,
+                if run.ensemble.rank > 0 {
+                    format!(" (rank {}, antithetic)", run.ensemble.rank)
+                } else {
+                    String::new()
+                },
+                run.batch,
+                run.lr,
+                if run.ensemble.form == Form::Thesis {
+                    "thesis"
+                } else {
+                    "logit"
+                }
+            ),
+            _ => format!("batch {}, lr {}", run.batch, run.lr),
+        };
+        let ours = summary.epochs.last().map_or(f64::NAN, |r| r.test_accuracy);
+        let thesis = run.thesis.map_or("-".to_string(), |t| format!("{t:.4}"));
+        let _ = writeln!(
+            table,
+            "| {} | {setting} | {thesis} | {ours:.4} | {secs:.1} s |",
+            run.label
+        );
+    }
+    let _ = writeln!(
+        table,
+        "\nwrote {}, {} and per-run CSVs and models in {}",
+        csv_path.display(),
+        svg_path.display(),
+        cfg.out_dir.display()
+    );
+    Ok(table)
+}
