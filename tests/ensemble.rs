@@ -157,7 +157,7 @@ fn one_step(r: &Resampled, theta: &mut [f32], x: &[f32], y: &[u8], store: bool) 
     )
     .unwrap();
     let mut tmp = vec![0f32; BLOCK];
-    r.update_blocks(&normal, theta, 0, &coeffs, 3, stored.as_deref(), &mut tmp)
+    r.update_blocks(&normal, theta, None, 0, &coeffs, 3, stored.as_deref(), &mut tmp)
         .unwrap();
     coeffs
 }
@@ -179,6 +179,7 @@ fn regenerated_update_equals_stored_update() {
             members: 10,
             form,
             lr: 0.01,
+            momentum: 0.0,
         };
         let (mut a, mut b) = (theta0.clone(), theta0.clone());
         let ca = one_step(&r, &mut a, &x, &y, false);
@@ -205,6 +206,7 @@ fn dense_coefficients_match_a_naive_member_forward() {
             members: 11,
             form,
             lr: 0.01,
+            momentum: 0.0,
         };
         let mean = Mean::new(&TINY, form, &theta, &x, &y);
         let mut ws = vec![0f32; r.member_workspace_len(3)];
@@ -287,6 +289,7 @@ fn ensemble_estimate_points_along_the_gradient() {
             members,
             form,
             lr: 1.0,
+            momentum: 0.0,
         };
         let mean = Mean::new(&layout, form, &theta, &x, &y);
         let mut ws = vec![0f32; r.member_workspace_len(4)];
@@ -306,7 +309,7 @@ fn ensemble_estimate_points_along_the_gradient() {
         // theta - 1.0 * sum c delta, so the estimate is (theta0 - theta1).
         let mut moved = theta.clone();
         let mut tmp = vec![0f32; BLOCK];
-        r.update_blocks(&normal, &mut moved, 0, &coeffs, 0, None, &mut tmp)
+        r.update_blocks(&normal, &mut moved, None, 0, &coeffs, 0, None, &mut tmp)
             .unwrap();
         let [l1, l2] = layout.layer_ranges();
         let [s1, s2] = r.perturb.std;
@@ -578,5 +581,93 @@ fn eki_on_the_mlp_stays_in_the_initial_affine_span() {
     for u in members_of(&eki, &ens) {
         let off = off_span(&u, &ubar0, &basis);
         assert!(off < 1e-5, "left the initial affine span by {off}");
+    }
+}
+
+#[test]
+fn momentum_accumulates_the_plain_directions() {
+    // With the plain update d_t = (theta_{t-1} - theta_t) / h; with momentum mu the second step
+    // must move by h (mu d_1 + d_2), for full rank and for low rank.
+    let layout = Layout {
+        inputs: 30,
+        hidden: 8,
+        outputs: 4,
+    };
+    let mut rng = TestRng::new(8);
+    let theta0 = rng.vec(layout.num_params());
+    let x = rng.vec(4 * 30);
+    let y = [0u8, 3, 2, 1];
+    let normal = Normal::new();
+    for rank in [0, 2] {
+        let (h, mu) = (0.01f32, 0.9f32);
+        let step = |r: &Resampled, theta: &mut Vec<f32>, v: Option<&mut [f32]>, t: u64| {
+            let mean = Mean::new(&layout, Form::Logit, theta, &x, &y);
+            let mut ws = vec![0f32; r.member_workspace_len(4)];
+            let mut coeffs = vec![0f64; r.members];
+            if rank == 0 {
+                r.dense_coefficients(
+                    &normal,
+                    theta,
+                    &x,
+                    &mean.view(),
+                    t,
+                    0..r.members,
+                    &mut ws,
+                    &mut coeffs,
+                    None,
+                )
+                .unwrap();
+                let mut tmp = vec![0f32; BLOCK];
+                r.update_blocks(&normal, theta, v, 0, &coeffs, t, None, &mut tmp)
+                    .unwrap();
+            } else {
+                r.low_rank_coefficients(
+                    &normal,
+                    theta,
+                    &x,
+                    &mean.view(),
+                    t,
+                    0..r.members,
+                    &mut ws,
+                    &mut coeffs,
+                )
+                .unwrap();
+                let mut uw = vec![0f32; r.low_rank_update_len()];
+                r.low_rank_update(&normal, theta, v, &coeffs, t, &mut uw).unwrap();
+            }
+        };
+        let plain = Resampled {
+            perturb: perturbations(layout, rank, true, 1.0),
+            members: 6,
+            form: Form::Logit,
+            lr: h,
+            momentum: 0.0,
+        };
+        let heavy = Resampled {
+            momentum: mu,
+            ..plain
+        };
+        let mut a = theta0.clone();
+        step(&plain, &mut a, None, 0);
+        let d1: Vec<f32> = theta0.iter().zip(&a).map(|(p, q)| (p - q) / h).collect();
+        let mut b = theta0.clone();
+        let mut v = vec![0f32; layout.num_params()];
+        step(&heavy, &mut b, Some(&mut v), 0);
+        assert!(
+            a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-6),
+            "rank {rank}: first steps differ"
+        );
+        let theta1 = a.clone();
+        step(&plain, &mut a, None, 1);
+        step(&heavy, &mut b, Some(&mut v), 1);
+        for i in 0..layout.num_params() {
+            let d2 = (theta1[i] - a[i]) / h;
+            let want = theta1[i] - h * (mu * d1[i] + d2);
+            assert!(
+                (b[i] - want).abs() < 1e-5 * (1.0 + want.abs()),
+                "rank {rank}, entry {i}: {} vs {want}",
+                b[i]
+            );
+        }
     }
 }

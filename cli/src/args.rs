@@ -165,6 +165,11 @@ pub struct EnsembleArgs {
     /// cost about as much as a few full forward passes.
     #[arg(long, default_value_t = 0, value_name = "R")]
     pub rank: usize,
+    /// ienk: heavy-ball momentum mu on the ensemble direction, v <- mu v + sum_k c_k delta_k;
+    /// theta <- theta - lr v (0 = the thesis's plain update). Averages the noisy ensemble
+    /// estimate over about 1 / (1 - mu) steps; the steady-state step grows by that factor too.
+    #[arg(long, default_value_t = 0.0, value_name = "MU")]
+    pub momentum: f32,
     /// ienk (full rank): keep the M perturbations in memory (M P floats) between the forward
     /// passes and the update instead of regenerating them from their seeds (O(P) memory).
     #[arg(long)]

@@ -73,6 +73,7 @@ pub struct IenkOptimizer {
     stored: Option<Vec<f32>>,
     blocks: Vec<Vec<f32>>,
     low_rank_update: Vec<f32>,
+    velocity: Option<Vec<f32>>,
 }
 
 impl IenkOptimizer {
@@ -85,6 +86,7 @@ impl IenkOptimizer {
         rank: usize,
         antithetic: bool,
         lr: f32,
+        momentum: f32,
         store: bool,
     ) -> Self {
         let [s1, s2] = layout.glorot_std();
@@ -100,6 +102,7 @@ impl IenkOptimizer {
             members: cfg.members,
             form,
             lr,
+            momentum,
         };
         let threads = cfg.threads.clamp(1, cfg.members.max(1));
         let (b, h, o) = (cfg.batch, layout.hidden, layout.outputs);
@@ -124,6 +127,7 @@ impl IenkOptimizer {
             } else {
                 Vec::new()
             },
+            velocity: (momentum != 0.0).then(|| vec![0.0; layout.num_params()]),
             rule,
         }
     }
@@ -193,17 +197,24 @@ impl Optimizer for IenkOptimizer {
         if rule.perturb.rank == 0 {
             let stored = self.stored.as_deref();
             let per_thread = rule.perturb.blocks().div_ceil(self.blocks.len()).max(1);
+            let span = per_thread * BLOCK;
+            let velocity: Vec<Option<&mut [f32]>> = match self.velocity.as_deref_mut() {
+                Some(v) => v.chunks_mut(span).map(Some).collect(),
+                None => (0..self.blocks.len()).map(|_| None).collect(),
+            };
             let jobs: Vec<_> = theta
-                .chunks_mut(per_thread * BLOCK)
+                .chunks_mut(span)
+                .zip(velocity)
                 .zip(self.blocks.iter_mut())
                 .enumerate()
                 .collect();
-            par_each(jobs, |(t, (part, tmp))| {
-                rule.update_blocks(normal, part, t * per_thread, coeffs, step, stored, tmp)
+            par_each(jobs, |(t, ((part, v), tmp))| {
+                rule.update_blocks(normal, part, v, t * per_thread, coeffs, step, stored, tmp)
                     .map_err(failed)
             })?;
         } else {
-            rule.low_rank_update(normal, theta, coeffs, step, &mut self.low_rank_update)
+            let v = self.velocity.as_deref_mut();
+            rule.low_rank_update(normal, theta, v, coeffs, step, &mut self.low_rank_update)
                 .map_err(failed)?;
         }
         self.step += 1;

@@ -73,6 +73,7 @@ pub fn train_config(a: &TrainArgs) -> train::TrainConfig {
             antithetic: a.ensemble.antithetic,
             rank: a.ensemble.rank,
             store: a.ensemble.store_perturbations,
+            momentum: a.ensemble.momentum,
             eps: a.ensemble.eki_eps,
             inflation: a.ensemble.inflation,
             randomize_every: a.ensemble.randomize_every,

@@ -99,6 +99,8 @@ pub struct EnsembleSettings {
     pub rank: usize,
     /// `ienk`: keep the M perturbations in memory between forward and update.
     pub store: bool,
+    /// `ienk`: heavy-ball momentum on the ensemble direction (0 = the thesis's update).
+    pub momentum: f32,
     /// `eki`: the eps of the adaptive step.
     pub eps: f32,
     /// `eki`: multiplicative inflation alpha.
@@ -116,6 +118,7 @@ impl Default for EnsembleSettings {
             antithetic: false,
             rank: 0,
             store: false,
+            momentum: 0.0,
             eps: 1e-8,
             inflation: 0.0,
             randomize_every: 0,
@@ -185,6 +188,7 @@ fn make_optimizer(cfg: &TrainConfig, layout: Layout, batch: usize) -> Box<dyn Op
                 e.rank,
                 e.antithetic,
                 cfg.lr,
+                e.momentum,
                 e.store,
             ));
         }
@@ -209,19 +213,25 @@ fn make_optimizer(cfg: &TrainConfig, layout: Layout, batch: usize) -> Box<dyn Op
 fn ensemble_summary(cfg: &TrainConfig) -> String {
     let e = &cfg.ensemble;
     match cfg.optimizer {
-        OptimizerKind::Ienk => format!(
-            "; {} particles, sigma scale {}, {} form, rank {}{}{}",
-            e.particles,
-            e.sigma_scale,
-            if e.form == Form::Thesis { "thesis" } else { "logit" },
-            if e.rank == 0 {
-                "full".to_string()
+        OptimizerKind::Ienk => {
+            format!(
+                "; {} particles, sigma scale {}, {} form, rank {}{}{}",
+                e.particles,
+                e.sigma_scale,
+                if e.form == Form::Thesis { "thesis" } else { "logit" },
+                if e.rank == 0 {
+                    "full".to_string()
+                } else {
+                    e.rank.to_string()
+                },
+                if e.antithetic { ", antithetic" } else { "" },
+                if e.store { ", stored perturbations" } else { "" },
+            ) + &if e.momentum != 0.0 {
+                format!(", momentum {}", e.momentum)
             } else {
-                e.rank.to_string()
-            },
-            if e.antithetic { ", antithetic" } else { "" },
-            if e.store { ", stored perturbations" } else { "" },
-        ),
+                String::new()
+            }
+        }
         OptimizerKind::Eki => format!(
             "; {} particles, sigma scale {}, eps {}, inflation {}, randomise every {} steps",
             e.particles, e.sigma_scale, e.eps, e.inflation, e.randomize_every

@@ -111,8 +111,26 @@ pub struct Resampled {
     pub members: usize,
     /// Thesis or logit form.
     pub form: Form,
-    /// Step size h (the effective learning rate of layer l is `h M (c s_l)^2`).
+    /// Step size h (the effective learning rate of layer l is `h M (c s_l)^2`, divided by
+    /// `1 - momentum` at steady state).
     pub lr: f32,
+    /// Momentum mu of the heavy-ball form `v <- mu v + sum_k c_k delta_k; theta <- theta - h v`
+    /// (0 = the thesis's plain update, no velocity needed).
+    pub momentum: f32,
+}
+
+/// Applies a direction `d` (the sum `sum_k c_k delta_k` over some entries) to `theta`, through
+/// the velocity `v` when there is one: `v = mu v + d; theta -= h v`, else `theta -= h d`.
+fn apply(theta: &mut [f32], d: &[f32], velocity: Option<&mut [f32]>, lr: f32, mu: f32) {
+    match velocity {
+        Some(v) => {
+            for ((t, &di), vi) in theta.iter_mut().zip(d).zip(v.iter_mut()) {
+                *vi = mu * *vi + di;
+                *t -= lr * *vi;
+            }
+        }
+        None => theta.iter_mut().zip(d).for_each(|(t, &di)| *t -= lr * di),
+    }
 }
 
 /// Carves one caller buffer into named parts.
@@ -209,13 +227,15 @@ impl Resampled {
 
     /// Full-rank update of the parameter blocks `first_block ..`, whose entries are `part`
     /// (a contiguous piece of theta starting at `first_block * BLOCK`): `part -= h sum_k c_k
-    /// delta_k`, each delta regenerated from its seed, or read from `stored` (`M x P`) when given.
-    /// `tmp` holds `BLOCK` floats. Costs `M len(part)` normal draws (none when stored).
+    /// delta_k` (through `velocity`, the same piece of the velocity, when momentum is used), each
+    /// delta regenerated from its seed, or read from `stored` (`M x P`) when given. `tmp` holds
+    /// `BLOCK` floats. Costs `M len(part)` normal draws (none when stored).
     #[allow(clippy::too_many_arguments)]
     pub fn update_blocks(
         &self,
         normal: &Normal,
         part: &mut [f32],
+        mut velocity: Option<&mut [f32]>,
         first_block: usize,
         coeffs: &[f64],
         step: u64,
@@ -227,6 +247,9 @@ impl Resampled {
         check_len("block buffer", tmp.len(), BLOCK)?;
         if let Some(s) = stored {
             check_len("stored perturbations", s.len(), self.members * p_len)?;
+        }
+        if let Some(v) = velocity.as_deref() {
+            check_len("velocity", v.len(), part.len())?;
         }
         let mut acc = [0f32; BLOCK];
         for (b, chunk) in part.chunks_mut(BLOCK).enumerate() {
@@ -246,10 +269,10 @@ impl Resampled {
                 let c = c as f32;
                 acc.iter_mut().zip(delta).for_each(|(a, &d)| *a += c * d);
             }
-            chunk
-                .iter_mut()
-                .zip(acc.iter())
-                .for_each(|(t, &a)| *t -= self.lr * a);
+            let v = velocity
+                .as_deref_mut()
+                .map(|v| &mut v[b * BLOCK..b * BLOCK + chunk.len()]);
+            apply(chunk, acc, v, self.lr, self.momentum);
         }
         Ok(())
     }
@@ -333,16 +356,19 @@ impl Resampled {
         let (l, r, m) = (&self.perturb.layout, self.perturb.rank, self.members);
         self.perturb.factor_len()
             + m * r * (l.hidden + l.inputs + l.outputs + l.hidden)
+            + l.num_params()
             + gemm::scratch_len(l.hidden, l.inputs, m * r).max(gemm::scratch_len(l.outputs, l.hidden, m * r))
     }
 
-    /// Low-rank update: `W_l -= h sum_k c_k a_k b_k^T` as one product per layer
-    /// (`(rows x M r) (M r x cols)`), and the biases. Costs `2 M r P` flops and `M factor_len`
+    /// Low-rank update: the direction `sum_k c_k delta_k` is `sum_k c_k a_k b_k^T` per layer,
+    /// one product `(rows x M r) (M r x cols)` each, plus the biases; then `theta -= h d` (through
+    /// `velocity`, length P, when momentum is used). Costs `2 M r P` flops and `M factor_len`
     /// normal draws.
     pub fn low_rank_update(
         &self,
         normal: &Normal,
         theta: &mut [f32],
+        velocity: Option<&mut [f32]>,
         coeffs: &[f64],
         step: u64,
         workspace: &mut [f32],
@@ -352,6 +378,9 @@ impl Resampled {
         let (i, h, o, r, m) = (l.inputs, l.hidden, l.outputs, pt.rank, self.members);
         check_len("coefficients", coeffs.len(), m)?;
         check_len("update workspace", workspace.len(), self.low_rank_update_len())?;
+        if let Some(v) = velocity.as_deref() {
+            check_len("velocity", v.len(), l.num_params())?;
+        }
         let fr = pt.factor_ranges();
         let mr = m * r;
         let mut carve = Carver(workspace);
@@ -362,8 +391,11 @@ impl Resampled {
             carve.take(o * mr),
             carve.take(mr * h),
         );
+        let direction = carve.take(l.num_params());
         let scratch = carve.take(carve.0.len());
-        let params = l.split_mut(theta)?;
+        let d = l.split_mut(direction)?;
+        d.b1.fill(0.0);
+        d.b2.fill(0.0);
         for (k, &c) in coeffs.iter().enumerate() {
             pt.fill_factors(normal, step, k, f);
             let c = c as f32;
@@ -371,45 +403,42 @@ impl Resampled {
                 a1c[row * mr + k * r..row * mr + (k + 1) * r]
                     .iter_mut()
                     .zip(a)
-                    .for_each(|(d, &v)| *d = c * v);
+                    .for_each(|(x, &v)| *x = c * v);
             }
             for (row, a) in f[fr.a2.clone()].chunks_exact(r).enumerate() {
                 a2c[row * mr + k * r..row * mr + (k + 1) * r]
                     .iter_mut()
                     .zip(a)
-                    .for_each(|(d, &v)| *d = c * v);
+                    .for_each(|(x, &v)| *x = c * v);
             }
             b1s[k * r * i..(k + 1) * r * i].copy_from_slice(&f[fr.b1.clone()]);
             b2s[k * r * h..(k + 1) * r * h].copy_from_slice(&f[fr.b2.clone()]);
-            params
-                .b1
-                .iter_mut()
+            d.b1.iter_mut()
                 .zip(&f[fr.db1.clone()])
-                .for_each(|(t, &d)| *t -= self.lr * c * d);
-            params
-                .b2
-                .iter_mut()
+                .for_each(|(x, &v)| *x += c * v);
+            d.b2.iter_mut()
                 .zip(&f[fr.db2.clone()])
-                .for_each(|(t, &d)| *t -= self.lr * c * d);
+                .for_each(|(x, &v)| *x += c * v);
         }
         gemm::gemm(
-            -self.lr,
+            1.0,
             MatRef::new(a1c, h, mr, mr),
             MatRef::new(b1s, mr, i, i),
-            1.0,
-            MatMut::new(params.w1, h, i, i),
+            0.0,
+            MatMut::new(d.w1, h, i, i),
             Epilogue::None,
             scratch,
         )?;
         gemm::gemm(
-            -self.lr,
+            1.0,
             MatRef::new(a2c, o, mr, mr),
             MatRef::new(b2s, mr, h, h),
-            1.0,
-            MatMut::new(params.w2, o, h, h),
+            0.0,
+            MatMut::new(d.w2, o, h, h),
             Epilogue::None,
             scratch,
         )?;
+        apply(theta, direction, velocity, self.lr, self.momentum);
         Ok(())
     }
 }
