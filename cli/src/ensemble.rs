@@ -6,7 +6,7 @@ use std::ops::Range;
 use ienk::ensemble::eki::Eki;
 use ienk::ensemble::particles::forward_mean;
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
-use ienk::ensemble::resampled::{Form, MeanView, Resampled, innovation};
+use ienk::ensemble::resampled::{MeanView, Resampled, innovation};
 use ienk::loss::BatchStats;
 use ienk::mlp::{Layout, MlpError};
 use ienk::normal::Normal;
@@ -14,7 +14,7 @@ use ienk::seeds::{Stream, rng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::{CliError, Result};
-use crate::train::Optimizer;
+use crate::train::{EnsembleSettings, Optimizer};
 
 /// Settings shared by both ensemble optimizers.
 #[derive(Clone, Copy, Debug)]
@@ -77,18 +77,11 @@ pub struct IenkOptimizer {
 }
 
 impl IenkOptimizer {
-    /// Buffers for `cfg`; `rank` 0 is full rank; `store` keeps the M perturbations (M P floats)
-    /// between the forward passes and the update instead of regenerating them.
-    pub fn new(
-        layout: Layout,
-        cfg: EnsembleConfig,
-        form: Form,
-        rank: usize,
-        antithetic: bool,
-        lr: f32,
-        momentum: f32,
-        store: bool,
-    ) -> Self {
+    /// Buffers for `cfg` and the `ienk` settings of `e` (rank 0 is full rank; `e.store` keeps the
+    /// M perturbations, M P floats, between the forward passes and the update instead of
+    /// regenerating them), with step size `lr`.
+    pub fn new(layout: Layout, cfg: EnsembleConfig, e: &EnsembleSettings, lr: f32) -> Self {
+        let (form, rank, antithetic, momentum, store) = (e.form, e.rank, e.antithetic, e.momentum, e.store);
         let [s1, s2] = layout.glorot_std();
         let perturb = Perturbations {
             layout,

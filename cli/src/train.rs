@@ -181,16 +181,7 @@ fn make_optimizer(cfg: &TrainConfig, layout: Layout, batch: usize) -> Box<dyn Op
         ),
         OptimizerKind::Adam => Rule::Adam(Adam::new(cfg.lr), vec![0.0; p], vec![0.0; p], 0),
         OptimizerKind::Ienk => {
-            return Box::new(IenkOptimizer::new(
-                layout,
-                ens,
-                e.form,
-                e.rank,
-                e.antithetic,
-                cfg.lr,
-                e.momentum,
-                e.store,
-            ));
+            return Box::new(IenkOptimizer::new(layout, ens, e, cfg.lr));
         }
         OptimizerKind::Eki => {
             return Box::new(EkiOptimizer::new(
