@@ -150,7 +150,7 @@ pub fn bench_paths() -> Vec<KernelPath> {
             if !ok {
                 eprintln!("skipped kernel path {p}: this CPU lacks its instructions");
             }
-            ok && only.as_deref().is_none_or(|o| o == p.name())
+            ok && only.as_deref().is_none_or(|o| o == "auto" || o == p.name())
         })
         .collect()
 }

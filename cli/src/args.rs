@@ -37,6 +37,23 @@ pub struct GlobalArgs {
         value_name = "DIR"
     )]
     pub data_dir: PathBuf,
+    /// Matrix-kernel path: `auto` picks the best this CPU supports (AVX-512F, else AVX2+FMA, else
+    /// portable); forcing one the CPU lacks is an error.
+    #[arg(long, global = true, env = "IENK_KERNEL", value_enum, default_value_t = KernelArg::Auto)]
+    pub kernel: KernelArg,
+}
+
+/// The `--kernel` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelArg {
+    /// The best path this CPU supports.
+    Auto,
+    /// Plain Rust, vectorised by the compiler.
+    Portable,
+    /// x86_64 AVX2 + FMA.
+    Avx2,
+    /// x86_64 AVX-512F.
+    Avx512,
 }
 
 /// The commands.

@@ -10,6 +10,7 @@ use crate::data::Mnist;
 pub fn report(mnist: &Mnist) -> crate::error::Result<String> {
     let mut out = String::new();
     let _ = writeln!(out, "data directory: {}", mnist.dir.display());
+    let _ = writeln!(out, "matrix kernel: {}", ienk::gemm::active_kernel());
     for (name, files) in [("train", &mnist.train), ("test", &mnist.test)] {
         let split = files.view()?;
         let _ = writeln!(

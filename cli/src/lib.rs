@@ -81,7 +81,21 @@ pub fn train_config(a: &TrainArgs) -> train::TrainConfig {
     }
 }
 
+/// Applies `--kernel` to the process-wide GEMM path.
+fn select_kernel(kernel: args::KernelArg) -> Result<()> {
+    use ienk::gemm::{KernelPath, force_kernel};
+    let path = match kernel {
+        args::KernelArg::Auto => None,
+        args::KernelArg::Portable => Some(KernelPath::Portable),
+        args::KernelArg::Avx2 => Some(KernelPath::Avx2),
+        args::KernelArg::Avx512 => Some(KernelPath::Avx512),
+    };
+    force_kernel(path)
+        .map_err(|p| CliError::BadInput(format!("--kernel {p}: this CPU lacks its instructions")))
+}
+
 fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    select_kernel(cli.global.kernel)?;
     let data_dir = &cli.global.data_dir;
     match &cli.command {
         Command::Info => {

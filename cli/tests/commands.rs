@@ -340,3 +340,23 @@ fn an_exploding_ensemble_stops_with_exit_1_and_no_model() {
     assert!(text(&out.stderr).contains("diverged"), "{}", text(&out.stderr));
     assert!(!m.exists());
 }
+
+#[test]
+fn kernel_flag_forces_a_path_or_explains_why_not() {
+    let d = TempDir::new("kernel");
+    dataset(&d.0);
+    let out = cli(&d.0, &["info", "--kernel", "portable"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("matrix kernel: portable"),
+        "{}",
+        text(&out.stdout)
+    );
+    let has_avx512 = std::is_x86_feature_detected!("avx512f");
+    let out = cli(&d.0, &["info", "--kernel", "avx512"]);
+    if has_avx512 {
+        assert!(text(&out.stdout).contains("matrix kernel: avx512"));
+    } else {
+        assert_bad_input(&out, "--kernel avx512: this CPU lacks its instructions");
+    }
+}
