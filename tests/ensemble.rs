@@ -180,6 +180,7 @@ fn regenerated_update_equals_stored_update() {
             form,
             lr: 0.01,
             momentum: 0.0,
+            normalize: false,
         };
         let (mut a, mut b) = (theta0.clone(), theta0.clone());
         let ca = one_step(&r, &mut a, &x, &y, false);
@@ -207,6 +208,7 @@ fn dense_coefficients_match_a_naive_member_forward() {
             form,
             lr: 0.01,
             momentum: 0.0,
+            normalize: false,
         };
         let mean = Mean::new(&TINY, form, &theta, &x, &y);
         let mut ws = vec![0f32; r.member_workspace_len(3)];
@@ -290,6 +292,7 @@ fn ensemble_estimate_points_along_the_gradient() {
             form,
             lr: 1.0,
             momentum: 0.0,
+            normalize: false,
         };
         let mean = Mean::new(&layout, form, &theta, &x, &y);
         let mut ws = vec![0f32; r.member_workspace_len(4)];
@@ -642,6 +645,7 @@ fn momentum_accumulates_the_plain_directions() {
             form: Form::Logit,
             lr: h,
             momentum: 0.0,
+            normalize: false,
         };
         let heavy = Resampled {
             momentum: mu,
@@ -669,5 +673,45 @@ fn momentum_accumulates_the_plain_directions() {
                 b[i]
             );
         }
+    }
+}
+
+#[test]
+fn normalize_divides_each_layer_by_m_s_squared() {
+    let layout = Layout {
+        inputs: 30,
+        hidden: 8,
+        outputs: 4,
+    };
+    let mut rng = TestRng::new(9);
+    let theta0 = rng.vec(layout.num_params());
+    let x = rng.vec(3 * 30);
+    let y = [1u8, 0, 2];
+    let normal = Normal::new();
+    let plain = Resampled {
+        perturb: perturbations(layout, 0, false, 1.0),
+        members: 7,
+        form: Form::Logit,
+        lr: 1.0,
+        momentum: 0.0,
+        normalize: false,
+    };
+    let scaled = Resampled {
+        normalize: true,
+        ..plain
+    };
+    let (mut a, mut b) = (theta0.clone(), theta0.clone());
+    one_step(&plain, &mut a, &x, &y, false);
+    one_step(&scaled, &mut b, &x, &y, false);
+    let [l1, _] = layout.layer_ranges();
+    let [s1, s2] = plain.perturb.std;
+    for i in 0..layout.num_params() {
+        let s = if l1.contains(&i) { s1 } else { s2 };
+        let want = theta0[i] - (theta0[i] - a[i]) / (7.0 * s * s);
+        assert!(
+            (b[i] - want).abs() < 1e-4 * (1.0 + want.abs()),
+            "entry {i}: {} vs {want}",
+            b[i]
+        );
     }
 }

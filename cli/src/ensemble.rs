@@ -96,6 +96,7 @@ impl IenkOptimizer {
             form,
             lr,
             momentum,
+            normalize: e.normalize,
         };
         let threads = cfg.threads.clamp(1, cfg.members.max(1));
         let (b, h, o) = (cfg.batch, layout.hidden, layout.outputs);

@@ -74,6 +74,7 @@ pub fn train_config(a: &TrainArgs) -> train::TrainConfig {
             rank: a.ensemble.rank,
             store: a.ensemble.store_perturbations,
             momentum: a.ensemble.momentum,
+            normalize: a.ensemble.normalize,
             eps: a.ensemble.eki_eps,
             inflation: a.ensemble.inflation,
             randomize_every: a.ensemble.randomize_every,

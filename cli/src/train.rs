@@ -101,6 +101,8 @@ pub struct EnsembleSettings {
     pub store: bool,
     /// `ienk`: heavy-ball momentum on the ensemble direction (0 = the thesis's update).
     pub momentum: f32,
+    /// `ienk`: divide each layer's direction by `M (c s_l)^2` (an SGD-like learning rate).
+    pub normalize: bool,
     /// `eki`: the eps of the adaptive step.
     pub eps: f32,
     /// `eki`: multiplicative inflation alpha.
@@ -119,6 +121,7 @@ impl Default for EnsembleSettings {
             rank: 0,
             store: false,
             momentum: 0.0,
+            normalize: false,
             eps: 1e-8,
             inflation: 0.0,
             randomize_every: 0,

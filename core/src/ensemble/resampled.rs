@@ -117,6 +117,47 @@ pub struct Resampled {
     /// Momentum mu of the heavy-ball form `v <- mu v + sum_k c_k delta_k; theta <- theta - h v`
     /// (0 = the thesis's plain update, no velocity needed).
     pub momentum: f32,
+    /// Divide layer l's direction by `M (c s_l)^2`, making it an unbiased estimate of the
+    /// gradient, so that `lr` is a learning rate as in SGD, the same for both layers (false = the
+    /// thesis's `theta -= h sum_k c_k delta_k`).
+    pub normalize: bool,
+}
+
+impl Resampled {
+    /// The step of each layer: `lr`, or `lr / (M (c s_l)^2)` when normalizing.
+    pub fn layer_steps(&self) -> [f32; 2] {
+        let m = self.members as f32;
+        self.perturb.std.map(|s| {
+            if self.normalize {
+                self.lr / (m * s * s)
+            } else {
+                self.lr
+            }
+        })
+    }
+
+    /// Applies the direction `d` of the entries `start .. start + d.len()` of theta (`part`),
+    /// with each layer's step.
+    fn apply_layers(&self, part: &mut [f32], d: &[f32], velocity: Option<&mut [f32]>, start: usize) {
+        let [h1, h2] = self.layer_steps();
+        let cut = self.perturb.layout.layer_ranges()[0]
+            .end
+            .saturating_sub(start)
+            .min(part.len());
+        let (p1, p2) = part.split_at_mut(cut);
+        let (d1, d2) = d.split_at(cut);
+        match velocity {
+            Some(v) => {
+                let (v1, v2) = v.split_at_mut(cut);
+                apply(p1, d1, Some(v1), h1, self.momentum);
+                apply(p2, d2, Some(v2), h2, self.momentum);
+            }
+            None => {
+                apply(p1, d1, None, h1, self.momentum);
+                apply(p2, d2, None, h2, self.momentum);
+            }
+        }
+    }
 }
 
 /// Applies a direction `d` (the sum `sum_k c_k delta_k` over some entries) to `theta`, through
@@ -272,7 +313,7 @@ impl Resampled {
             let v = velocity
                 .as_deref_mut()
                 .map(|v| &mut v[b * BLOCK..b * BLOCK + chunk.len()]);
-            apply(chunk, acc, v, self.lr, self.momentum);
+            self.apply_layers(chunk, acc, v, start);
         }
         Ok(())
     }
@@ -438,7 +479,7 @@ impl Resampled {
             Epilogue::None,
             scratch,
         )?;
-        apply(theta, direction, velocity, self.lr, self.momentum);
+        self.apply_layers(theta, direction, velocity, 0);
         Ok(())
     }
 }
