@@ -687,7 +687,6 @@ fn normalize_divides_each_layer_by_m_s_squared() {
     let theta0 = rng.vec(layout.num_params());
     let x = rng.vec(3 * 30);
     let y = [1u8, 0, 2];
-    let normal = Normal::new();
     let plain = Resampled {
         perturb: perturbations(layout, 0, false, 1.0),
         members: 7,
