@@ -124,7 +124,11 @@ pub struct TrainArgs {
     /// Examples per update (the last batch of an epoch may be smaller).
     #[arg(long, default_value_t = 500, value_parser = positive_usize)]
     pub batch_size: usize,
-    /// Learning rate.
+    /// Learning rate. sgd, nag, adam: the usual step on the gradient. ienk: the h of
+    /// `theta -= h sum_k c_k delta_k`, an effective rate of `h M (c s_l)^2` on layer l (M
+    /// particles, c the sigma scale, s_l = 0.0468 and 0.1204 the layers' Glorot stds for
+    /// 784-128-10), or an SGD-like rate with --normalize. eki: the h0 of the adaptive step
+    /// `h = h0 / (||D||_F + eps)`.
     #[arg(long, default_value_t = 0.001, value_parser = positive_f32)]
     pub lr: f32,
     /// Hidden units.
@@ -134,8 +138,10 @@ pub struct TrainArgs {
     /// perturbations. Same seed, same thread count: the same model, bit for bit.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Worker threads (default: all cores). The batch's rows are split across them; results
-    /// depend on the thread count only through the order of floating-point sums.
+    /// Worker threads (default: all cores). sgd, nag, adam split the batch's rows across them
+    /// (results depend on the thread count through the order of floating-point sums only); ienk
+    /// and eki split the members, and ienk the parameter blocks of its update (ienk's results do
+    /// not depend on the thread count).
     #[arg(long, value_parser = positive_usize)]
     pub threads: Option<usize>,
     /// Where to save the model (written atomically: a temporary file, then a rename).
