@@ -198,6 +198,13 @@ pub struct EnsembleArgs {
     /// both layers (without it layer l moves at h M (c s_l)^2, 6.6 times faster on layer 2).
     #[arg(long)]
     pub normalize: bool,
+    /// ienk: how the ensemble's direction moves theta. `plain`: theta -= lr sum_k c_k delta_k (with
+    /// --momentum and --normalize as given; the thesis's rule). `adam`: Adam (0.9, 0.999, 1e-8) with
+    /// learning rate --lr on the gradient estimate sum_k c_k delta_k / (M (c s_l)^2), as OpenAI's
+    /// evolution strategies did; Adam's per-parameter scaling shrinks steps where the estimate is
+    /// mostly noise.
+    #[arg(long, value_enum, default_value_t = UpdateArg::Plain)]
+    pub update: UpdateArg,
     /// ienk (full rank): keep the M perturbations in memory (M P floats) between the forward
     /// passes and the update instead of regenerating them from their seeds (O(P) memory).
     #[arg(long)]
@@ -211,6 +218,15 @@ pub struct EnsembleArgs {
     /// eki: redraw the ensemble around its mean every R steps (EKI(R)); 0 = never.
     #[arg(long, default_value_t = 0, value_name = "R")]
     pub randomize_every: u64,
+}
+
+/// The `--update` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum UpdateArg {
+    /// theta -= lr sum_k c_k delta_k.
+    Plain,
+    /// Adam on the gradient estimate.
+    Adam,
 }
 
 /// The `--form` choices.

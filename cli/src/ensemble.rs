@@ -10,6 +10,7 @@ use ienk::ensemble::resampled::{MeanView, Resampled, innovation};
 use ienk::loss::BatchStats;
 use ienk::mlp::{Layout, MlpError};
 use ienk::normal::Normal;
+use ienk::optim::Adam;
 use ienk::seeds::{Stream, rng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -74,6 +75,29 @@ pub struct IenkOptimizer {
     blocks: Vec<Vec<f32>>,
     low_rank_update: Vec<f32>,
     velocity: Option<Vec<f32>>,
+    adam: Option<AdamState>,
+}
+
+/// Adam on the ensemble's gradient estimate (`--update adam`).
+struct AdamState {
+    rule: Adam,
+    step: u32,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    /// The gradient estimate of the current step.
+    estimate: Vec<f32>,
+}
+
+impl AdamState {
+    fn new(lr: f32, p: usize) -> Self {
+        AdamState {
+            rule: Adam::new(lr),
+            step: 0,
+            m: vec![0.0; p],
+            v: vec![0.0; p],
+            estimate: vec![0.0; p],
+        }
+    }
 }
 
 impl IenkOptimizer {
@@ -122,6 +146,7 @@ impl IenkOptimizer {
                 Vec::new()
             },
             velocity: (momentum != 0.0).then(|| vec![0.0; layout.num_params()]),
+            adam: e.adam.then(|| AdamState::new(lr, layout.num_params())),
             rule,
         }
     }
@@ -186,17 +211,31 @@ impl Optimizer for IenkOptimizer {
             )));
         }
 
-        // Update phase.
+        // Update phase: theta -= h d directly, or, with Adam, the gradient estimate
+        // d / (M (c s_l)^2) is written into a zero vector by the same update with h = -1.
         let coeffs = &self.coeffs;
+        let estimating = Resampled {
+            lr: -1.0,
+            normalize: true,
+            momentum: 0.0,
+            ..*rule
+        };
+        let (rule, target, velocity) = match self.adam.as_mut() {
+            Some(a) => {
+                a.estimate.fill(0.0);
+                (&estimating, &mut a.estimate[..], None)
+            }
+            None => (rule, &mut *theta, self.velocity.as_deref_mut()),
+        };
         if rule.perturb.rank == 0 {
             let stored = self.stored.as_deref();
             let per_thread = rule.perturb.blocks().div_ceil(self.blocks.len()).max(1);
             let span = per_thread * BLOCK;
-            let velocity: Vec<Option<&mut [f32]>> = match self.velocity.as_deref_mut() {
+            let velocity: Vec<Option<&mut [f32]>> = match velocity {
                 Some(v) => v.chunks_mut(span).map(Some).collect(),
                 None => (0..self.blocks.len()).map(|_| None).collect(),
             };
-            let jobs: Vec<_> = theta
+            let jobs: Vec<_> = target
                 .chunks_mut(span)
                 .zip(velocity)
                 .zip(self.blocks.iter_mut())
@@ -207,9 +246,12 @@ impl Optimizer for IenkOptimizer {
                     .map_err(failed)
             })?;
         } else {
-            let v = self.velocity.as_deref_mut();
-            rule.low_rank_update(normal, theta, v, coeffs, step, &mut self.low_rank_update)
+            rule.low_rank_update(normal, target, velocity, coeffs, step, &mut self.low_rank_update)
                 .map_err(failed)?;
+        }
+        if let Some(a) = self.adam.as_mut() {
+            a.step += 1;
+            a.rule.step(a.step, theta, &a.estimate, &mut a.m, &mut a.v);
         }
         self.step += 1;
         Ok(stats)

@@ -75,6 +75,7 @@ pub fn train_config(a: &TrainArgs) -> train::TrainConfig {
             store: a.ensemble.store_perturbations,
             momentum: a.ensemble.momentum,
             normalize: a.ensemble.normalize,
+            adam: a.ensemble.update == args::UpdateArg::Adam,
             eps: a.ensemble.eki_eps,
             inflation: a.ensemble.inflation,
             randomize_every: a.ensemble.randomize_every,

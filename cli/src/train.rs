@@ -103,6 +103,8 @@ pub struct EnsembleSettings {
     pub momentum: f32,
     /// `ienk`: divide each layer's direction by `M (c s_l)^2` (an SGD-like learning rate).
     pub normalize: bool,
+    /// `ienk`: step with Adam on the ensemble's gradient estimate instead of the plain update.
+    pub adam: bool,
     /// `eki`: the eps of the adaptive step.
     pub eps: f32,
     /// `eki`: multiplicative inflation alpha.
@@ -122,6 +124,7 @@ impl Default for EnsembleSettings {
             store: false,
             momentum: 0.0,
             normalize: false,
+            adam: false,
             eps: 1e-8,
             inflation: 0.0,
             randomize_every: 0,
@@ -220,6 +223,10 @@ fn ensemble_summary(cfg: &TrainConfig) -> String {
                 },
                 if e.antithetic { ", antithetic" } else { "" },
                 if e.store { ", stored perturbations" } else { "" },
+            ) + &format!(
+                "{}{}",
+                if e.normalize { ", normalized" } else { "" },
+                if e.adam { ", Adam on the estimate" } else { "" },
             ) + &if e.momentum != 0.0 {
                 format!(", momentum {}", e.momentum)
             } else {
