@@ -360,3 +360,35 @@ fn kernel_flag_forces_a_path_or_explains_why_not() {
         assert_bad_input(&out, "--kernel avx512: this CPU lacks its instructions");
     }
 }
+
+#[test]
+fn ienk_models_do_not_depend_on_the_thread_count() {
+    let d = TempDir::new("ienk-threads");
+    dataset(&d.0);
+    for extra in [&["--rank", "0"][..], &["--rank", "2"][..]] {
+        let mut models = Vec::new();
+        for threads in ["1", "2", "3"] {
+            let m = d.0.join(format!("t{threads}.safetensors"));
+            let mut args = vec![
+                "train",
+                "--optimizer",
+                "ienk",
+                "--particles",
+                "7",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+            ];
+            args.extend_from_slice(&["--threads", threads, "--out", m.to_str().unwrap()]);
+            args.extend_from_slice(extra);
+            let out = cli(&d.0, &args);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            models.push(std::fs::read(&m).unwrap());
+        }
+        assert!(
+            models.windows(2).all(|w| w[0] == w[1]),
+            "{extra:?}: models differ across thread counts"
+        );
+    }
+}
