@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use ienk::ensemble::particles::{Stacked, dense_scratch_len, forward_dense, forward_mean};
+use ienk::ensemble::particles::{Stacked, dense_scratch_len, forward_dense};
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{Form, MeanView, Resampled, innovation};
 use ienk::mlp::Layout;
@@ -77,16 +77,9 @@ impl Mean {
         };
         let mut hidden = vec![0f32; batch * 128];
         let mut s = vec![0f32; LAYOUT.gemm_scratch_len(batch)];
-        forward_mean(
-            &LAYOUT,
-            &m.theta,
-            &m.x,
-            &mut m.pre,
-            &mut hidden,
-            &mut m.logits,
-            &mut s,
-        )
-        .unwrap();
+        LAYOUT
+            .forward_keep_pre(&m.theta, &m.x, &mut m.pre, &mut hidden, &mut m.logits, &mut s)
+            .unwrap();
         innovation(Form::Logit, &m.logits, 10, &m.y, &mut m.probs, &mut m.g).unwrap();
         m
     }

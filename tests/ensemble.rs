@@ -5,9 +5,7 @@ mod common;
 
 use common::TestRng;
 use ienk::ensemble::eki::Eki;
-use ienk::ensemble::particles::{
-    Factors, LowRankBuffers, forward_low_rank_member, forward_mean, low_rank_scratch_len,
-};
+use ienk::ensemble::particles::{Factors, LowRankBuffers, forward_low_rank_member, low_rank_scratch_len};
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{Form, MeanView, Resampled, innovation};
 use ienk::loss::cross_entropy_grad;
@@ -62,7 +60,9 @@ impl Mean {
         };
         let mut hidden = vec![0f32; b * layout.hidden];
         let mut s = vec![0f32; layout.gemm_scratch_len(b)];
-        forward_mean(layout, theta, x, &mut m.pre, &mut hidden, &mut m.logits, &mut s).unwrap();
+        layout
+            .forward_keep_pre(theta, x, &mut m.pre, &mut hidden, &mut m.logits, &mut s)
+            .unwrap();
         innovation(form, &m.logits, layout.outputs, y, &mut m.probs, &mut m.g).unwrap();
         m
     }

@@ -4,7 +4,6 @@
 use std::ops::Range;
 
 use ienk::ensemble::eki::Eki;
-use ienk::ensemble::particles::forward_mean;
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{MeanView, Resampled, innovation};
 use ienk::loss::BatchStats;
@@ -168,7 +167,9 @@ impl Optimizer for IenkOptimizer {
             &mut self.hidden[..b * h],
             &mut self.logits[..b * o],
         );
-        forward_mean(&layout, theta, x, pre, hidden, logits, &mut self.scratch).map_err(failed)?;
+        layout
+            .forward_keep_pre(theta, x, pre, hidden, logits, &mut self.scratch)
+            .map_err(failed)?;
         let (probs, g) = (&mut self.probs[..b * o], &mut self.innovation[..b * o]);
         let stats = innovation(self.rule.form, logits, o, y, probs, g).map_err(failed)?;
         let mean = MeanView {

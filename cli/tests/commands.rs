@@ -1,33 +1,13 @@
 //! End-to-end: train / eval / predict on a tiny synthetic data set, and their error paths.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
+use common::{TempDir, idx};
+
 const BIN: &str = env!("CARGO_BIN_EXE_ienk-cli");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("ienk-cli-cmd-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn idx(magic: u32, dims: &[u32], body: impl Iterator<Item = u8>) -> Vec<u8> {
-    let mut v = magic.to_be_bytes().to_vec();
-    dims.iter().for_each(|d| v.extend_from_slice(&d.to_be_bytes()));
-    v.extend(body);
-    v
-}
 
 /// 40 train and 20 test images: digit d has a bright row d.
 fn dataset(dir: &Path) {

@@ -209,8 +209,8 @@ impl Layout {
     }
 
     /// Forward pass of `batch` examples `x` (`batch x inputs`): `hidden = relu(x W1^T + b1)`
-    /// (`batch x hidden`) and `logits = hidden W2^T + b2` (`batch x outputs`).
-    /// Costs `2 batch P` flops.
+    /// (`batch x hidden`, bias and ReLU fused into the product) and `logits = hidden W2^T + b2`
+    /// (`batch x outputs`). Costs `2 batch P` flops.
     pub fn forward(
         &self,
         theta: &[f32],
@@ -219,12 +219,8 @@ impl Layout {
         logits: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<(), MlpError> {
-        let p = self.split(theta)?;
-        let batch = x.len() / self.inputs.max(1);
-        check_len("input batch", x.len(), batch * self.inputs)?;
-        check_len("hidden activations", hidden.len(), batch * self.hidden)?;
-        check_len("logits", logits.len(), batch * self.outputs)?;
-        let (i, h, o) = (self.inputs, self.hidden, self.outputs);
+        let (p, batch) = self.check_forward(theta, x, hidden, logits)?;
+        let (i, h) = (self.inputs, self.hidden);
         gemm::gemm(
             1.0,
             MatRef::new(x, batch, i, i),
@@ -234,6 +230,65 @@ impl Layout {
             Epilogue::BiasRelu(p.b1),
             scratch,
         )?;
+        self.output_layer(&p, hidden, logits, scratch)
+    }
+
+    /// As [`Layout::forward`], also keeping the layer-1 pre-activation `pre = x W1^T + b1`
+    /// (`batch x hidden`), which the low-rank ensemble members start from.
+    pub fn forward_keep_pre(
+        &self,
+        theta: &[f32],
+        x: &[f32],
+        pre: &mut [f32],
+        hidden: &mut [f32],
+        logits: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<(), MlpError> {
+        let (p, batch) = self.check_forward(theta, x, hidden, logits)?;
+        let (i, h) = (self.inputs, self.hidden);
+        check_len("pre-activation", pre.len(), batch * h)?;
+        gemm::gemm(
+            1.0,
+            MatRef::new(x, batch, i, i),
+            MatRef::new(p.w1, h, i, i).t(),
+            0.0,
+            MatMut::new(pre, batch, h, h),
+            Epilogue::Bias(p.b1),
+            scratch,
+        )?;
+        hidden
+            .iter_mut()
+            .zip(pre.iter())
+            .for_each(|(a, &v)| *a = if v < 0.0 { 0.0 } else { v });
+        self.output_layer(&p, hidden, logits, scratch)
+    }
+
+    /// Splits theta and checks the buffers of a forward pass; returns the batch size.
+    fn check_forward<'a>(
+        &self,
+        theta: &'a [f32],
+        x: &[f32],
+        hidden: &[f32],
+        logits: &[f32],
+    ) -> Result<(Params<'a>, usize), MlpError> {
+        let p = self.split(theta)?;
+        let batch = x.len() / self.inputs.max(1);
+        check_len("input batch", x.len(), batch * self.inputs)?;
+        check_len("hidden activations", hidden.len(), batch * self.hidden)?;
+        check_len("logits", logits.len(), batch * self.outputs)?;
+        Ok((p, batch))
+    }
+
+    /// `logits = hidden W2^T + b2`.
+    fn output_layer(
+        &self,
+        p: &Params<'_>,
+        hidden: &[f32],
+        logits: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<(), MlpError> {
+        let (h, o) = (self.hidden, self.outputs);
+        let batch = hidden.len() / h.max(1);
         gemm::gemm(
             1.0,
             MatRef::new(hidden, batch, h, h),

@@ -4,7 +4,8 @@
 //! activations in one blocked product `X W1s^T` (`B x Mc H`, bias and ReLU fused), then each
 //! member's logits from its column block (leading dimension `Mc H`, no copy).
 //!
-//! Low rank: with the mean network's pre-activation `A0 = X W1^T + b1` computed once and the
+//! Low rank: with the mean network's pre-activation `A0 = X W1^T + b1` computed once
+//! ([`Layout::forward_keep_pre`]) and the
 //! members' `b` factors stacked (`Mc r x inputs`), one product `X Bs^T` (`B x Mc r`) gives every
 //! member's projections; member k's pre-activation is then `A0 + (X b_k^T) a_k^T + db1_k`, a rank-r
 //! update costing `B H r` instead of `B H inputs`.
@@ -85,48 +86,6 @@ pub fn forward_dense(
             scratch,
         )?;
     }
-    Ok(())
-}
-
-/// The mean network's forward pass, keeping the layer-1 pre-activation `pre = X W1^T + b1`
-/// (`B x H`) for the low-rank members, the activation `hidden = relu(pre)` and the `logits`.
-pub fn forward_mean(
-    layout: &Layout,
-    theta: &[f32],
-    x: &[f32],
-    pre: &mut [f32],
-    hidden: &mut [f32],
-    logits: &mut [f32],
-    scratch: &mut [f32],
-) -> Result<(), MlpError> {
-    let p = layout.split(theta)?;
-    let (i, h, o) = (layout.inputs, layout.hidden, layout.outputs);
-    let batch = x.len() / i.max(1);
-    check_len("pre-activation", pre.len(), batch * h)?;
-    check_len("hidden activations", hidden.len(), batch * h)?;
-    check_len("logits", logits.len(), batch * o)?;
-    gemm::gemm(
-        1.0,
-        MatRef::new(x, batch, i, i),
-        MatRef::new(p.w1, h, i, i).t(),
-        0.0,
-        MatMut::new(pre, batch, h, h),
-        Epilogue::Bias(p.b1),
-        scratch,
-    )?;
-    hidden
-        .iter_mut()
-        .zip(pre.iter())
-        .for_each(|(a, &v)| *a = if v < 0.0 { 0.0 } else { v });
-    gemm::gemm(
-        1.0,
-        MatRef::new(hidden, batch, h, h),
-        MatRef::new(p.w2, o, h, h).t(),
-        0.0,
-        MatMut::new(logits, batch, o, o),
-        Epilogue::Bias(p.b2),
-        scratch,
-    )?;
     Ok(())
 }
 
