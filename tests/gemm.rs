@@ -198,6 +198,7 @@ fn large_and_block_crossing_shapes_match_reference() {
         (500, 128, 784, false, true),
         (37, 1280, 784, true, false),
         (3, 50, 2100, true, true),
+        (301, 10, 128, false, true), // few columns: ragged NR panels
     ];
     for path in paths() {
         let mut rng = TestRng::new(13);

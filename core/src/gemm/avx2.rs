@@ -2,7 +2,8 @@
 
 use core::arch::x86_64::{
     __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_mul_ps,
-    _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    _mm256_permute2f128_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_shuffle_ps, _mm256_storeu_ps,
+    _mm256_unpackhi_ps, _mm256_unpacklo_ps,
 };
 
 use super::kernel::Kernel;
@@ -24,6 +25,54 @@ impl Kernel for Avx2 {
     unsafe fn tile(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta: f32, c: *mut f32, ldc: usize) {
         // SAFETY: same contract as `Kernel::tile`, forwarded unchanged.
         unsafe { tile_6x16(kc, alpha, a, b, beta, c, ldc) }
+    }
+
+    #[inline(always)]
+    unsafe fn transpose8(rows: &[*const f32; 8], dst: *mut f32, stride: usize) {
+        // SAFETY: same contract as `Kernel::transpose8`, forwarded unchanged.
+        unsafe { transpose_8x8(rows, dst, stride) }
+    }
+}
+
+/// 8 x 8 transpose in registers: 8 loads, 24 shuffles, 8 stores.
+///
+/// # Safety
+/// As [`Kernel::transpose8`]; the CPU has AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) unsafe fn transpose_8x8(rows: &[*const f32; 8], dst: *mut f32, stride: usize) {
+    // SAFETY: each row pointer is valid for 8 reads (caller's contract).
+    let r = rows.map(|row| unsafe { _mm256_loadu_ps(row) });
+    // Interleave pairs of rows, then pairs of pairs, then swap 128-bit halves.
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    let columns = [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ];
+    for (q, col) in columns.into_iter().enumerate() {
+        // SAFETY: group q of 8 floats at `dst + q stride` is writable (caller's contract).
+        unsafe { _mm256_storeu_ps(dst.add(q * stride), col) };
     }
 }
 

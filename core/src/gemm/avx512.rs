@@ -25,6 +25,12 @@ impl Kernel for Avx512 {
         // SAFETY: same contract as `Kernel::tile`, forwarded unchanged.
         unsafe { tile_12x32(kc, alpha, a, b, beta, c, ldc) }
     }
+
+    #[inline(always)]
+    unsafe fn transpose8(rows: &[*const f32; 8], dst: *mut f32, stride: usize) {
+        // SAFETY: same contract; AVX-512F CPUs have AVX2, and the AVX-512 entry point enables it.
+        unsafe { super::avx2::transpose_8x8(rows, dst, stride) }
+    }
 }
 
 /// # Safety

@@ -28,6 +28,22 @@ pub(crate) trait Kernel {
     /// `a` is valid for `kc * MR` reads, `b` for `kc * NR` reads, `c` for reads and writes of
     /// `MR` rows of `NR` floats at stride `ldc`, and the CPU supports the kernel's ISA.
     unsafe fn tile(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta: f32, c: *mut f32, ldc: usize);
+
+    /// Transposes an 8 x 8 block while packing: element q of row l (`rows[l] + q`) goes to
+    /// `dst + q stride + l`. The default is scalar; the x86 kernels use register shuffles.
+    ///
+    /// # Safety
+    /// Each `rows[l]` is valid for 8 reads, `dst` for writes at `q stride + l` (q, l < 8), and the
+    /// CPU supports the kernel's ISA.
+    #[inline(always)]
+    unsafe fn transpose8(rows: &[*const f32; 8], dst: *mut f32, stride: usize) {
+        for q in 0..8 {
+            for (l, row) in rows.iter().enumerate() {
+                // SAFETY: the caller guarantees both ranges.
+                unsafe { *dst.add(q * stride + l) = *row.add(q) };
+            }
+        }
+    }
 }
 
 /// Plain Rust micro-kernel: the path of every target without a hand-written one (thumbv7em

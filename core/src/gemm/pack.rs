@@ -18,7 +18,7 @@ const MAX_W: usize = 32;
 /// `src` is valid for every read these strides address; `dst` for `round_up(count, w) * kc`
 /// writes; `w <= MAX_W`.
 #[inline(always)]
-unsafe fn pack_lines(
+unsafe fn pack_lines<K: Kernel>(
     w: usize,
     count: usize,
     kc: usize,
@@ -40,7 +40,23 @@ unsafe fn pack_lines(
             for (l, ptr) in ptrs.iter_mut().enumerate().take(w) {
                 *ptr = line(l);
             }
-            for p in 0..kc {
+            // 8 x 8 blocks through the kernel's register transpose, then the remaining depth.
+            let mut p = 0;
+            if w % 8 == 0 {
+                while p + 8 <= kc {
+                    for g in (0..w).step_by(8) {
+                        let mut rows = [core::ptr::null::<f32>(); 8];
+                        for (l, row) in rows.iter_mut().enumerate() {
+                            // SAFETY: line `g + l < w` has elements `p .. p + 8 <= kc`.
+                            *row = unsafe { ptrs[g + l].add(p) };
+                        }
+                        // SAFETY: the 8 x 8 block at group p, line g lies inside the panel.
+                        unsafe { K::transpose8(&rows, out.add(p * w + g), w) };
+                    }
+                    p += 8;
+                }
+            }
+            for p in p..kc {
                 for (l, ptr) in ptrs.iter().enumerate().take(w) {
                     // SAFETY: `p < kc` elements of each line are readable; `p w + l` is in the panel.
                     unsafe { *out.add(p * w + l) = *ptr.add(p) };
@@ -85,7 +101,7 @@ pub(crate) unsafe fn pack_a<K: Kernel>(
     dst: *mut f32,
 ) {
     // SAFETY: forwarded contract; rows of op(A) are the lines.
-    unsafe { pack_lines(K::MR, mc, kc, a, rs, cs, dst) }
+    unsafe { pack_lines::<K>(K::MR, mc, kc, a, rs, cs, dst) }
 }
 
 /// Packs the `kc x nc` block of op(B) at `b` (element (p, j) at `b[p rs + j cs]`) into
@@ -103,5 +119,5 @@ pub(crate) unsafe fn pack_b<K: Kernel>(
     dst: *mut f32,
 ) {
     // SAFETY: forwarded contract; columns of op(B) are the lines.
-    unsafe { pack_lines(K::NR, nc, kc, b, cs, rs, dst) }
+    unsafe { pack_lines::<K>(K::NR, nc, kc, b, cs, rs, dst) }
 }
