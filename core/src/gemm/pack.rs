@@ -42,7 +42,7 @@ unsafe fn pack_lines<K: Kernel>(
             }
             // 8 x 8 blocks through the kernel's register transpose, then the remaining depth.
             let mut p = 0;
-            if w % 8 == 0 {
+            if w.is_multiple_of(8) {
                 while p + 8 <= kc {
                     for g in (0..w).step_by(8) {
                         let mut rows = [core::ptr::null::<f32>(); 8];
