@@ -94,10 +94,10 @@ fn runs() -> Vec<Run> {
             label: "IEnK (ours, best)",
             thesis: None,
             optimizer: OptimizerKind::Ienk,
-            batch: 500,
-            lr: 0.05,
+            batch: 100,
+            lr: 0.01,
             ensemble: EnsembleSettings {
-                particles: 1000,
+                particles: 4000,
                 rank: 1,
                 antithetic: true,
                 ..base
