@@ -9,6 +9,10 @@ use ienk::mlp::Layout;
 
 use crate::error::{CliError, Result};
 
+/// Fewer rows than this per thread cost more in thread start-up than they save (a batch of 32
+/// ran slower on two threads than on one).
+pub const MIN_ROWS_PER_THREAD: usize = 64;
+
 /// The buffers of one worker, sized for at most `rows` examples.
 struct Worker {
     hidden: Vec<f32>,
@@ -81,9 +85,10 @@ pub struct GradientEngine {
 }
 
 impl GradientEngine {
-    /// Buffers for batches of up to `batch` examples on `threads` threads.
+    /// Buffers for batches of up to `batch` examples on up to `threads` threads, each given at
+    /// least [`MIN_ROWS_PER_THREAD`] rows.
     pub fn new(layout: Layout, batch: usize, threads: usize) -> Self {
-        let threads = threads.clamp(1, batch.max(1));
+        let threads = threads.clamp(1, batch.div_ceil(MIN_ROWS_PER_THREAD).max(1));
         let rows_per_worker = batch.div_ceil(threads);
         GradientEngine {
             layout,
