@@ -220,16 +220,7 @@ impl Layout {
         scratch: &mut [f32],
     ) -> Result<(), MlpError> {
         let (p, batch) = self.check_forward(theta, x, hidden, logits)?;
-        let (i, h) = (self.inputs, self.hidden);
-        gemm::gemm(
-            1.0,
-            MatRef::new(x, batch, i, i),
-            MatRef::new(p.w1, h, i, i).t(),
-            0.0,
-            MatMut::new(hidden, batch, h, h),
-            Epilogue::BiasRelu(p.b1),
-            scratch,
-        )?;
+        self.input_layer(p.w1, x, batch, hidden, Epilogue::BiasRelu(p.b1), scratch)?;
         self.output_layer(&p, hidden, logits, scratch)
     }
 
@@ -245,17 +236,8 @@ impl Layout {
         scratch: &mut [f32],
     ) -> Result<(), MlpError> {
         let (p, batch) = self.check_forward(theta, x, hidden, logits)?;
-        let (i, h) = (self.inputs, self.hidden);
-        check_len("pre-activation", pre.len(), batch * h)?;
-        gemm::gemm(
-            1.0,
-            MatRef::new(x, batch, i, i),
-            MatRef::new(p.w1, h, i, i).t(),
-            0.0,
-            MatMut::new(pre, batch, h, h),
-            Epilogue::Bias(p.b1),
-            scratch,
-        )?;
+        check_len("pre-activation", pre.len(), batch * self.hidden)?;
+        self.input_layer(p.w1, x, batch, pre, Epilogue::Bias(p.b1), scratch)?;
         hidden
             .iter_mut()
             .zip(pre.iter())
@@ -277,6 +259,29 @@ impl Layout {
         check_len("hidden activations", hidden.len(), batch * self.hidden)?;
         check_len("logits", logits.len(), batch * self.outputs)?;
         Ok((p, batch))
+    }
+
+    /// `out = x W1^T`, then `epilogue` (the layer's bias, with or without the ReLU).
+    fn input_layer(
+        &self,
+        w1: &[f32],
+        x: &[f32],
+        batch: usize,
+        out: &mut [f32],
+        epilogue: Epilogue<'_>,
+        scratch: &mut [f32],
+    ) -> Result<(), MlpError> {
+        let (i, h) = (self.inputs, self.hidden);
+        gemm::gemm(
+            1.0,
+            MatRef::new(x, batch, i, i),
+            MatRef::new(w1, h, i, i).t(),
+            0.0,
+            MatMut::new(out, batch, h, h),
+            epilogue,
+            scratch,
+        )?;
+        Ok(())
     }
 
     /// `logits = hidden W2^T + b2`.
