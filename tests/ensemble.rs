@@ -714,3 +714,10 @@ fn normalize_divides_each_layer_by_m_s_squared() {
         );
     }
 }
+
+#[test]
+fn clipping_bounds_every_coefficient_and_keeps_the_rest() {
+    let mut c = [-250.0, -0.5, 0.0, 0.25, 3.0, f64::INFINITY];
+    ienk::ensemble::resampled::clip_coefficients(&mut c, 1.0);
+    assert_eq!(c, [-1.0, -0.5, 0.0, 0.25, 1.0, 1.0]);
+}

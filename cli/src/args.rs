@@ -207,6 +207,10 @@ pub struct EnsembleArgs {
     /// mostly noise.
     #[arg(long, value_enum, default_value_t = UpdateArg::Plain)]
     pub update: UpdateArg,
+    /// ienk: clip each coefficient c_k to [-C, C] before the update; stabilises the thesis form,
+    /// whose innovation -y / (p + 0.005) reaches 200 when the true class's probability collapses.
+    #[arg(long, value_name = "C", value_parser = positive_f32)]
+    pub clip: Option<f32>,
     /// ienk (full rank): keep the M perturbations in memory (M P floats) between the forward
     /// passes and the update instead of regenerating them from their seeds (O(P) memory).
     #[arg(long)]

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use ienk::ensemble::eki::Eki;
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
-use ienk::ensemble::resampled::{MeanView, Resampled, innovation};
+use ienk::ensemble::resampled::{MeanView, Resampled, clip_coefficients, innovation};
 use ienk::loss::BatchStats;
 use ienk::mlp::{Layout, MlpError};
 use ienk::normal::Normal;
@@ -75,6 +75,7 @@ pub struct IenkOptimizer {
     low_rank_update: Vec<f32>,
     velocity: Option<Vec<f32>>,
     adam: Option<AdamState>,
+    clip: Option<f32>,
 }
 
 /// Adam on the ensemble's gradient estimate (`--update adam`).
@@ -146,6 +147,7 @@ impl IenkOptimizer {
             },
             velocity: (momentum != 0.0).then(|| vec![0.0; layout.num_params()]),
             adam: e.adam.then(|| AdamState::new(lr, layout.num_params())),
+            clip: e.clip,
             rule,
         }
     }
@@ -204,6 +206,9 @@ impl Optimizer for IenkOptimizer {
             };
             r.map_err(failed)
         })?;
+        if let Some(limit) = self.clip {
+            clip_coefficients(&mut self.coeffs, f64::from(limit));
+        }
         if let Some(k) = self.coeffs.iter().position(|c| !c.is_finite()) {
             return Err(CliError::Failed(format!(
                 "training diverged at step {}: member {k}'s coefficient is {}; no model was written",

@@ -76,6 +76,7 @@ pub fn train_config(a: &TrainArgs) -> train::TrainConfig {
             momentum: a.ensemble.momentum,
             normalize: a.ensemble.normalize,
             adam: a.ensemble.update == args::UpdateArg::Adam,
+            clip: a.ensemble.clip,
             eps: a.ensemble.eki_eps,
             inflation: a.ensemble.inflation,
             randomize_every: a.ensemble.randomize_every,

@@ -105,6 +105,8 @@ pub struct EnsembleSettings {
     pub normalize: bool,
     /// `ienk`: step with Adam on the ensemble's gradient estimate instead of the plain update.
     pub adam: bool,
+    /// `ienk`: clip each coefficient c_k to `[-clip, clip]`.
+    pub clip: Option<f32>,
     /// `eki`: the eps of the adaptive step.
     pub eps: f32,
     /// `eki`: multiplicative inflation alpha.
@@ -125,6 +127,7 @@ impl Default for EnsembleSettings {
             momentum: 0.0,
             normalize: false,
             adam: false,
+            clip: None,
             eps: 1e-8,
             inflation: 0.0,
             randomize_every: 0,
@@ -227,11 +230,15 @@ fn ensemble_summary(cfg: &TrainConfig) -> String {
                 "{}{}",
                 if e.normalize { ", normalized" } else { "" },
                 if e.adam { ", Adam on the estimate" } else { "" },
-            ) + &if e.momentum != 0.0 {
-                format!(", momentum {}", e.momentum)
-            } else {
-                String::new()
-            }
+            ) + &e
+                .clip
+                .map(|c| format!(", coefficients clipped to {c}"))
+                .unwrap_or_default()
+                + &if e.momentum != 0.0 {
+                    format!(", momentum {}", e.momentum)
+                } else {
+                    String::new()
+                }
         }
         OptimizerKind::Eki => format!(
             "; {} particles, sigma scale {}, eps {}, inflation {}, randomise every {} steps",

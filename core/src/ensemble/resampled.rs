@@ -75,6 +75,12 @@ pub fn innovation(
     Ok(stats)
 }
 
+/// Clips every coefficient to `[-limit, limit]`: bounds the step when the thesis form's
+/// innovation `-y / (p + 0.005)` (up to 200) meets a member far from the mean. O(M).
+pub fn clip_coefficients(coeffs: &mut [f64], limit: f64) {
+    coeffs.iter_mut().for_each(|c| *c = c.clamp(-limit, limit));
+}
+
 /// The coefficient `c_k` of one member from its logits (`B x outputs`), in f64.
 pub fn coefficient(form: Form, member_logits: &[f32], mean: &MeanView<'_>, outputs: usize) -> f64 {
     let mut c = 0f64;
