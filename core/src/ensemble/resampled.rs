@@ -24,7 +24,7 @@ use crate::normal::Normal;
 pub const THESIS_STABILISER: f64 = 0.005;
 
 /// Low-rank members whose `X b^T` projections share one product.
-pub const DENSE_CHUNK: usize = 8;
+pub const LOW_RANK_CHUNK: usize = 8;
 
 /// How the data misfit enters the coefficients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,7 +205,7 @@ fn dense_parts(layout: &Layout, batch: usize) -> [usize; 5] {
 
 /// Lengths of the parts of a low-rank member-phase workspace.
 fn low_rank_parts(p: &Perturbations, batch: usize) -> [usize; 8] {
-    let (l, r, c) = (&p.layout, p.rank, DENSE_CHUNK);
+    let (l, r, c) = (&p.layout, p.rank, LOW_RANK_CHUNK);
     [
         c * p.factor_len(),
         c * r * l.inputs,
@@ -354,7 +354,7 @@ impl Resampled {
         let (logits, scratch) = (carve.take(parts[6]), carve.take(parts[7]));
         let mut done = 0;
         while done < members.len() {
-            let chunk = DENSE_CHUNK.min(members.len() - done);
+            let chunk = LOW_RANK_CHUNK.min(members.len() - done);
             for j in 0..chunk {
                 let fj = &mut factors[j * f_len..(j + 1) * f_len];
                 pt.fill_factors(normal, step, members.start + done + j, fj);
