@@ -721,3 +721,38 @@ fn clipping_bounds_every_coefficient_and_keeps_the_rest() {
     ienk::ensemble::resampled::clip_coefficients(&mut c, 1.0);
     assert_eq!(c, [-1.0, -0.5, 0.0, 0.25, 1.0, 1.0]);
 }
+
+#[test]
+fn inflation_scales_the_spread_around_an_unchanged_mean() {
+    let mut rng = TestRng::new(10);
+    let alpha = 0.25f32;
+    let eki = Eki {
+        layout: TINY,
+        members: 4,
+        h0: 0.0,
+        eps: 1e-8,
+        inflation: alpha,
+        std: [0.3, 0.3],
+    };
+    let normal = Normal::new();
+    let theta0 = rng.vec(TINY.num_params());
+    let mut ens = vec![0f32; eki.ensemble_len()];
+    eki.scatter(&normal, &mut rand_xoshiro_rng(4), &theta0, &mut ens);
+    let before = members_of(&eki, &ens);
+    let (x, y) = (rng.vec(3 * 9), [0u8, 1, 2]);
+    let step = eki_step(&eki, &mut ens, &x, &y);
+    assert_eq!(step.h, 0.0);
+    let after = members_of(&eki, &ens);
+    let (m0, m1) = (mean_of(&before), mean_of(&after));
+    for i in 0..TINY.num_params() {
+        assert!((m0[i] - m1[i]).abs() < 1e-5, "mean moved at {i}");
+        for j in 0..4 {
+            let want = m0[i] + f64::from(1.0 + alpha) * (before[j][i] - m0[i]);
+            assert!(
+                (after[j][i] - want).abs() < 1e-5,
+                "member {j}, entry {i}: {} vs {want}",
+                after[j][i]
+            );
+        }
+    }
+}
