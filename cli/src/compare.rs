@@ -172,7 +172,7 @@ pub fn compare(
     std::fs::write(&svg_path, accuracy_chart(&title, &series)).map_err(|e| CliError::write(&svg_path, e))?;
 
     let mut table = format!(
-        "\n| optimizer | setting | thesis (10 epochs) | ienk ({} epochs) | training time |\n|---|---|---|---|---|\n",
+        "\n| optimizer | setting | thesis (10 epochs) | ienk ({} epochs) | wall time |\n|---|---|---|---|---|\n",
         cfg.epochs
     );
     for (run, summary, secs) in &results {
