@@ -354,21 +354,34 @@ fn members_of(eki: &Eki, ens: &[f32]) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// An EKI rule on the tiny network and its ensemble scattered around a random theta_0 (drawn
+/// from `rng`), with spread `spread` on both layers.
+fn eki_ensemble(
+    rng: &mut TestRng,
+    members: usize,
+    h0: f32,
+    inflation: f32,
+    spread: f32,
+    seed: u64,
+) -> (Eki, Vec<f32>) {
+    let eki = Eki {
+        layout: TINY,
+        members,
+        h0,
+        eps: 1e-8,
+        inflation,
+        std: [spread, spread],
+    };
+    let theta0 = rng.vec(TINY.num_params());
+    let mut ens = vec![0f32; eki.ensemble_len()];
+    eki.scatter(&Normal::new(), &mut rand_xoshiro_rng(seed), &theta0, &mut ens);
+    (eki, ens)
+}
+
 #[test]
 fn eki_update_equals_the_naive_formula() {
     let mut rng = TestRng::new(5);
-    let eki = Eki {
-        layout: TINY,
-        members: 7,
-        h0: 0.3,
-        eps: 1e-8,
-        inflation: 0.0,
-        std: [0.5, 0.5],
-    };
-    let normal = Normal::new();
-    let theta0 = rng.vec(TINY.num_params());
-    let mut ens = vec![0f32; eki.ensemble_len()];
-    eki.scatter(&normal, &mut rand_xoshiro_rng(1), &theta0, &mut ens);
+    let (eki, mut ens) = eki_ensemble(&mut rng, 7, 0.3, 0.0, 0.5, 1);
     let (x, y) = (rng.vec(5 * 9), [0u8, 1, 2, 3, 1]);
     let before = members_of(&eki, &ens);
     // Naive f64: G_k, Gbar, g_j, D_kj, h, u_j - (h/M) sum_k D_kj (u_k - ubar).
@@ -562,18 +575,7 @@ fn eki_on_a_linear_model_is_h_cug_g_lowers_the_loss_and_keeps_the_span() {
 #[test]
 fn eki_on_the_mlp_stays_in_the_initial_affine_span() {
     let mut rng = TestRng::new(7);
-    let eki = Eki {
-        layout: TINY,
-        members: 5,
-        h0: 0.5,
-        eps: 1e-8,
-        inflation: 0.0,
-        std: [0.3, 0.3],
-    };
-    let normal = Normal::new();
-    let theta0 = rng.vec(TINY.num_params());
-    let mut ens = vec![0f32; eki.ensemble_len()];
-    eki.scatter(&normal, &mut rand_xoshiro_rng(2), &theta0, &mut ens);
+    let (eki, mut ens) = eki_ensemble(&mut rng, 5, 0.5, 0.0, 0.3, 2);
     let (x, y) = (rng.vec(6 * 9), [0u8, 1, 2, 3, 1, 0]);
     let start = members_of(&eki, &ens);
     let ubar0 = mean_of(&start);
@@ -726,18 +728,7 @@ fn clipping_bounds_every_coefficient_and_keeps_the_rest() {
 fn inflation_scales_the_spread_around_an_unchanged_mean() {
     let mut rng = TestRng::new(10);
     let alpha = 0.25f32;
-    let eki = Eki {
-        layout: TINY,
-        members: 4,
-        h0: 0.0,
-        eps: 1e-8,
-        inflation: alpha,
-        std: [0.3, 0.3],
-    };
-    let normal = Normal::new();
-    let theta0 = rng.vec(TINY.num_params());
-    let mut ens = vec![0f32; eki.ensemble_len()];
-    eki.scatter(&normal, &mut rand_xoshiro_rng(4), &theta0, &mut ens);
+    let (eki, mut ens) = eki_ensemble(&mut rng, 4, 0.0, alpha, 0.3, 4);
     let before = members_of(&eki, &ens);
     let (x, y) = (rng.vec(3 * 9), [0u8, 1, 2]);
     let step = eki_step(&eki, &mut ens, &x, &y);
