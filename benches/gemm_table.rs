@@ -29,9 +29,54 @@ fn median_secs(budget: f64, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
+/// GFLOP/s of 12 independent chains of AVX2 FMAs on registers: this core's practical peak.
+#[cfg(target_arch = "x86_64")]
+fn fma_peak() -> Option<f64> {
+    use std::arch::x86_64::{_mm256_fmadd_ps, _mm256_set1_ps, _mm256_storeu_ps};
+    #[target_feature(enable = "avx2,fma")]
+    fn chains(iters: usize) -> f32 {
+        let mut acc = [_mm256_set1_ps(0.0); 12];
+        let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        let mut lanes = [0f32; 8];
+        let mut sum = 0.0;
+        for x in acc {
+            // SAFETY: `lanes` holds the 8 floats the store writes.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), x) };
+            sum += lanes.iter().sum::<f32>();
+        }
+        sum
+    }
+    if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+        return None;
+    }
+    let iters = 50_000_000;
+    let best = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            // SAFETY: AVX2 and FMA were detected above.
+            std::hint::black_box(unsafe { chains(iters) });
+            (iters * 12 * 8 * 2) as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0.0, f64::max);
+    Some(best)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn fma_peak() -> Option<f64> {
+    None
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
+    }
+    if let Some(peak) = fma_peak() {
+        println!("AVX2 FMA peak of this core (12 register chains): {peak:.1} GFLOP/s\n");
     }
     let paths = bench_paths();
     let auto = ienk::gemm::active_kernel();
