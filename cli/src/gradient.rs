@@ -103,8 +103,8 @@ impl GradientEngine {
     /// accuracy before any update. Costs about `6 batch P` flops.
     pub fn gradient(&mut self, theta: &[f32], x: &[f32], y: &[u8]) -> Result<(&[f32], BatchStats)> {
         let batch = y.len();
-        let per = self.rows_per_worker.max(batch.div_ceil(self.workers.len()));
-        if per > self.rows_per_worker {
+        let per = self.rows_per_worker;
+        if batch > per * self.workers.len() {
             return Err(CliError::Failed(format!(
                 "batch of {batch} exceeds the engine's size"
             )));
