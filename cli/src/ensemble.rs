@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use ienk::ensemble::collapse::{active_columns, draw_coefficient_norm, expand_w1_rows, restrict};
 use ienk::ensemble::eki::Eki;
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{MeanView, Resampled, clip_coefficients, innovation};
@@ -14,6 +15,7 @@ use ienk::seeds::{Stream, rng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::{CliError, Result};
+use crate::pool::Pool;
 use crate::train::{EnsembleSettings, Optimizer};
 
 /// Settings shared by both ensemble optimizers.
@@ -41,26 +43,11 @@ fn split(n: usize, parts: usize) -> Vec<Range<usize>> {
     (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect()
 }
 
-/// Runs `f` on each item, on scoped threads when there is more than one.
-fn par_each<T: Send>(items: Vec<T>, f: impl Fn(T) -> Result<()> + Sync) -> Result<()> {
-    if items.len() <= 1 {
-        return items.into_iter().try_for_each(f);
-    }
-    std::thread::scope(|s| {
-        let f = &f;
-        let handles: Vec<_> = items.into_iter().map(|item| s.spawn(move || f(item))).collect();
-        handles.into_iter().try_for_each(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(CliError::Failed("a worker thread panicked".into())))
-        })
-    })
-}
-
 /// The resampled IEnK (thesis's scheme).
 pub struct IenkOptimizer {
     rule: Resampled,
     normal: Normal,
-    threads: usize,
+    pool: Pool,
     step: u64,
     pre: Vec<f32>,
     hidden: Vec<f32>,
@@ -72,6 +59,13 @@ pub struct IenkOptimizer {
     coeffs: Vec<f64>,
     stored: Option<Vec<f32>>,
     blocks: Vec<Vec<f32>>,
+    /// Full rank: the batch's active input columns, the restricted parameters, batch and
+    /// direction, and the full direction.
+    cols: Vec<u32>,
+    theta_sub: Vec<f32>,
+    x_sub: Vec<f32>,
+    d_sub: Vec<f32>,
+    direction: Vec<f32>,
     low_rank_update: Vec<f32>,
     velocity: Option<Vec<f32>>,
     adam: Option<AdamState>,
@@ -124,9 +118,10 @@ impl IenkOptimizer {
         };
         let threads = cfg.threads.clamp(1, cfg.members.max(1));
         let (b, h, o) = (cfg.batch, layout.hidden, layout.outputs);
+        let full_rank_buffer = |len: usize| if rank == 0 { vec![0.0; len] } else { Vec::new() };
         IenkOptimizer {
             normal: Normal::new(),
-            threads,
+            pool: Pool::new(threads),
             step: 0,
             pre: vec![0.0; b * h],
             hidden: vec![0.0; b * h],
@@ -139,7 +134,12 @@ impl IenkOptimizer {
                 .collect(),
             coeffs: vec![0.0; cfg.members],
             stored: (store && rank == 0).then(|| vec![0.0; cfg.members * layout.num_params()]),
-            blocks: (0..cfg.threads.max(1)).map(|_| vec![0.0; BLOCK]).collect(),
+            blocks: (0..threads).map(|_| vec![0.0; BLOCK]).collect(),
+            cols: vec![0; layout.inputs],
+            theta_sub: full_rank_buffer(layout.num_params()),
+            x_sub: full_rank_buffer(b * layout.inputs),
+            d_sub: full_rank_buffer(layout.num_params()),
+            direction: full_rank_buffer(layout.num_params()),
             low_rank_update: if rank > 0 {
                 vec![0.0; rule.low_rank_update_len()]
             } else {
@@ -163,7 +163,7 @@ impl Optimizer for IenkOptimizer {
     fn step(&mut self, theta: &mut [f32], x: &[f32], y: &[u8]) -> Result<BatchStats> {
         let layout = self.rule.perturb.layout;
         let b = y.len();
-        let (h, o, p) = (layout.hidden, layout.outputs, layout.num_params());
+        let (h, o) = (layout.hidden, layout.outputs);
         let (pre, hidden, logits) = (
             &mut self.pre[..b * h],
             &mut self.hidden[..b * h],
@@ -180,29 +180,65 @@ impl Optimizer for IenkOptimizer {
             probs,
             innovation: g,
         };
-        let (rule, normal, step, th) = (&self.rule, &self.normal, self.step, &*theta);
+        let (rule, normal, step) = (&self.rule, &self.normal, self.step);
+
+        // Full rank: the members perturb only the input columns this batch uses, the rest of
+        // the direction is drawn at once (the same update in distribution; see
+        // ienk::ensemble::collapse).
+        let full_rank = rule.perturb.rank == 0;
+        let active = if full_rank {
+            active_columns(x, layout.inputs, &mut self.cols).map_err(failed)?
+        } else {
+            layout.inputs
+        };
+        let cols = &self.cols[..active];
+        let sub = Layout {
+            inputs: active,
+            ..layout
+        };
+        let sub_rule = Resampled {
+            perturb: Perturbations {
+                layout: sub,
+                ..rule.perturb
+            },
+            ..*rule
+        };
+        let (member_rule, th, xm) = if full_rank {
+            let (ts, xs) = (
+                &mut self.theta_sub[..sub.num_params()],
+                &mut self.x_sub[..b * active],
+            );
+            restrict(&layout, theta, x, cols, ts, xs).map_err(failed)?;
+            (&sub_rule, &*ts, &*xs)
+        } else {
+            (rule, &*theta, x)
+        };
+        let pm = member_rule.perturb.layout.num_params();
 
         // Member phase: contiguous member ranges per thread.
-        let ranges = split(rule.members, self.threads);
+        let pool = &self.pool;
+        let ranges = split(rule.members, pool.threads());
         let mut coeff_parts = Vec::new();
         let mut rest = self.coeffs.as_mut_slice();
-        let mut stored_rest = self.stored.as_deref_mut();
+        let mut stored_rest = self.stored.as_deref_mut().map(|s| &mut s[..rule.members * pm]);
         for r in &ranges {
             let (c, tail) = rest.split_at_mut(r.len());
             rest = tail;
             let s = stored_rest.take().map(|s| {
-                let (head, tail) = s.split_at_mut(r.len() * p);
+                let (head, tail) = s.split_at_mut(r.len() * pm);
                 stored_rest = Some(tail);
                 head
             });
             coeff_parts.push((r.clone(), c, s));
         }
+        let ws_len = member_rule.member_workspace_len(b);
         let jobs: Vec<_> = coeff_parts.into_iter().zip(self.workspaces.iter_mut()).collect();
-        par_each(jobs, |((members, coeffs, store), ws)| {
-            let r = if rule.perturb.rank == 0 {
-                rule.dense_coefficients(normal, th, x, &mean, step, members, ws, coeffs, store)
+        pool.each(jobs, |((members, coeffs, store), ws)| {
+            let ws = &mut ws[..ws_len];
+            let r = if full_rank {
+                member_rule.dense_coefficients(normal, th, xm, &mean, step, members, ws, coeffs, store)
             } else {
-                rule.low_rank_coefficients(normal, th, x, &mean, step, members, ws, coeffs)
+                member_rule.low_rank_coefficients(normal, th, xm, &mean, step, members, ws, coeffs)
             };
             r.map_err(failed)
         })?;
@@ -226,33 +262,63 @@ impl Optimizer for IenkOptimizer {
             momentum: 0.0,
             ..*rule
         };
-        let (rule, target, velocity) = match self.adam.as_mut() {
+        let (target_rule, target, velocity) = match self.adam.as_mut() {
             Some(a) => {
                 a.estimate.fill(0.0);
                 (&estimating, &mut a.estimate[..], None)
             }
             None => (rule, &mut *theta, self.velocity.as_deref_mut()),
         };
-        if rule.perturb.rank == 0 {
-            let stored = self.stored.as_deref();
-            let per_thread = rule.perturb.blocks().div_ceil(self.blocks.len()).max(1);
-            let span = per_thread * BLOCK;
-            let velocity: Vec<Option<&mut [f32]>> = match velocity {
-                Some(v) => v.chunks_mut(span).map(Some).collect(),
-                None => (0..self.blocks.len()).map(|_| None).collect(),
+        if full_rank {
+            // The restricted direction sum_k c_k delta_k, by parameter blocks over the threads
+            // (the update of a zero vector with h = -1), then the full one.
+            let summing = Resampled {
+                lr: -1.0,
+                normalize: false,
+                momentum: 0.0,
+                ..sub_rule
             };
-            let jobs: Vec<_> = target
+            let d_sub = &mut self.d_sub[..pm];
+            d_sub.fill(0.0);
+            let stored = self.stored.as_deref().map(|s| &s[..rule.members * pm]);
+            let per_thread = summing.perturb.blocks().div_ceil(self.blocks.len()).max(1);
+            let span = per_thread * BLOCK;
+            let jobs: Vec<_> = d_sub
                 .chunks_mut(span)
-                .zip(velocity)
                 .zip(self.blocks.iter_mut())
                 .enumerate()
                 .collect();
-            par_each(jobs, |(t, ((part, v), tmp))| {
-                rule.update_blocks(normal, part, v, t * per_thread, coeffs, step, stored, tmp)
+            pool.each(jobs, |(t, (part, tmp))| {
+                summing
+                    .update_blocks(normal, part, None, t * per_thread, coeffs, step, stored, tmp)
                     .map_err(failed)
             })?;
+            let noise_std = rule.perturb.std[0] * draw_coefficient_norm(&rule.perturb, coeffs) as f32;
+            // b1, W2 and b2 are laid out alike in both vectors; W1's rows are split over the threads.
+            let (i, rows_per) = (layout.inputs, h.div_ceil(pool.threads()).max(1));
+            let (w1, tail) = self.direction.split_at_mut(h * i);
+            let (sub_w1, sub_tail) = d_sub.split_at(h * active);
+            tail.copy_from_slice(sub_tail);
+            let jobs: Vec<_> = w1.chunks_mut(rows_per * i).enumerate().collect();
+            pool.each(jobs, |(t, rows)| {
+                expand_w1_rows(
+                    &rule.perturb,
+                    normal,
+                    cols,
+                    sub_w1,
+                    noise_std,
+                    step,
+                    t * rows_per,
+                    rows,
+                )
+                .map_err(failed)
+            })?;
+            target_rule
+                .apply_direction(target, &self.direction, velocity)
+                .map_err(failed)?;
         } else {
-            rule.low_rank_update(normal, target, velocity, coeffs, step, &mut self.low_rank_update)
+            target_rule
+                .low_rank_update(normal, target, velocity, coeffs, step, &mut self.low_rank_update)
                 .map_err(failed)?;
         }
         if let Some(a) = self.adam.as_mut() {
@@ -269,7 +335,7 @@ pub struct EkiOptimizer {
     eki: Eki,
     normal: Normal,
     rng: Xoshiro256PlusPlus,
-    threads: usize,
+    pool: Pool,
     randomize_every: u64,
     step: u64,
     ensemble: Vec<f32>,
@@ -307,7 +373,7 @@ impl EkiOptimizer {
         EkiOptimizer {
             normal: Normal::new(),
             rng: rng(cfg.seed, Stream::Perturb),
-            threads,
+            pool: Pool::new(threads),
             randomize_every,
             step: 0,
             ensemble: Vec::new(),
@@ -333,7 +399,7 @@ impl Optimizer for EkiOptimizer {
         let b = y.len();
         let bo = b * eki.layout.outputs;
         let (w32, w64) = eki.update_workspace_len(b);
-        let ranges = split(eki.members, self.threads);
+        let ranges = split(eki.members, self.pool.threads());
         let ens = &self.ensemble;
         let mut parts = Vec::new();
         let mut rest = &mut self.logits[..eki.members * bo];
@@ -343,7 +409,7 @@ impl Optimizer for EkiOptimizer {
             parts.push((r, head));
         }
         let jobs: Vec<_> = parts.into_iter().zip(self.forward.iter_mut()).collect();
-        par_each(jobs, |((members, out), ws)| {
+        self.pool.each(jobs, |((members, out), ws)| {
             let need = eki.forward_workspace_len(b, EKI_CHUNK);
             eki.member_logits(ens, x, members, EKI_CHUNK, &mut ws[..need], out)
                 .map_err(failed)

@@ -12,6 +12,7 @@ pub mod info;
 pub mod metrics;
 pub mod model_io;
 pub mod pgm;
+pub mod pool;
 pub mod predict;
 pub mod progress;
 pub mod svg;

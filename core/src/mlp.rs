@@ -47,6 +47,13 @@ pub enum MlpError {
         /// The label.
         value: u8,
     },
+    /// A list of input columns that is not strictly increasing inside `0..inputs`.
+    Columns {
+        /// Position in the list.
+        index: usize,
+        /// The column found there.
+        value: u32,
+    },
     /// A GEMM refused its arguments (scratch too small, typically).
     Gemm(GemmError),
 }
@@ -62,6 +69,10 @@ impl fmt::Display for MlpError {
                 write!(f, "{what} has {found} floats, expected {expected}")
             }
             MlpError::Label { index, value } => write!(f, "label {index} of the batch is {value}"),
+            MlpError::Columns { index, value } => write!(
+                f,
+                "input column {index} of the list is {value}: not increasing or past the inputs"
+            ),
             MlpError::Gemm(e) => write!(f, "{e}"),
         }
     }

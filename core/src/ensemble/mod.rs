@@ -1,6 +1,7 @@
 //! Ensemble Kalman optimizers: the resampled IEnK of the thesis and Kovachki & Stuart's EKI, with
 //! the perturbations and particle forward passes they share.
 
+pub mod collapse;
 pub mod eki;
 pub mod particles;
 pub mod perturb;

@@ -21,6 +21,10 @@ use crate::normal::{Lanes, Normal};
 /// Entries per independently seeded block of a full-rank perturbation.
 pub const BLOCK: usize = 4096;
 
+/// The draw index of the collapsed direction's noise: no member's (members are numbered from 0;
+/// low-rank factors use block `u64::MAX` of their draw).
+const NOISE_DRAW: u64 = u64::MAX;
+
 /// SplitMix64's finaliser: a bijective mix of 64 bits.
 const fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -82,6 +86,12 @@ impl Perturbations {
         } else {
             (member as u64, 1.0)
         }
+    }
+
+    /// The generator of row `row` of the collapsed direction's noise at `step` (see
+    /// [`super::collapse`]): a stream of its own, apart from every member's.
+    pub(crate) fn noise_rng(&self, step: u64, row: u64) -> Xoshiro256PlusPlus {
+        block_rng(self.seed, step, NOISE_DRAW, row)
     }
 
     /// Blocks of a full-rank perturbation.

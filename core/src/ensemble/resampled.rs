@@ -142,6 +142,24 @@ impl Resampled {
         })
     }
 
+    /// Applies a whole direction `d` (length P, `sum_k c_k delta_k`) to `theta`: `theta -= h_l d`
+    /// per layer, through `velocity` (length P) when momentum is used. O(P).
+    pub fn apply_direction(
+        &self,
+        theta: &mut [f32],
+        d: &[f32],
+        velocity: Option<&mut [f32]>,
+    ) -> Result<(), MlpError> {
+        let p = self.perturb.layout.num_params();
+        check_len("parameter vector", theta.len(), p)?;
+        check_len("direction", d.len(), p)?;
+        if let Some(v) = velocity.as_deref() {
+            check_len("velocity", v.len(), p)?;
+        }
+        self.apply_layers(theta, d, velocity, 0);
+        Ok(())
+    }
+
     /// Applies the direction `d` of the entries `start .. start + d.len()` of theta (`part`),
     /// with each layer's step.
     fn apply_layers(&self, part: &mut [f32], d: &[f32], velocity: Option<&mut [f32]>, start: usize) {

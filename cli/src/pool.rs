@@ -1,0 +1,235 @@
+//! A small persistent thread pool for the training steps: a step of the thesis's scheme takes
+//! well under a millisecond, so spawning threads for each of its phases (tens of microseconds
+//! each) would cost more than the second core gives. The workers wait for a job by spinning
+//! briefly, then sleeping on a condition variable; [`Pool::each`] runs one closure per item,
+//! the calling thread taking its share, and returns when every item is done.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{CliError, Result};
+
+/// How long an idle worker spins before it sleeps: covers the gap between two phases of a step.
+const SPIN: Duration = Duration::from_micros(200);
+
+/// A job: task `i` runs `f(i)`; the lifetime is erased (see [`Pool::run`]).
+type Job = &'static (dyn Fn(usize) + Sync);
+
+struct State {
+    job: Option<Job>,
+    tasks: usize,
+    next: usize,
+    /// Tasks handed out and not finished.
+    running: usize,
+    panicked: bool,
+    shutdown: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    done: Condvar,
+    /// Bumped whenever a job is posted or the pool shuts down (read while spinning).
+    generation: AtomicU64,
+}
+
+/// `threads - 1` persistent workers plus the calling thread.
+pub struct Pool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// A pool of `threads` (at least 1; 1 runs everything on the calling thread, no worker).
+    pub fn new(threads: usize) -> Pool {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                job: None,
+                tasks: 0,
+                next: 0,
+                running: 0,
+                panicked: false,
+                shutdown: false,
+            }),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+            generation: AtomicU64::new(0),
+        });
+        let workers = (1..threads.max(1))
+            .map(|_| {
+                let shared = Arc::clone(&shared);
+                std::thread::spawn(move || worker(&shared))
+            })
+            .collect();
+        Pool { shared, workers }
+    }
+
+    /// Threads that run tasks, the calling one included.
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs `f` on each item, in parallel over the pool's threads; the first error wins. A
+    /// panic in a task becomes an error.
+    pub fn each<T: Send>(&self, items: Vec<T>, f: impl Fn(T) -> Result<()> + Sync) -> Result<()> {
+        let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+        let first_error: Mutex<Option<CliError>> = Mutex::new(None);
+        let task = |i: usize| {
+            let item = lock(&slots[i]).take();
+            if let Some(Err(e)) = item.map(&f) {
+                lock(&first_error).get_or_insert(e);
+            }
+        };
+        let panicked = self.run(slots.len(), &task);
+        if panicked {
+            return Err(CliError::Failed("a worker thread panicked".into()));
+        }
+        match first_error.into_inner() {
+            Ok(Some(e)) => Err(e),
+            Ok(None) => Ok(()),
+            Err(_) => Err(CliError::Failed("a worker thread panicked".into())),
+        }
+    }
+
+    /// Runs `f(0) .. f(tasks - 1)` over the pool and returns once all have finished, reporting
+    /// whether one panicked.
+    fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
+        if self.workers.is_empty() || tasks <= 1 {
+            return (0..tasks).any(|i| catch_unwind(AssertUnwindSafe(|| f(i))).is_err());
+        }
+        // SAFETY: the reference is only used through `State::job` by tasks handed out below,
+        // and this function does not return before every handed-out task has finished
+        // (`running == 0` under the lock, also on the panic path: tasks run under
+        // catch_unwind) and the job is cleared; no task can start after that. So every use of
+        // the erased reference happens while `f` is borrowed here.
+        let job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f) };
+        {
+            let mut st = lock(&self.shared.state);
+            st.job = Some(job);
+            st.tasks = tasks;
+            st.next = 0;
+            st.running = 0;
+            st.panicked = false;
+            self.shared.generation.fetch_add(1, Ordering::Release);
+        }
+        self.shared.wake.notify_all();
+        let mut st = lock(&self.shared.state);
+        st = take_tasks(&self.shared, st);
+        while st.running > 0 || st.next < st.tasks {
+            st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.job = None;
+        st.panicked
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        lock(&self.shared.state).shutdown = true;
+        self.shared.generation.fetch_add(1, Ordering::Release);
+        self.shared.wake.notify_all();
+        for w in self.workers.drain(..) {
+            // A worker cannot panic outside catch_unwind; nothing to report at teardown.
+            let _ = w.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs tasks of the posted job until none is left to hand out; returns the lock.
+fn take_tasks<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    while let (Some(job), true) = (st.job, st.next < st.tasks) {
+        let i = st.next;
+        st.next += 1;
+        st.running += 1;
+        drop(st);
+        let ok = catch_unwind(AssertUnwindSafe(|| job(i))).is_ok();
+        st = lock(&shared.state);
+        st.running -= 1;
+        st.panicked |= !ok;
+        if st.running == 0 && st.next >= st.tasks {
+            shared.done.notify_all();
+        }
+    }
+    st
+}
+
+fn worker(shared: &Shared) {
+    let mut seen = shared.generation.load(Ordering::Acquire);
+    loop {
+        // Spin a little: the next phase of a step usually comes within microseconds.
+        let spin_until = Instant::now() + SPIN;
+        while shared.generation.load(Ordering::Acquire) == seen && Instant::now() < spin_until {
+            std::hint::spin_loop();
+        }
+        let mut st = lock(&shared.state);
+        while shared.generation.load(Ordering::Acquire) == seen && !st.shutdown {
+            st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.shutdown {
+            return;
+        }
+        seen = shared.generation.load(Ordering::Acquire);
+        drop(take_tasks(shared, st));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn every_item_runs_once_on_any_thread_count() {
+        for threads in [1, 2, 3, 5] {
+            let pool = Pool::new(threads);
+            for items in [0usize, 1, 2, 7, 100] {
+                let hits: Vec<AtomicUsize> = (0..items).map(|_| AtomicUsize::new(0)).collect();
+                let mut out = vec![0usize; items];
+                let jobs: Vec<_> = out.iter_mut().enumerate().collect();
+                pool.each(jobs, |(i, slot)| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                    *slot = i * i;
+                    Ok(())
+                })
+                .unwrap();
+                assert!(
+                    hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                    "{threads} threads"
+                );
+                assert!(out.iter().enumerate().all(|(i, &v)| v == i * i));
+            }
+        }
+    }
+
+    #[test]
+    fn an_error_or_a_panic_is_reported_and_the_pool_keeps_working() {
+        let pool = Pool::new(3);
+        let failed = pool.each((0..10).collect(), |i| {
+            if i == 6 {
+                Err(CliError::Failed(format!("item {i}")))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(matches!(failed, Err(CliError::Failed(m)) if m == "item 6"));
+        let panicked = pool.each((0..10).collect(), |i: usize| {
+            assert!(i != 3, "task panics on purpose");
+            Ok(())
+        });
+        assert!(matches!(panicked, Err(CliError::Failed(m)) if m.contains("panicked")));
+        let count = AtomicUsize::new(0);
+        pool.each((0..10).collect(), |_: usize| {
+            count.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(count.load(Ordering::Relaxed), 10);
+    }
+}
