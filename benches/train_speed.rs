@@ -1,5 +1,6 @@
 //! Seconds per training epoch on the real MNIST (needs `IENK_DATA` or `data/mnist`): Adam at
-//! batch 500 and 32, one thread and all threads, and the IEnK settings of the README. Prints the
+//! batch 500 and 32, one thread and all threads (and on one thread with the dense input layer,
+//! for the sparse path's gain), and the IEnK settings of the README. Prints the
 //! median over several epochs of the training time (evaluation excluded).
 //! `cargo bench --bench train_speed` (`-- --quick` for fewer epochs).
 
@@ -41,7 +42,7 @@ fn main() {
         store: true,
         ..base
     };
-    // (label, optimizer, batch, lr, threads, ensemble, limit of examples per epoch)
+    // (label, optimizer, batch, lr, threads, ensemble, limit of examples per epoch, sparse inputs)
     let mut runs = vec![];
     for threads in [1, all] {
         runs.push((
@@ -52,6 +53,7 @@ fn main() {
             threads,
             base,
             None,
+            true,
         ));
         runs.push((
             "adam, batch 32",
@@ -61,6 +63,7 @@ fn main() {
             threads,
             base,
             None,
+            true,
         ));
         runs.push((
             "ienk 1000 rank-1 particles, batch 500",
@@ -70,6 +73,7 @@ fn main() {
             threads,
             ienk_best,
             Some(10_000),
+            true,
         ));
         runs.push((
             "ienk thesis (10 particles, batch 1)",
@@ -78,13 +82,26 @@ fn main() {
             0.001,
             threads,
             thesis,
-            Some(2_000),
+            Some(5_000),
+            true,
         ));
+    }
+    // The same Adam runs with the dense input layer, for the ratio.
+    for batch in [500, 32] {
+        let label = if batch == 500 {
+            "adam, batch 500, dense input layer"
+        } else {
+            "adam, batch 32, dense input layer"
+        };
+        runs.insert(
+            0,
+            (label, OptimizerKind::Adam, batch, 0.001, 1, base, None, false),
+        );
     }
     println!("| run | threads | seconds per epoch (median) | examples per second |");
     println!("|---|---|---|---|");
     let out = std::env::temp_dir().join(format!("ienk-train-speed-{}.safetensors", std::process::id()));
-    for (label, optimizer, batch, lr, threads, ensemble, limit) in runs {
+    for (label, optimizer, batch, lr, threads, ensemble, limit, sparse_inputs) in runs {
         let epochs = if quick { 2 } else { 5 };
         let cfg = TrainConfig {
             optimizer,
@@ -98,6 +115,8 @@ fn main() {
             log: None,
             limit,
             progress_lines: 1,
+            lr_decay: None,
+            sparse_inputs,
             ensemble,
         };
         let summary = train(&cfg, &train_split, &test, &mut std::io::sink()).expect("training runs");

@@ -19,6 +19,8 @@ fn config(optimizer: OptimizerKind, out: &std::path::Path) -> TrainConfig {
         log: None,
         limit: None,
         progress_lines: 1,
+        lr_decay: None,
+        sparse_inputs: true,
         ensemble: Default::default(),
     }
 }

@@ -133,6 +133,14 @@ pub struct TrainArgs {
     /// `h = h0 / (||D||_F + eps)`.
     #[arg(long, default_value_t = 0.001, value_parser = positive_f32)]
     pub lr: f32,
+    /// Step decay: multiply the learning rate by F every --lr-decay-every epochs (the rate of
+    /// epoch e, counted from 0, is lr F^floor(e / N)). Applies to every optimizer; one of the
+    /// stabilisers of the thesis's scheme.
+    #[arg(long, value_name = "F", value_parser = decay_factor)]
+    pub lr_decay: Option<f32>,
+    /// Epochs between two decays of --lr-decay.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = positive_u32, requires = "lr_decay")]
+    pub lr_decay_every: u32,
     /// Hidden units.
     #[arg(long, default_value_t = 128, value_parser = positive_usize)]
     pub hidden: usize,
@@ -274,6 +282,22 @@ fn positive_usize(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(v) => Ok(v),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn positive_u32(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn decay_factor(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        Ok(_) => Err("must be in (0, 1]".into()),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -129,6 +129,8 @@ pub fn compare(
             log: Some(cfg.out_dir.join(format!("{}.csv", run.slug))),
             limit: cfg.limit,
             progress_lines: 2,
+            lr_decay: None,
+            sparse_inputs: true,
             ensemble: run.ensemble,
         };
         let start = std::time::Instant::now();

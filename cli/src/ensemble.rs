@@ -328,6 +328,13 @@ impl Optimizer for IenkOptimizer {
         self.step += 1;
         Ok(stats)
     }
+
+    fn set_lr(&mut self, lr: f32) {
+        self.rule.lr = lr;
+        if let Some(a) = self.adam.as_mut() {
+            a.rule.lr = lr;
+        }
+    }
 }
 
 /// Kovachki & Stuart's EKI, with EKI(R) randomisation.
@@ -436,5 +443,9 @@ impl Optimizer for EkiOptimizer {
             eki.scatter(&self.normal, &mut self.rng, theta, &mut self.ensemble);
         }
         Ok(step.stats)
+    }
+
+    fn set_lr(&mut self, lr: f32) {
+        self.eki.h0 = lr;
     }
 }

@@ -6,32 +6,54 @@
 
 use ienk::loss::{BatchStats, cross_entropy_grad};
 use ienk::mlp::Layout;
+use ienk::sparse::SparseRows;
 
 use crate::error::{CliError, Result};
+use crate::pool::Pool;
 
-/// Fewer rows than this per thread cost more in thread start-up than they save (a batch of 32
-/// ran slower on two threads than on one).
-pub const MIN_ROWS_PER_THREAD: usize = 64;
+/// Fewer rows than this per thread cost more in hand-over than they save.
+pub const MIN_ROWS_PER_THREAD: usize = 16;
+
+/// Batches with fewer than one non-zero input in this many take the sparse passes.
+const SPARSE_BELOW: usize = 3;
 
 /// The buffers of one worker, sized for at most `rows` examples.
 struct Worker {
+    /// The share of the batch in compressed rows, and W1^T / dW1^T, for the sparse passes.
+    ptr: Vec<u32>,
+    idx: Vec<u32>,
+    vals: Vec<f32>,
+    t_ptr: Vec<u32>,
+    t_idx: Vec<u32>,
+    t_vals: Vec<f32>,
+    w1t: Vec<f32>,
     hidden: Vec<f32>,
     logits: Vec<f32>,
     dlogits: Vec<f32>,
     dhidden: Vec<f32>,
     grad: Vec<f32>,
     scratch: Vec<f32>,
+    /// The loss and accuracy of the worker's share of the last batch.
+    stats: BatchStats,
 }
 
 impl Worker {
     fn new(layout: &Layout, rows: usize) -> Self {
         Worker {
+            ptr: vec![0; rows + 1],
+            idx: vec![0; rows * layout.inputs],
+            vals: vec![0.0; rows * layout.inputs],
+            t_ptr: vec![0; layout.inputs + 1],
+            t_idx: vec![0; rows * layout.inputs],
+            t_vals: vec![0.0; rows * layout.inputs],
+            w1t: vec![0.0; layout.inputs * layout.hidden],
             hidden: vec![0.0; rows * layout.hidden],
             logits: vec![0.0; rows * layout.outputs],
             dlogits: vec![0.0; rows * layout.outputs],
             dhidden: vec![0.0; rows * layout.hidden],
             grad: vec![0.0; layout.num_params()],
             scratch: vec![0.0; layout.gemm_scratch_len(rows)],
+            stats: BatchStats::default(),
         }
     }
 
@@ -44,6 +66,7 @@ impl Worker {
         x: &[f32],
         y: &[u8],
         batch: usize,
+        sparse_inputs: bool,
     ) -> Result<BatchStats> {
         let n = y.len();
         let fail = |e: ienk::mlp::MlpError| CliError::Failed(format!("gradient computation failed: {e}"));
@@ -55,24 +78,51 @@ impl Worker {
             &mut self.dlogits[..n * layout.outputs],
             &mut self.dhidden[..n * layout.hidden],
         );
-        layout
-            .forward(theta, x, hidden, logits, &mut self.scratch)
+        let sx = SparseRows::from_dense(x, layout.inputs, &mut self.ptr, &mut self.idx, &mut self.vals)
             .map_err(fail)?;
+        let sparse = sparse_inputs && sx.nnz() * SPARSE_BELOW < x.len();
+        if sparse {
+            layout
+                .forward_sparse(theta, &sx, &mut self.w1t, hidden, logits, &mut self.scratch)
+                .map_err(fail)?;
+        } else {
+            layout
+                .forward(theta, x, hidden, logits, &mut self.scratch)
+                .map_err(fail)?;
+        }
         let stats = cross_entropy_grad(logits, layout.outputs, y, dlogits).map_err(fail)?;
         // cross_entropy_grad divides by this share's size; the batch mean divides by `batch`.
         let share = n as f32 / batch as f32;
         dlogits.iter_mut().for_each(|d| *d *= share);
-        layout
-            .backward(
-                theta,
-                x,
-                hidden,
-                dlogits,
-                dhidden,
-                &mut self.grad,
-                &mut self.scratch,
-            )
-            .map_err(fail)?;
+        if sparse {
+            let xt = sx
+                .transpose_into(&mut self.t_ptr, &mut self.t_idx, &mut self.t_vals)
+                .map_err(fail)?;
+            layout
+                .backward_sparse(
+                    theta,
+                    &xt,
+                    hidden,
+                    dlogits,
+                    dhidden,
+                    &mut self.grad,
+                    &mut self.w1t,
+                    &mut self.scratch,
+                )
+                .map_err(fail)?;
+        } else {
+            layout
+                .backward(
+                    theta,
+                    x,
+                    hidden,
+                    dlogits,
+                    dhidden,
+                    &mut self.grad,
+                    &mut self.scratch,
+                )
+                .map_err(fail)?;
+        }
         Ok(stats)
     }
 }
@@ -82,12 +132,15 @@ pub struct GradientEngine {
     layout: Layout,
     workers: Vec<Worker>,
     rows_per_worker: usize,
+    pool: Pool,
+    sparse_inputs: bool,
 }
 
 impl GradientEngine {
     /// Buffers for batches of up to `batch` examples on up to `threads` threads, each given at
-    /// least [`MIN_ROWS_PER_THREAD`] rows.
-    pub fn new(layout: Layout, batch: usize, threads: usize) -> Self {
+    /// least [`MIN_ROWS_PER_THREAD`] rows; with `sparse_inputs`, batches whose non-zeros are
+    /// fewer than a third of their entries take the sparse input-layer passes.
+    pub fn new(layout: Layout, batch: usize, threads: usize, sparse_inputs: bool) -> Self {
         let threads = threads.clamp(1, batch.div_ceil(MIN_ROWS_PER_THREAD).max(1));
         let rows_per_worker = batch.div_ceil(threads);
         GradientEngine {
@@ -96,6 +149,8 @@ impl GradientEngine {
                 .map(|_| Worker::new(&layout, rows_per_worker))
                 .collect(),
             rows_per_worker,
+            pool: Pool::new(threads),
+            sparse_inputs,
         }
     }
 
@@ -116,26 +171,14 @@ impl GradientEngine {
             .zip(y.chunks(per))
             .zip(x.chunks(per * layout.inputs));
         let used = batch.div_ceil(per);
-        let results: Vec<Result<BatchStats>> = if used == 1 {
-            jobs.map(|((w, y), x)| w.run(&layout, theta, x, y, batch))
-                .collect()
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = jobs
-                    .map(|((w, y), x)| s.spawn(move || w.run(&layout, theta, x, y, batch)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(CliError::Failed("a worker thread panicked".into())))
-                    })
-                    .collect()
-            })
-        };
+        let sparse = self.sparse_inputs;
+        self.pool.each(jobs.collect(), |((w, y), x)| {
+            w.stats = w.run(&layout, theta, x, y, batch, sparse)?;
+            Ok(())
+        })?;
         let mut stats = BatchStats::default();
-        for r in results {
-            stats.merge(r?);
+        for w in &self.workers[..used] {
+            stats.merge(w.stats);
         }
         let (first, rest) = self.workers.split_at_mut(1);
         for w in &rest[..used - 1] {

@@ -64,6 +64,11 @@ pub fn train_config(a: &TrainArgs) -> train::TrainConfig {
         log: a.log.clone(),
         limit: a.limit,
         progress_lines: a.progress,
+        sparse_inputs: true,
+        lr_decay: a.lr_decay.map(|factor| train::LrDecay {
+            factor,
+            every: a.lr_decay_every,
+        }),
         ensemble: train::EnsembleSettings {
             particles: a.ensemble.particles,
             sigma_scale: a.ensemble.sigma_scale,

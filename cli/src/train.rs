@@ -82,6 +82,28 @@ pub struct TrainConfig {
     pub progress_lines: usize,
     /// Settings of the ensemble optimizers.
     pub ensemble: EnsembleSettings,
+    /// Step decay of the learning rate, if any.
+    pub lr_decay: Option<LrDecay>,
+    /// sgd, nag, adam: run the input layer on the batch's non-zeros when they are fewer than a
+    /// third of its entries (the CLI always does; benchmarks turn it off to compare).
+    pub sparse_inputs: bool,
+}
+
+/// Step decay: the learning rate of epoch e is `lr factor^floor(e / every)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LrDecay {
+    /// Factor applied at each decay, in (0, 1].
+    pub factor: f32,
+    /// Epochs between two decays (at least 1).
+    pub every: u32,
+}
+
+impl LrDecay {
+    /// The learning rate of `epoch` (counted from 0) for a base rate `lr`. O(1).
+    pub fn lr_at(&self, lr: f32, epoch: u32) -> f32 {
+        let decays = epoch / self.every.max(1);
+        (f64::from(lr) * f64::from(self.factor).powi(decays as i32)) as f32
+    }
 }
 
 /// Settings of `ienk` and `eki` (ignored by the gradient optimizers).
@@ -140,6 +162,9 @@ impl Default for EnsembleSettings {
 pub trait Optimizer {
     /// One update on the batch `x` (`len x inputs`) with labels `y`.
     fn step(&mut self, theta: &mut [f32], x: &[f32], y: &[u8]) -> Result<BatchStats>;
+
+    /// Sets the learning rate (`--lr`'s meaning for this optimizer) for the next steps.
+    fn set_lr(&mut self, lr: f32);
 }
 
 /// SGD, NAG or Adam on back-propagated gradients.
@@ -166,6 +191,14 @@ impl Optimizer for Baseline {
             }
         }
         Ok(stats)
+    }
+
+    fn set_lr(&mut self, lr: f32) {
+        match &mut self.rule {
+            Rule::Sgd(opt) => opt.lr = lr,
+            Rule::Nag(opt, _) => opt.lr = lr,
+            Rule::Adam(opt, ..) => opt.lr = lr,
+        }
     }
 }
 
@@ -204,7 +237,7 @@ fn make_optimizer(cfg: &TrainConfig, layout: Layout, batch: usize) -> Box<dyn Op
         }
     };
     Box::new(Baseline {
-        engine: GradientEngine::new(layout, cfg.batch_size, cfg.threads),
+        engine: GradientEngine::new(layout, cfg.batch_size, cfg.threads, cfg.sparse_inputs),
         rule,
     })
 }
@@ -319,13 +352,24 @@ pub fn train(
             cfg.lr,
             cfg.seed,
             cfg.threads
-        ) + &ensemble_summary(cfg),
+        ) + &cfg
+            .lr_decay
+            .map(|d| format!(", lr times {} every {} epoch(s)", d.factor, d.every))
+            .unwrap_or_default()
+            + &ensemble_summary(cfg),
     );
     let start = Instant::now();
     let mut train_time = 0.0;
     let mut step: u64 = 0;
     let mut results = Vec::new();
     for epoch in 0..cfg.epochs {
+        if let Some(decay) = cfg.lr_decay {
+            let lr = decay.lr_at(cfg.lr, epoch);
+            if epoch > 0 && lr != decay.lr_at(cfg.lr, epoch - 1) {
+                say(out, format!("--- epoch {}: learning rate now {lr}", epoch + 1));
+            }
+            optimizer.set_lr(lr);
+        }
         shuffle(&mut order, &mut order_rng);
         let epoch_start = Instant::now();
         let mut running = BatchStats::default();

@@ -186,6 +186,8 @@ fn help_explains_every_train_flag() {
         "--out",
         "--log",
         "--limit",
+        "--lr-decay",
+        "--lr-decay-every",
         "--data-dir",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
@@ -230,6 +232,69 @@ fn compare_writes_the_table_the_csv_and_the_plot() {
         "{svg}"
     );
     assert!(out_dir.join("adam.safetensors").exists() && out_dir.join("sgd.csv").exists());
+}
+
+#[test]
+fn lr_decay_steps_the_rate_down_at_the_stated_epochs() {
+    let d = TempDir::new("decay");
+    dataset(&d.0);
+    let model = |name: &str| d.0.join(name).to_str().unwrap().to_string();
+    let (a, b, c) = (
+        model("a.safetensors"),
+        model("b.safetensors"),
+        model("c.safetensors"),
+    );
+    let base = [
+        "train",
+        "--optimizer",
+        "sgd",
+        "--epochs",
+        "5",
+        "--lr",
+        "0.1",
+        "--batch-size",
+        "8",
+    ];
+    let run = |extra: &[&str], out: &str| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", out]);
+        let o = cli(&d.0, &args);
+        assert!(o.status.success(), "{extra:?}: {}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    let decayed = run(&["--lr-decay", "0.5", "--lr-decay-every", "2"], &a);
+    assert!(
+        decayed.contains("--- epoch 3: learning rate now 0.05"),
+        "{decayed}"
+    );
+    assert!(
+        decayed.contains("--- epoch 5: learning rate now 0.025"),
+        "{decayed}"
+    );
+    assert!(!decayed.contains("epoch 2: learning rate"), "{decayed}");
+    // A factor of 1 is no decay; a factor below 1 changes the model.
+    run(&["--lr-decay", "1"], &b);
+    run(&[], &c);
+    let read = |p: &str| std::fs::read(p).unwrap();
+    assert_eq!(read(&b), read(&c));
+    assert_ne!(read(&a), read(&c));
+    // Bad values and a period without a factor are refused with exit 2.
+    for bad in [
+        &["--lr-decay", "1.5"][..],
+        &["--lr-decay", "0"],
+        &["--lr-decay-every", "2"],
+    ] {
+        let mut args = base.to_vec();
+        args.extend_from_slice(bad);
+        let o = cli(&d.0, &args);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+        assert!(
+            text(&o.stderr).contains("--lr-decay"),
+            "{bad:?}: {}",
+            text(&o.stderr)
+        );
+    }
 }
 
 #[test]

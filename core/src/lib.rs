@@ -22,3 +22,4 @@ pub mod normal;
 pub mod optim;
 pub mod safetensors;
 pub mod seeds;
+pub mod sparse;

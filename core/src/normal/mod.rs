@@ -48,6 +48,7 @@ pub struct Normal {
     ratio: [f32; LAYERS],
     /// `x_i` in the low 32 bits and `ratio_i` in the high 32 bits of entry i: one 8-byte load
     /// fetches both (the AVX2 sampler's table).
+    #[cfg(target_arch = "x86_64")]
     pairs: [u64; LAYERS],
     /// Edges in f64 for the rare wedge test.
     xd: [f64; LAYERS + 1],
@@ -85,12 +86,13 @@ impl Normal {
         for i in 0..LAYERS {
             ratio[i] = (xd[i + 1] / xd[i]) as f32;
         }
-        let pairs =
-            core::array::from_fn(|i| u64::from(x[i].to_bits()) | (u64::from(ratio[i].to_bits()) << 32));
         Normal {
+            #[cfg(target_arch = "x86_64")]
+            pairs: core::array::from_fn(|i| {
+                u64::from(x[i].to_bits()) | (u64::from(ratio[i].to_bits()) << 32)
+            }),
             x,
             ratio,
-            pairs,
             xd,
             fx,
         }

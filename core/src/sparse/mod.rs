@@ -1,0 +1,286 @@
+//! Sparse input rows: an MNIST image is about 80% zeros, so the input layer's products
+//! `X W1^T` (forward) and `X^T dA` (the gradient of W1, transposed) cost a fifth of their dense
+//! flops when they skip the zeros. Rows are kept in compressed form ([`SparseRows`], built into
+//! caller buffers; [`SparseRows::transpose_into`] gives `X^T` in the same form), and
+//! [`sparse_times_dense`] adds, for each non-zero `x[b][j]`, `x[b][j]` times row j of a dense
+//! matrix: four rows per pass over the output row in portable code that the compiler vectorises,
+//! or, on CPUs with AVX2 + FMA (chosen like the GEMM kernels), 64 output columns held in
+//! registers across all of a row's non-zeros ([`avx2`]).
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+use crate::gemm::{GemmError, KernelPath, active_kernel};
+use crate::mlp::{MlpError, check_len};
+
+/// Rows of a batch in compressed sparse row form: row `b`'s non-zeros are
+/// `idx[ptr[b]..ptr[b+1]]` (their columns, increasing) and the same range of `vals`. Only the
+/// constructors here build one, so every column index is below `cols` and `ptr` is
+/// non-decreasing within `idx` (the AVX2 kernel relies on it).
+#[derive(Clone, Copy, Debug)]
+pub struct SparseRows<'a> {
+    cols: usize,
+    ptr: &'a [u32],
+    idx: &'a [u32],
+    vals: &'a [f32],
+}
+
+impl<'a> SparseRows<'a> {
+    /// Compresses the dense batch `x` (`rows x cols`) into `ptr` (at least `rows + 1` entries),
+    /// `idx` and `vals` (each at least `x.len()`, enough for any batch). O(x).
+    pub fn from_dense(
+        x: &[f32],
+        cols: usize,
+        ptr: &'a mut [u32],
+        idx: &'a mut [u32],
+        vals: &'a mut [f32],
+    ) -> Result<SparseRows<'a>, MlpError> {
+        let rows = x.len() / cols.max(1);
+        check_len("input batch", x.len(), rows * cols)?;
+        at_least("sparse row pointers", ptr.len(), rows + 1)?;
+        at_least("sparse column indices", idx.len(), x.len())?;
+        at_least("sparse values", vals.len(), x.len())?;
+        let mut nnz = 0usize;
+        ptr[0] = 0;
+        for (b, row) in x.chunks_exact(cols.max(1)).enumerate().take(rows) {
+            for (g, group) in row.chunks(8).enumerate() {
+                // Groups of 8 zeros (most of an image's border) are skipped whole.
+                if group.iter().fold(0u32, |m, v| m | v.to_bits()) & 0x7fff_ffff == 0 {
+                    continue;
+                }
+                // Branch-free compaction: every entry is written, only non-zeros advance (a
+                // branch on the pixel pattern would be mispredicted about one time in five).
+                for (j, &v) in (8 * g..).zip(group) {
+                    idx[nnz] = j as u32;
+                    vals[nnz] = v;
+                    nnz += usize::from(v != 0.0);
+                }
+            }
+            ptr[b + 1] = nnz as u32;
+        }
+        Ok(SparseRows {
+            cols,
+            ptr: &ptr[..rows + 1],
+            idx: &idx[..nnz],
+            vals: &vals[..nnz],
+        })
+    }
+
+    /// Writes the transpose `X^T` (`cols x rows`) in compressed rows into `ptr` (at least
+    /// `cols + 1` entries), `idx` and `vals` (at least `nnz` each), by a counting sort on the
+    /// columns. O(nnz + cols).
+    pub fn transpose_into<'b>(
+        &self,
+        ptr: &'b mut [u32],
+        idx: &'b mut [u32],
+        vals: &'b mut [f32],
+    ) -> Result<SparseRows<'b>, MlpError> {
+        let (rows, cols, nnz) = (self.rows(), self.cols, self.nnz());
+        at_least("sparse row pointers", ptr.len(), cols + 1)?;
+        at_least("sparse column indices", idx.len(), nnz)?;
+        at_least("sparse values", vals.len(), nnz)?;
+        let ptr = &mut ptr[..cols + 1];
+        ptr.fill(0);
+        for &j in self.idx {
+            ptr[j as usize + 1] += 1;
+        }
+        for j in 0..cols {
+            ptr[j + 1] += ptr[j];
+        }
+        // ptr[j] is now the next free slot of column j; after the fill it is the end of column j,
+        // which the shift below turns back into the start.
+        for b in 0..rows {
+            let (cs, vs) = self.row(b);
+            for (&j, &v) in cs.iter().zip(vs) {
+                let slot = ptr[j as usize] as usize;
+                idx[slot] = b as u32;
+                vals[slot] = v;
+                ptr[j as usize] += 1;
+            }
+        }
+        for j in (1..=cols).rev() {
+            ptr[j] = ptr[j - 1];
+        }
+        ptr[0] = 0;
+        Ok(SparseRows {
+            cols: rows,
+            ptr,
+            idx: &idx[..nnz],
+            vals: &vals[..nnz],
+        })
+    }
+
+    /// Rows of the batch.
+    pub fn rows(&self) -> usize {
+        self.ptr.len() - 1
+    }
+
+    /// Columns (inputs) of each row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Stored non-zeros.
+    pub fn nnz(&self) -> usize {
+        self.idx.len()
+    }
+
+    /// Row `b`'s columns and values.
+    fn row(&self, b: usize) -> (&'a [u32], &'a [f32]) {
+        let (s, e) = (self.ptr[b] as usize, self.ptr[b + 1] as usize);
+        (&self.idx[s..e], &self.vals[s..e])
+    }
+}
+
+/// An error unless `found >= needed`.
+fn at_least(what: &'static str, found: usize, needed: usize) -> Result<(), MlpError> {
+    if found < needed {
+        return Err(MlpError::Length {
+            what,
+            expected: needed,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// `out += X m` for sparse `X` (`rows x cols`) and dense row-major `m` (`cols x n`); `out` is
+/// `rows x n`. O(nnz n) flops.
+pub fn sparse_times_dense(x: &SparseRows<'_>, m: &[f32], n: usize, out: &mut [f32]) -> Result<(), MlpError> {
+    sparse_times_dense_on(active_kernel(), x, m, n, out)
+}
+
+/// [`sparse_times_dense`] on a chosen instruction set (the AVX-512 path uses the AVX2 + FMA
+/// build); `GemmError::Unsupported` when the CPU lacks it. For tests and benches.
+pub fn sparse_times_dense_on(
+    path: KernelPath,
+    x: &SparseRows<'_>,
+    m: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), MlpError> {
+    check_path(path)?;
+    check_len("dense factor", m.len(), x.cols * n)?;
+    check_len("product", out.len(), x.rows() * n)?;
+    #[cfg(target_arch = "x86_64")]
+    if path != KernelPath::Portable && KernelPath::Avx2.is_supported() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above: the AVX2 path requires both);
+        // the lengths of m and out were checked above.
+        unsafe { avx2::sparse_times_dense(x, m, n, out) };
+        return Ok(());
+    }
+    spmm_body(x, m, n, out);
+    Ok(())
+}
+
+fn check_path(path: KernelPath) -> Result<(), MlpError> {
+    if path.is_supported() {
+        Ok(())
+    } else {
+        Err(MlpError::Gemm(GemmError::Unsupported(path)))
+    }
+}
+
+#[inline(always)]
+fn spmm_body(x: &SparseRows<'_>, m: &[f32], n: usize, out: &mut [f32]) {
+    let m_row = |j: u32| &m[j as usize * n..(j as usize + 1) * n];
+    for (b, out_row) in out.chunks_exact_mut(n.max(1)).enumerate().take(x.rows()) {
+        let (cols, vals) = x.row(b);
+        // Four non-zeros per pass over the output row: one load and store of it per four rows
+        // of m instead of per row.
+        let (c4, v4) = (cols.chunks_exact(4), vals.chunks_exact(4));
+        let (c_rest, v_rest) = (c4.remainder(), v4.remainder());
+        for (c, v) in c4.zip(v4) {
+            let (m0, m1, m2, m3) = (m_row(c[0]), m_row(c[1]), m_row(c[2]), m_row(c[3]));
+            let rows = out_row.iter_mut().zip(m0).zip(m1).zip(m2).zip(m3);
+            for ((((out, &a), &b), &c), &d) in rows {
+                *out += v[0] * a + v[1] * b + v[2] * c + v[3] * d;
+            }
+        }
+        for (&j, &v) in c_rest.iter().zip(v_rest) {
+            out_row.iter_mut().zip(m_row(j)).for_each(|(o, &w)| *o += v * w);
+        }
+    }
+}
+
+/// Writes the transpose of `src` (`rows x cols`, row-major) to `dst` (`cols x rows`), by 8 x 8
+/// blocks so that both sides stay in cache (in registers on the AVX2 path). O(rows cols).
+pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) -> Result<(), MlpError> {
+    transpose_on(active_kernel(), src, rows, cols, dst)
+}
+
+/// [`transpose`] on a chosen instruction set; `GemmError::Unsupported` when the CPU lacks it.
+pub fn transpose_on(
+    path: KernelPath,
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+) -> Result<(), MlpError> {
+    check_path(path)?;
+    check_len("transpose source", src.len(), rows * cols)?;
+    check_len("transpose destination", dst.len(), rows * cols)?;
+    let (r8, c8) = register_blocks(path, src, rows, cols, dst);
+    // What the register blocks did not cover: everything on the portable path, else the last
+    // rows and columns.
+    let edge = |r: usize, c: usize| r >= r8 || c >= c8;
+    for r0 in (0..rows).step_by(8) {
+        for c0 in (0..cols).step_by(8) {
+            if !edge(r0, c0) {
+                continue;
+            }
+            for r in r0..(r0 + 8).min(rows) {
+                for c in c0..(c0 + 8).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Transposes the whole 8 x 8 blocks in registers when `path` allows it (x86_64 with AVX2);
+/// returns how many rows and columns they covered.
+fn register_blocks(
+    path: KernelPath,
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+) -> (usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    if path != KernelPath::Portable && KernelPath::Avx2.is_supported() {
+        let (r8, c8) = (rows - rows % 8, cols - cols % 8);
+        // SAFETY: the CPU has AVX2 (checked just above); the caller checked both lengths.
+        unsafe { transpose_blocks_avx2(src, rows, cols, r8, c8, dst) };
+        return (r8, c8);
+    }
+    let _ = (path, src, rows, cols, dst);
+    (0, 0)
+}
+
+/// The 8 x 8 blocks of rows `0..r8` and columns `0..c8` (multiples of 8) of the transpose, each
+/// transposed in registers.
+///
+/// # Safety
+/// The CPU has AVX2; `src` and `dst` hold `rows x cols` floats, `r8 <= rows`, `c8 <= cols`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_blocks_avx2(
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    r8: usize,
+    c8: usize,
+    dst: &mut [f32],
+) {
+    for r0 in (0..r8).step_by(8) {
+        for c0 in (0..c8).step_by(8) {
+            let block: [*const f32; 8] = core::array::from_fn(|q| src[(r0 + q) * cols + c0..].as_ptr());
+            // SAFETY: source rows r0..r0+8 each have 8 floats from column c0 (c0 + 8 <= cols), and
+            // destination rows c0..c0+8 each have 8 floats from column r0 (r0 + 8 <= rows) at a
+            // stride of `rows`, all inside the slices; the CPU has AVX2 (caller's contract).
+            unsafe { crate::gemm::avx2::transpose_8x8(&block, dst[c0 * rows + r0..].as_mut_ptr(), rows) };
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Sparse-input kernels and the sparse forward/backward passes against naive f64 loops and the
+//! dense passes, on every kernel path this CPU has, on odd shapes and densities.
+
+mod common;
+
+use common::TestRng;
+use ienk::gemm::{GemmError, KernelPath};
+use ienk::mlp::{Layout, MlpError};
+use ienk::sparse::{SparseRows, sparse_times_dense_on, transpose, transpose_on};
+
+fn paths() -> Vec<KernelPath> {
+    KernelPath::ALL
+        .into_iter()
+        .filter(|p| {
+            let ok = p.is_supported();
+            if !ok {
+                eprintln!("SKIPPED sparse kernels on {p}: this CPU lacks its instructions");
+            }
+            ok
+        })
+        .collect()
+}
+
+/// A `rows x cols` batch with about `density` of its entries non-zero.
+fn batch(rng: &mut TestRng, rows: usize, cols: usize, density: f32) -> Vec<f32> {
+    (0..rows * cols)
+        .map(|_| {
+            let keep = (rng.uniform() + 1.0) / 2.0 < density;
+            if keep { rng.uniform() + 2.0 } else { 0.0 }
+        })
+        .collect()
+}
+
+struct Compressed {
+    ptr: Vec<u32>,
+    idx: Vec<u32>,
+    vals: Vec<f32>,
+}
+
+impl Compressed {
+    fn new(x: &[f32], cols: usize) -> Self {
+        Compressed {
+            ptr: vec![0; x.len() / cols.max(1) + 1],
+            idx: vec![0; x.len()],
+            vals: vec![0.0; x.len()],
+        }
+    }
+
+    fn rows<'a>(&'a mut self, x: &[f32], cols: usize) -> SparseRows<'a> {
+        SparseRows::from_dense(x, cols, &mut self.ptr, &mut self.idx, &mut self.vals).unwrap()
+    }
+}
+
+fn assert_close(got: &[f32], want: &[f64], k: usize, what: &str) {
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        // Each entry is a sum of k products of numbers below 4 in magnitude, plus the start value.
+        let tol = 1e-6 * (16.0 * k as f64 + 4.0);
+        assert!((f64::from(g) - w).abs() <= tol, "{what} entry {i}: {g} vs {w}");
+    }
+}
+
+#[test]
+fn kernels_match_naive_loops_on_odd_shapes() {
+    let mut rng = TestRng::new(1);
+    for path in paths() {
+        for &(rows, cols, n) in &[
+            (0, 5, 3),
+            (1, 1, 1),
+            (7, 13, 17),
+            (3, 31, 128),
+            (11, 784, 8),
+            (5, 9, 0),
+        ] {
+            for density in [0.0, 0.2, 1.0] {
+                let x = batch(&mut rng, rows, cols, density);
+                let mut c = Compressed::new(&x, cols);
+                let sx = c.rows(&x, cols);
+                assert_eq!(sx.nnz(), x.iter().filter(|v| **v != 0.0).count());
+                let what = format!("{path} {rows}x{cols}x{n} density {density}");
+                // out += X m.
+                let m = rng.vec(cols * n);
+                let start = rng.vec(rows * n);
+                let mut out = start.clone();
+                sparse_times_dense_on(path, &sx, &m, n, &mut out).unwrap();
+                let want: Vec<f64> = (0..rows * n)
+                    .map(|e| {
+                        let (b, o) = (e / n, e % n);
+                        f64::from(start[e])
+                            + (0..cols)
+                                .map(|j| f64::from(x[b * cols + j]) * f64::from(m[j * n + o]))
+                                .sum::<f64>()
+                    })
+                    .collect();
+                assert_close(&out, &want, cols, &format!("X m, {what}"));
+                // X^T in compressed rows is the compression of the dense transpose.
+                let (mut tp, mut ti, mut tv) =
+                    (vec![0u32; cols + 1], vec![0u32; sx.nnz()], vec![0f32; sx.nnz()]);
+                let xt = sx.transpose_into(&mut tp, &mut ti, &mut tv).unwrap();
+                let mut dense_t = vec![0f32; rows * cols];
+                transpose(&x, rows, cols, &mut dense_t).unwrap();
+                let mut c2 = Compressed::new(&dense_t, rows.max(1));
+                if rows > 0 {
+                    let want_t = c2.rows(&dense_t, rows);
+                    assert_eq!(
+                        (xt.rows(), xt.cols(), xt.nnz()),
+                        (want_t.rows(), want_t.cols(), want_t.nnz())
+                    );
+                    // Same products with any dense factor: X^T d.
+                    let d = rng.vec(rows * n);
+                    let (mut a, mut b) = (vec![0f32; cols * n], vec![0f32; cols * n]);
+                    sparse_times_dense_on(path, &xt, &d, n, &mut a).unwrap();
+                    sparse_times_dense_on(path, &want_t, &d, n, &mut b).unwrap();
+                    assert_eq!(a, b, "X^T d, {what}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_buffers_and_paths_are_errors() {
+    let x = [0.0, 1.0, 2.0, 0.0, 0.0, 3.0];
+    let (mut ptr, mut idx, mut vals) = (vec![0u32; 3], vec![0u32; 6], vec![0f32; 6]);
+    assert!(matches!(
+        SparseRows::from_dense(&x, 3, &mut ptr[..2], &mut idx, &mut vals),
+        Err(MlpError::Length { .. })
+    ));
+    assert!(matches!(
+        SparseRows::from_dense(&x, 4, &mut ptr, &mut idx, &mut vals),
+        Err(MlpError::Length { .. })
+    ));
+    assert!(matches!(
+        SparseRows::from_dense(&x, 3, &mut ptr, &mut idx[..5], &mut vals),
+        Err(MlpError::Length { .. })
+    ));
+    let sx = SparseRows::from_dense(&x, 3, &mut ptr, &mut idx, &mut vals).unwrap();
+    assert_eq!((sx.rows(), sx.cols(), sx.nnz()), (2, 3, 3));
+    let mut out = vec![0f32; 4];
+    assert!(matches!(
+        sparse_times_dense_on(KernelPath::Portable, &sx, &[0.0; 5], 2, &mut out),
+        Err(MlpError::Length { .. })
+    ));
+    for path in KernelPath::ALL.into_iter().filter(|p| !p.is_supported()) {
+        assert_eq!(
+            sparse_times_dense_on(path, &sx, &[0.0; 6], 2, &mut out),
+            Err(MlpError::Gemm(GemmError::Unsupported(path)))
+        );
+    }
+}
+
+#[test]
+fn transpose_matches_index_swap() {
+    let mut rng = TestRng::new(2);
+    for path in paths() {
+        for &(r, c) in &[(0, 3), (1, 1), (7, 13), (128, 784), (9, 8), (16, 17), (24, 8)] {
+            let src = rng.vec(r * c);
+            let mut dst = vec![f32::NAN; r * c];
+            transpose_on(path, &src, r, c, &mut dst).unwrap();
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(dst[j * r + i], src[i * c + j], "{path} {r}x{c}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sparse_passes_equal_the_dense_passes() {
+    let mut rng = TestRng::new(3);
+    for layout in [
+        Layout {
+            inputs: 13,
+            hidden: 7,
+            outputs: 3,
+        },
+        Layout::mnist(128),
+    ] {
+        for batch_size in [1, 5, 33] {
+            let (i, h, o) = (layout.inputs, layout.hidden, layout.outputs);
+            let theta = rng.vec(layout.num_params());
+            let x = batch(&mut rng, batch_size, i, 0.2);
+            let mut c = Compressed::new(&x, i);
+            let sx = c.rows(&x, i);
+            let mut s = vec![0f32; layout.gemm_scratch_len(batch_size)];
+            let (mut hd, mut zd) = (vec![0f32; batch_size * h], vec![0f32; batch_size * o]);
+            layout.forward(&theta, &x, &mut hd, &mut zd, &mut s).unwrap();
+            let (mut hs, mut zs) = (vec![0f32; batch_size * h], vec![0f32; batch_size * o]);
+            let mut w1t = vec![0f32; i * h];
+            layout
+                .forward_sparse(&theta, &sx, &mut w1t, &mut hs, &mut zs, &mut s)
+                .unwrap();
+            let tol = |v: f32| 1e-5 * (1.0 + v.abs()) * (i as f32).sqrt();
+            for (a, b) in hs.iter().zip(&hd).chain(zs.iter().zip(&zd)) {
+                assert!((a - b).abs() <= tol(*b), "forward {a} vs {b}");
+            }
+            let dl = rng.vec(batch_size * o);
+            let mut dh = vec![0f32; batch_size * h];
+            let (mut gd, mut gs) = (
+                vec![0f32; layout.num_params()],
+                vec![f32::NAN; layout.num_params()],
+            );
+            layout
+                .backward(&theta, &x, &hd, &dl, &mut dh, &mut gd, &mut s)
+                .unwrap();
+            let (mut tp, mut ti, mut tv) = (vec![0u32; i + 1], vec![0u32; sx.nnz()], vec![0f32; sx.nnz()]);
+            let xt = sx.transpose_into(&mut tp, &mut ti, &mut tv).unwrap();
+            layout
+                .backward_sparse(&theta, &xt, &hd, &dl, &mut dh, &mut gs, &mut w1t, &mut s)
+                .unwrap();
+            for (k, (a, b)) in gs.iter().zip(&gd).enumerate() {
+                assert!((a - b).abs() <= tol(*b), "gradient {k}: {a} vs {b}");
+            }
+        }
+    }
+}
