@@ -11,8 +11,10 @@ use ienk::sparse::SparseRows;
 use crate::error::{CliError, Result};
 use crate::pool::Pool;
 
-/// Fewer rows than this per thread cost more in hand-over than they save.
-pub const MIN_ROWS_PER_THREAD: usize = 16;
+/// Fewer rows than this per thread cost more than they save: each worker's gradient (P floats)
+/// is added to the first one's after every step (a batch of 32 ran slower on two threads than
+/// on one, even with the persistent pool).
+pub const MIN_ROWS_PER_THREAD: usize = 64;
 
 /// Batches with fewer than one non-zero input in this many take the sparse passes.
 const SPARSE_BELOW: usize = 3;
