@@ -37,8 +37,9 @@ pub struct GlobalArgs {
         value_name = "DIR"
     )]
     pub data_dir: PathBuf,
-    /// Matrix-kernel path: `auto` picks the best this CPU supports (AVX-512F, else AVX2+FMA, else
-    /// portable); forcing one the CPU lacks is an error.
+    /// Kernel path (GEMM, sparse products, normal sampler, Adam): `auto` picks the best this CPU
+    /// supports (AVX-512F, else AVX2+FMA, else portable; the sparse products, the sampler and
+    /// Adam use their AVX2 build on the AVX-512 path); forcing one the CPU lacks is an error.
     #[arg(long, global = true, env = "IENK_KERNEL", value_enum, default_value_t = KernelArg::Auto)]
     pub kernel: KernelArg,
 }

@@ -22,7 +22,8 @@ pub enum RunName {
     Nag,
     /// Adam at the thesis's settings.
     Adam,
-    /// IEnK as in the thesis: thesis form, 10 particles, batch 1, lr 0.001 (slow: ~600k updates).
+    /// IEnK as in the thesis: thesis form, 10 particles, batch 1, lr 0.001 (600k updates: about
+    /// 5 minutes on two cores).
     IenkThesis,
     /// Our best derivative-free setting: logit-form IEnK, 4000 antithetic rank-1 particles,
     /// batch 100, lr 0.01 (about 35 minutes on one core).
