@@ -1,8 +1,10 @@
 //! A small persistent thread pool for the training steps: a step of the thesis's scheme takes
 //! well under a millisecond, so spawning threads for each of its phases (tens of microseconds
 //! each) would cost more than the second core gives. The workers wait for a job by spinning
-//! briefly, then sleeping on a condition variable; [`Pool::each`] runs one closure per item,
-//! the calling thread taking its share, and returns when every item is done.
+//! briefly (only when there are no more threads than cores: a spinning thread would otherwise
+//! take a core from a working one), then sleeping on a condition variable; [`Pool::each`] runs
+//! one closure per item, the calling thread taking its share, and returns when every item is
+//! done.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{CliError, Result};
 
-/// How long an idle worker spins before it sleeps: covers the gap between two phases of a step.
+/// How long an idle worker spins before it sleeps (when the pool has no more threads than the
+/// machine has cores): covers the gap between two phases of a step.
 const SPIN: Duration = Duration::from_micros(200);
 
 /// A job: task `i` runs `f(i)`; the lifetime is erased (see [`Pool::run`]).
@@ -58,10 +61,12 @@ impl Pool {
             done: Condvar::new(),
             generation: AtomicU64::new(0),
         });
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let spin = if threads <= cores { SPIN } else { Duration::ZERO };
         let workers = (1..threads.max(1))
             .map(|_| {
                 let shared = Arc::clone(&shared);
-                std::thread::spawn(move || worker(&shared))
+                std::thread::spawn(move || worker(&shared, spin))
             })
             .collect();
         Pool { shared, workers }
@@ -160,11 +165,11 @@ fn take_tasks<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>) -> MutexGua
     st
 }
 
-fn worker(shared: &Shared) {
+fn worker(shared: &Shared, spin: Duration) {
     let mut seen = shared.generation.load(Ordering::Acquire);
     loop {
         // Spin a little: the next phase of a step usually comes within microseconds.
-        let spin_until = Instant::now() + SPIN;
+        let spin_until = Instant::now() + spin;
         while shared.generation.load(Ordering::Acquire) == seen && Instant::now() < spin_until {
             std::hint::spin_loop();
         }
