@@ -325,3 +325,37 @@ fn collapsed_direction_has_the_uncollapsed_distribution() {
         }
     }
 }
+
+#[test]
+fn apply_direction_follows_the_formula_per_layer() {
+    let mut rng = TestRng::new(5);
+    let p = LAYOUT.num_params();
+    let (theta, d, v) = (rng.vec(p), rng.vec(p), rng.vec(p));
+    let r = Resampled {
+        perturb: perturbations(false),
+        members: 4,
+        form: Form::Logit,
+        lr: 0.3,
+        momentum: 0.5,
+        normalize: true,
+    };
+    let (mut t, mut vel) = (theta.clone(), v.clone());
+    r.apply_direction(&mut t, &d, Some(&mut vel)).unwrap();
+    let split = 6 * 13 + 6;
+    for i in 0..p {
+        // normalize: layer l's step is lr / (M (c s_l)^2).
+        let s = f64::from(r.perturb.std[usize::from(i >= split)]);
+        let h = 0.3 / (4.0 * s * s);
+        let v_new = 0.5 * f64::from(v[i]) + f64::from(d[i]);
+        let want = f64::from(theta[i]) - h * v_new;
+        assert!((f64::from(vel[i]) - v_new).abs() < 1e-6, "velocity {i}");
+        assert!(
+            (f64::from(t[i]) - want).abs() < 1e-4 * (1.0 + want.abs()),
+            "theta {i}: {} vs {want}",
+            t[i]
+        );
+    }
+    // Wrong lengths are errors.
+    assert!(r.apply_direction(&mut t, &d[..p - 1], None).is_err());
+    assert!(r.apply_direction(&mut t, &d, Some(&mut vel[..3])).is_err());
+}
