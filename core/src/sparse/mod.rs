@@ -221,21 +221,21 @@ pub fn transpose_on(
     check_len("transpose source", src.len(), rows * cols)?;
     check_len("transpose destination", dst.len(), rows * cols)?;
     let (r8, c8) = register_blocks(path, src, rows, cols, dst);
-    // What the register blocks did not cover: everything on the portable path, else the last
-    // rows and columns.
-    let edge = |r: usize, c: usize| r >= r8 || c >= c8;
-    for r0 in (0..rows).step_by(8) {
-        for c0 in (0..cols).step_by(8) {
-            if !edge(r0, c0) {
-                continue;
-            }
-            for r in r0..(r0 + 8).min(rows) {
-                for c in c0..(c0 + 8).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
+    // What the register blocks did not cover (everything on the portable path): the columns
+    // past c8 of the rows they covered, then every column of the other rows.
+    let mut copy = |r_range: core::ops::Range<usize>, c_range: core::ops::Range<usize>| {
+        for r0 in r_range.clone().step_by(8) {
+            for c0 in c_range.clone().step_by(8) {
+                for r in r0..(r0 + 8).min(r_range.end) {
+                    for c in c0..(c0 + 8).min(c_range.end) {
+                        dst[c * rows + r] = src[r * cols + c];
+                    }
                 }
             }
         }
-    }
+    };
+    copy(0..r8, c8..cols);
+    copy(r8..rows, 0..cols);
     Ok(())
 }
 
