@@ -187,8 +187,12 @@ fn sparse_passes_equal_the_dense_passes() {
             layout.forward(&theta, &x, &mut hd, &mut zd, &mut s).unwrap();
             let (mut hs, mut zs) = (vec![0f32; batch_size * h], vec![0f32; batch_size * o]);
             let mut w1t = vec![0f32; i * h];
+            transpose(&theta[..h * i], h, i, &mut w1t).unwrap();
+            // The sparse pass reads layer 1 from w1t only: theta's W1 is poisoned.
+            let mut poisoned = theta.clone();
+            poisoned[..h * i].fill(f32::NAN);
             layout
-                .forward_sparse(&theta, &sx, &mut w1t, &mut hs, &mut zs, &mut s)
+                .forward_sparse(&poisoned, &w1t, &sx, &mut hs, &mut zs, &mut s)
                 .unwrap();
             let tol = |v: f32| 1e-5 * (1.0 + v.abs()) * (i as f32).sqrt();
             for (a, b) in hs.iter().zip(&hd).chain(zs.iter().zip(&zd)) {
@@ -205,9 +209,12 @@ fn sparse_passes_equal_the_dense_passes() {
                 .unwrap();
             let (mut tp, mut ti, mut tv) = (vec![0u32; i + 1], vec![0u32; sx.nnz()], vec![0f32; sx.nnz()]);
             let xt = sx.transpose_into(&mut tp, &mut ti, &mut tv).unwrap();
+            let mut dw1t = vec![f32::NAN; i * h];
             layout
-                .backward_sparse(&theta, &xt, &hd, &dl, &mut dh, &mut gs, &mut w1t, &mut s)
+                .backward_sparse(&theta, &xt, &hd, &dl, &mut dh, &mut gs, &mut dw1t, &mut s)
                 .unwrap();
+            // dW1 arrives transposed; the rest in theta's layout (gs's W1 part is not written).
+            transpose(&dw1t, i, h, &mut gs[..h * i]).unwrap();
             for (k, (a, b)) in gs.iter().zip(&gd).enumerate() {
                 assert!((a - b).abs() <= tol(*b), "gradient {k}: {a} vs {b}");
             }

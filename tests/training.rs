@@ -99,3 +99,60 @@ fn divergence_stops_training_and_writes_no_model() {
     assert!(err.to_string().contains("diverged"), "{err}");
     assert!(!out.exists(), "a model was written");
 }
+
+/// The sparse input layer (with W1 kept transposed between steps) and the dense GEMM passes train
+/// the same model up to the order of floating-point sums: SGD, two workers, six steps.
+#[test]
+fn sparse_and_dense_input_layers_train_the_same_model() {
+    let Some(dir) = common::mnist_dir("sparse_and_dense_input_layers_train_the_same_model") else {
+        return;
+    };
+    let mnist = Mnist::load(&dir).unwrap();
+    let run = |sparse_inputs: bool| {
+        let out = temp(&format!("sparse-{sparse_inputs}.safetensors"));
+        let cfg = TrainConfig {
+            lr: 0.1,
+            threads: 2,
+            limit: Some(3000),
+            sparse_inputs,
+            ..config(OptimizerKind::Sgd, &out)
+        };
+        let summary = train(
+            &cfg,
+            &mnist.train.view().unwrap(),
+            &mnist.test.view().unwrap(),
+            &mut std::io::sink(),
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(out);
+        summary.theta
+    };
+    let (sparse, dense) = (run(true), run(false));
+    let start = run_untrained(&mnist);
+    let moved = sparse.iter().zip(&start).filter(|(a, b)| a != b).count();
+    assert!(moved > sparse.len() / 2, "only {moved} parameters moved");
+    for (k, (a, b)) in sparse.iter().zip(&dense).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+            "parameter {k}: {a} vs {b}"
+        );
+    }
+}
+
+/// The initial parameters of seed 0 (a run of zero epochs).
+fn run_untrained(mnist: &Mnist) -> Vec<f32> {
+    let out = temp("untrained.safetensors");
+    let cfg = TrainConfig {
+        epochs: 0,
+        ..config(OptimizerKind::Sgd, &out)
+    };
+    let summary = train(
+        &cfg,
+        &mnist.train.view().unwrap(),
+        &mnist.test.view().unwrap(),
+        &mut std::io::sink(),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(out);
+    summary.theta
+}

@@ -20,6 +20,7 @@ use crate::gradient::GradientEngine;
 use crate::metrics::{MetricsLog, Row};
 use crate::model_io;
 use crate::progress;
+use ienk::sparse::transpose;
 
 /// A mean batch cross-entropy above this has exploded: the chance level is ln 10 = 2.3, and a
 /// loss of 1e4 means logits thousands apart. Training stops there rather than saving garbage.
@@ -165,12 +166,24 @@ pub trait Optimizer {
 
     /// Sets the learning rate (`--lr`'s meaning for this optimizer) for the next steps.
     fn set_lr(&mut self, lr: f32);
+
+    /// Writes back into `theta` what the optimizer keeps in a layout of its own between steps;
+    /// the trainer calls it before it reads theta (evaluation, saving). O(P) at most.
+    fn sync(&mut self, _theta: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
 }
 
-/// SGD, NAG or Adam on back-propagated gradients.
+/// SGD, NAG or Adam on back-propagated gradients. Layer 1's weights live transposed in `w1t`
+/// from the first step on (theta's W1 is stale until [`Optimizer::sync`]), and the rule updates
+/// them there with the transposed gradient: the same numbers, element by element, without two
+/// transposes per step.
 struct Baseline {
     engine: GradientEngine,
     rule: Rule,
+    layout: Layout,
+    /// W1^T once the first step has taken it from theta.
+    w1t: Option<Vec<f32>>,
 }
 
 enum Rule {
@@ -181,16 +194,50 @@ enum Rule {
 
 impl Optimizer for Baseline {
     fn step(&mut self, theta: &mut [f32], x: &[f32], y: &[u8]) -> Result<BatchStats> {
-        let (grad, stats) = self.engine.gradient(theta, x, y)?;
+        let (i, h) = (self.layout.inputs, self.layout.hidden);
+        let w1_len = i * h;
+        let w1t = match &mut self.w1t {
+            Some(w) => w,
+            None => {
+                let mut w = vec![0.0; w1_len];
+                transpose(&theta[..w1_len], h, i, &mut w)
+                    .map_err(|e| CliError::Failed(format!("cannot transpose W1: {e}")))?;
+                self.w1t.insert(w)
+            }
+        };
+        let (grad, stats) = self.engine.gradient(theta, w1t, x, y)?;
+        // The rule is elementwise: W1^T with dW1^T, then the rest with the rest; the state
+        // vectors are split the same way.
+        let rest = &mut theta[w1_len..];
+        let (g1, g_rest) = (grad.w1t, &grad.rest[w1_len..]);
         match &mut self.rule {
-            Rule::Sgd(opt) => opt.step(theta, grad),
-            Rule::Nag(opt, v) => opt.step(theta, grad, v),
+            Rule::Sgd(opt) => {
+                opt.step(w1t, g1);
+                opt.step(rest, g_rest);
+            }
+            Rule::Nag(opt, v) => {
+                let (v1, v_rest) = v.split_at_mut(w1_len);
+                opt.step(w1t, g1, v1);
+                opt.step(rest, g_rest, v_rest);
+            }
             Rule::Adam(opt, m, v, t) => {
                 *t += 1;
-                opt.step(*t, theta, grad, m, v);
+                let (m1, m_rest) = m.split_at_mut(w1_len);
+                let (v1, v_rest) = v.split_at_mut(w1_len);
+                opt.step(*t, w1t, g1, m1, v1);
+                opt.step(*t, rest, g_rest, m_rest, v_rest);
             }
         }
         Ok(stats)
+    }
+
+    fn sync(&mut self, theta: &mut [f32]) -> Result<()> {
+        let (i, h) = (self.layout.inputs, self.layout.hidden);
+        if let Some(w1t) = &self.w1t {
+            transpose(w1t, i, h, &mut theta[..i * h])
+                .map_err(|e| CliError::Failed(format!("cannot transpose W1: {e}")))?;
+        }
+        Ok(())
     }
 
     fn set_lr(&mut self, lr: f32) {
@@ -239,6 +286,8 @@ fn make_optimizer(cfg: &TrainConfig, layout: Layout, batch: usize) -> Box<dyn Op
     Box::new(Baseline {
         engine: GradientEngine::new(layout, cfg.batch_size, cfg.threads, cfg.sparse_inputs),
         rule,
+        layout,
+        w1t: None,
     })
 }
 
@@ -423,6 +472,7 @@ pub fn train(
         }
         let epoch_secs = epoch_start.elapsed().as_secs_f64();
         train_time += epoch_secs;
+        optimizer.sync(&mut theta)?;
         if theta.iter().any(|t| !t.is_finite()) {
             return Err(CliError::Failed(format!(
                 "training diverged in epoch {epoch}: a parameter is not finite; no model was written"

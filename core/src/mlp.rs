@@ -13,7 +13,7 @@ use rand_core::Rng;
 use crate::gemm::{self, Epilogue, GemmError, MatMut, MatRef};
 use crate::idx::{IMAGE_PIXELS, NUM_CLASSES};
 use crate::normal::Normal;
-use crate::sparse::{SparseRows, sparse_times_dense, transpose};
+use crate::sparse::{SparseRows, sparse_times_dense};
 
 /// Hidden units of the thesis's network.
 pub const DEFAULT_HIDDEN: usize = 128;
@@ -351,15 +351,16 @@ impl Layout {
         Ok(())
     }
 
-    /// As [`Layout::forward`] for sparse input rows: the input layer adds one row of `W1^T` per
-    /// non-zero input, `2 nnz H` flops instead of `2 batch inputs H` (a fifth for MNIST).
-    /// `w1t` (`inputs x hidden`) receives `W1^T`. Equal to the dense pass up to the order of
+    /// As [`Layout::forward`] for sparse input rows, with layer 1's weights given transposed as
+    /// `w1t` (`inputs x hidden`, [`crate::sparse::transpose`] of W1; theta's own W1 is not read):
+    /// the input layer adds one row of `W1^T` per non-zero input, `2 nnz H` flops instead of
+    /// `2 batch inputs H` (a fifth for MNIST). Equal to the dense pass up to the order of
     /// floating-point sums.
     pub fn forward_sparse(
         &self,
         theta: &[f32],
+        w1t: &[f32],
         x: &SparseRows<'_>,
-        w1t: &mut [f32],
         hidden: &mut [f32],
         logits: &mut [f32],
         scratch: &mut [f32],
@@ -367,9 +368,9 @@ impl Layout {
         let p = self.split(theta)?;
         let (i, h, batch) = (self.inputs, self.hidden, x.rows());
         check_len("sparse input columns", x.cols(), i)?;
+        check_len("W1^T", w1t.len(), i * h)?;
         check_len("hidden activations", hidden.len(), batch * h)?;
         check_len("logits", logits.len(), batch * self.outputs)?;
-        transpose(p.w1, h, i, w1t)?;
         for row in hidden.chunks_exact_mut(h.max(1)) {
             row.copy_from_slice(p.b1);
         }
@@ -381,8 +382,9 @@ impl Layout {
     }
 
     /// As [`Layout::backward`] for sparse input rows, given as their transpose `xt`
-    /// (`inputs x batch`, from [`SparseRows::transpose_into`]): `dW1^T = X^T dA` costs
-    /// `2 nnz H` flops. `w1t` (`inputs x hidden`) is scratch for `dW1^T`.
+    /// (`inputs x batch`, from [`SparseRows::transpose_into`]): writes the gradient of W1
+    /// transposed into `dw1t` (`inputs x hidden`; `dW1^T = X^T dA`, `2 nnz H` flops) and the
+    /// others into `grad`, whose W1 part is left as it was.
     #[allow(clippy::too_many_arguments)]
     pub fn backward_sparse(
         &self,
@@ -392,17 +394,15 @@ impl Layout {
         dlogits: &[f32],
         dhidden: &mut [f32],
         grad: &mut [f32],
-        w1t: &mut [f32],
+        dw1t: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<(), MlpError> {
         let (i, h) = (self.inputs, self.hidden);
         check_len("transposed sparse inputs", xt.rows(), i)?;
-        check_len("W1^T scratch", w1t.len(), i * h)?;
+        check_len("dW1^T", dw1t.len(), i * h)?;
         self.backward_to_hidden(theta, xt.cols(), hidden, dlogits, dhidden, grad, scratch)?;
-        let g = self.split_mut(grad)?;
-        w1t.fill(0.0);
-        sparse_times_dense(xt, dhidden, h, w1t)?;
-        transpose(w1t, i, h, g.w1)
+        dw1t.fill(0.0);
+        sparse_times_dense(xt, dhidden, h, dw1t)
     }
 
     /// The part of the backward pass above the input layer: `dW2`, `db2`, `db1` into `grad`, and
