@@ -265,12 +265,23 @@ impl Layout {
         hidden: &[f32],
         logits: &[f32],
     ) -> Result<(Params<'a>, usize), MlpError> {
-        let p = self.split(theta)?;
         let batch = x.len() / self.inputs.max(1);
         check_len("input batch", x.len(), batch * self.inputs)?;
+        Ok((self.check_outputs(theta, batch, hidden, logits)?, batch))
+    }
+
+    /// Splits theta and checks the activation buffers of a forward pass of `batch` examples.
+    fn check_outputs<'a>(
+        &self,
+        theta: &'a [f32],
+        batch: usize,
+        hidden: &[f32],
+        logits: &[f32],
+    ) -> Result<Params<'a>, MlpError> {
+        let p = self.split(theta)?;
         check_len("hidden activations", hidden.len(), batch * self.hidden)?;
         check_len("logits", logits.len(), batch * self.outputs)?;
-        Ok((p, batch))
+        Ok(p)
     }
 
     /// `out = x W1^T`, then `epilogue` (the layer's bias, with or without the ReLU).
@@ -365,12 +376,10 @@ impl Layout {
         logits: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<(), MlpError> {
-        let p = self.split(theta)?;
         let (i, h, batch) = (self.inputs, self.hidden, x.rows());
+        let p = self.check_outputs(theta, batch, hidden, logits)?;
         check_len("sparse input columns", x.cols(), i)?;
         check_len("W1^T", w1t.len(), i * h)?;
-        check_len("hidden activations", hidden.len(), batch * h)?;
-        check_len("logits", logits.len(), batch * self.outputs)?;
         for row in hidden.chunks_exact_mut(h.max(1)) {
             row.copy_from_slice(p.b1);
         }

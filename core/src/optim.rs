@@ -70,10 +70,8 @@ impl Adam {
     pub fn step(&self, t: u32, theta: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
         let k = self.constants(t);
         #[cfg(target_arch = "x86_64")]
-        if crate::gemm::active_kernel() != crate::gemm::KernelPath::Portable
-            && crate::gemm::KernelPath::Avx2.is_supported()
-        {
-            // SAFETY: the CPU has AVX2, hence AVX (checked just above).
+        if crate::gemm::active_kernel().runs_avx2_build() {
+            // SAFETY: the CPU has AVX2, hence AVX (runs_avx2_build checks it).
             unsafe { adam_avx(&k, theta, grad, m, v) };
             return;
         }

@@ -54,6 +54,13 @@ impl KernelPath {
         self == KernelPath::Portable || bits & (1 << self.code()) != 0
     }
 
+    /// Whether the kernels that exist only in an AVX2 + FMA build besides the portable one (the
+    /// sparse products, the bulk normal sampler, Adam) run that build on this path: every path
+    /// but the portable one, on a CPU with AVX2 and FMA (the AVX-512 path uses it too).
+    pub fn runs_avx2_build(self) -> bool {
+        self != KernelPath::Portable && KernelPath::Avx2.is_supported()
+    }
+
     fn code(self) -> u8 {
         match self {
             KernelPath::Portable => 1,

@@ -92,8 +92,8 @@ impl Normal {
         scale: f32,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if path != KernelPath::Portable && KernelPath::Avx2.is_supported() {
-            // SAFETY: the CPU supports AVX2 (checked just above).
+        if path.runs_avx2_build() {
+            // SAFETY: the CPU supports AVX2 (runs_avx2_build checks it).
             unsafe { super::avx2::fill_lanes(self, lanes, aux, out, scale) };
             return;
         }

@@ -163,8 +163,8 @@ pub fn sparse_times_dense_on(
     check_len("dense factor", m.len(), x.cols * n)?;
     check_len("product", out.len(), x.rows() * n)?;
     #[cfg(target_arch = "x86_64")]
-    if path != KernelPath::Portable && KernelPath::Avx2.is_supported() {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above: the AVX2 path requires both);
+    if path.runs_avx2_build() {
+        // SAFETY: the CPU has AVX2 and FMA (runs_avx2_build checks both);
         // the lengths of m and out were checked above.
         unsafe { avx2::sparse_times_dense(x, m, n, out) };
         return Ok(());
@@ -249,9 +249,9 @@ fn register_blocks(
     dst: &mut [f32],
 ) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
-    if path != KernelPath::Portable && KernelPath::Avx2.is_supported() {
+    if path.runs_avx2_build() {
         let (r8, c8) = (rows - rows % 8, cols - cols % 8);
-        // SAFETY: the CPU has AVX2 (checked just above); the caller checked both lengths.
+        // SAFETY: the CPU has AVX2 (runs_avx2_build checks it); the caller checked both lengths.
         unsafe { transpose_blocks_avx2(src, rows, cols, r8, c8, dst) };
         return (r8, c8);
     }
