@@ -3,7 +3,9 @@
 
 use std::ops::Range;
 
-use ienk::ensemble::collapse::{active_columns, draw_coefficient_norm, expand_w1_rows, restrict};
+use ienk::ensemble::collapse::{
+    active_columns, copy_shared_parts, draw_coefficient_norm, expand_w1_rows, restrict,
+};
 use ienk::ensemble::eki::Eki;
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{MeanView, Resampled, clip_coefficients, innovation};
@@ -294,11 +296,11 @@ impl Optimizer for IenkOptimizer {
                     .map_err(failed)
             })?;
             let noise_std = rule.perturb.std[0] * draw_coefficient_norm(&rule.perturb, coeffs) as f32;
-            // b1, W2 and b2 are laid out alike in both vectors; W1's rows are split over the threads.
+            // b1, W2 and b2 are copied; W1's rows are split over the threads.
+            copy_shared_parts(&rule.perturb, active, d_sub, &mut self.direction).map_err(failed)?;
             let (i, rows_per) = (layout.inputs, h.div_ceil(pool.threads()).max(1));
-            let (w1, tail) = self.direction.split_at_mut(h * i);
-            let (sub_w1, sub_tail) = d_sub.split_at(h * active);
-            tail.copy_from_slice(sub_tail);
+            let w1 = &mut self.direction[..h * i];
+            let sub_w1 = &d_sub[..h * active];
             let jobs: Vec<_> = w1.chunks_mut(rows_per * i).enumerate().collect();
             pool.each(jobs, |(t, rows)| {
                 expand_w1_rows(

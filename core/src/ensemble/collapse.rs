@@ -100,8 +100,8 @@ pub fn draw_coefficient_norm(p: &Perturbations, coeffs: &[f64]) -> f64 {
 }
 
 /// Writes the full direction `d` (length P of `p.layout`) from the restricted one `d_sub`
-/// (`sum_k c_k delta_k` of the network restricted to `cols`): `W1` by [`expand_w1_rows`], and
-/// `b1`, `W2`, `b2` copied from `d_sub`. O(P), `H inputs` normal draws.
+/// (`sum_k c_k delta_k` of the network restricted to `cols`): `b1`, `W2`, `b2` by
+/// [`copy_shared_parts`], `W1` by [`expand_w1_rows`]. O(P), `H inputs` normal draws.
 pub fn expand_direction(
     p: &Perturbations,
     normal: &Normal,
@@ -115,9 +115,38 @@ pub fn expand_direction(
         inputs: cols.len(),
         ..p.layout
     };
+    // The lengths first, so that nothing is written when an argument is refused.
+    check_len("parameter vector", d_sub.len(), sub.num_params())?;
+    check_len("parameter vector", d.len(), p.layout.num_params())?;
+    let (h, i) = (p.layout.hidden, p.layout.inputs);
+    expand_w1_rows(
+        p,
+        normal,
+        cols,
+        &d_sub[..h * cols.len()],
+        noise_std,
+        step,
+        0,
+        &mut d[..h * i],
+    )?;
+    copy_shared_parts(p, cols.len(), d_sub, d)
+}
+
+/// Copies `b1`, `W2` and `b2`, which the network restricted to `active` inputs shares with the
+/// full one, from the restricted direction `d_sub` into the full direction `d` (length P of
+/// `p.layout`). O(H + outputs (H + 1)).
+pub fn copy_shared_parts(
+    p: &Perturbations,
+    active: usize,
+    d_sub: &[f32],
+    d: &mut [f32],
+) -> Result<(), MlpError> {
+    let sub = Layout {
+        inputs: active,
+        ..p.layout
+    };
     let s = sub.split(d_sub)?;
     let full = p.layout.split_mut(d)?;
-    expand_w1_rows(p, normal, cols, s.w1, noise_std, step, 0, full.w1)?;
     full.b1.copy_from_slice(s.b1);
     full.w2.copy_from_slice(s.w2);
     full.b2.copy_from_slice(s.b2);
