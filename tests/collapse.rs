@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::TestRng;
+use common::{Mean, TestRng, logits_of};
 use ienk::ensemble::collapse::{
     active_columns, draw_coefficient_norm, expand_direction, expand_w1_rows, restrict,
 };
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
-use ienk::ensemble::resampled::{Form, MeanView, Resampled, innovation};
+use ienk::ensemble::resampled::{Form, Resampled};
 use ienk::mlp::{Layout, MlpError};
 use ienk::normal::Normal;
 
@@ -45,18 +45,6 @@ fn sparse_batch(rng: &mut TestRng, rows: usize, zero: &[usize]) -> Vec<f32> {
 }
 
 const ZERO: [usize; 6] = [0, 1, 4, 7, 11, 12];
-
-/// Logits of a plain network by the MLP's own forward pass.
-fn logits_of(layout: &Layout, theta: &[f32], x: &[f32]) -> Vec<f32> {
-    let batch = x.len() / layout.inputs;
-    let mut hidden = vec![0f32; batch * layout.hidden];
-    let mut logits = vec![0f32; batch * layout.outputs];
-    let mut s = vec![0f32; layout.gemm_scratch_len(batch)];
-    layout
-        .forward(theta, x, &mut hidden, &mut logits, &mut s)
-        .unwrap();
-    logits
-}
 
 #[test]
 fn active_columns_are_the_columns_non_zero_in_some_row() {
@@ -199,22 +187,8 @@ fn direction(r: &Resampled, theta: &[f32], x: &[f32], y: &[u8], step: u64, colla
     let normal = Normal::new();
     let layout = r.perturb.layout;
     let b = y.len();
-    let mut pre = vec![0f32; b * layout.hidden];
-    let mut hidden = pre.clone();
-    let mut logits = vec![0f32; b * layout.outputs];
-    let mut probs = logits.clone();
-    let mut g = logits.clone();
-    let mut s = vec![0f32; layout.gemm_scratch_len(b)];
-    layout
-        .forward_keep_pre(theta, x, &mut pre, &mut hidden, &mut logits, &mut s)
-        .unwrap();
-    innovation(r.form, &logits, layout.outputs, y, &mut probs, &mut g).unwrap();
-    let mean = MeanView {
-        pre: &pre,
-        logits: &logits,
-        probs: &probs,
-        innovation: &g,
-    };
+    let mean_state = Mean::new(&layout, r.form, theta, x, y);
+    let mean = mean_state.view();
     let mut cols = vec![0u32; layout.inputs];
     let a = if collapsed {
         active_columns(x, layout.inputs, &mut cols).unwrap()

@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::TestRng;
+use common::{Mean, TestRng, logits_of};
 use ienk::ensemble::eki::Eki;
 use ienk::ensemble::particles::{Factors, LowRankBuffers, forward_low_rank_member, low_rank_scratch_len};
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
-use ienk::ensemble::resampled::{Form, MeanView, Resampled, innovation};
+use ienk::ensemble::resampled::{Form, Resampled};
 use ienk::loss::cross_entropy_grad;
 use ienk::mlp::Layout;
 use ienk::normal::Normal;
@@ -26,54 +26,6 @@ fn perturbations(layout: Layout, rank: usize, antithetic: bool, scale: f32) -> P
         rank,
         antithetic,
         seed: 42,
-    }
-}
-
-/// Logits of a plain network, by the MLP's own forward pass.
-fn logits_of(layout: &Layout, theta: &[f32], x: &[f32]) -> Vec<f32> {
-    let batch = x.len() / layout.inputs;
-    let mut hidden = vec![0f32; batch * layout.hidden];
-    let mut logits = vec![0f32; batch * layout.outputs];
-    let mut s = vec![0f32; layout.gemm_scratch_len(batch)];
-    layout
-        .forward(theta, x, &mut hidden, &mut logits, &mut s)
-        .unwrap();
-    logits
-}
-
-/// The mean's pre-activation, probabilities and innovation on a batch.
-struct Mean {
-    pre: Vec<f32>,
-    logits: Vec<f32>,
-    probs: Vec<f32>,
-    g: Vec<f32>,
-}
-
-impl Mean {
-    fn new(layout: &Layout, form: Form, theta: &[f32], x: &[f32], y: &[u8]) -> Self {
-        let b = y.len();
-        let mut m = Mean {
-            pre: vec![0.0; b * layout.hidden],
-            logits: vec![0.0; b * layout.outputs],
-            probs: vec![0.0; b * layout.outputs],
-            g: vec![0.0; b * layout.outputs],
-        };
-        let mut hidden = vec![0f32; b * layout.hidden];
-        let mut s = vec![0f32; layout.gemm_scratch_len(b)];
-        layout
-            .forward_keep_pre(theta, x, &mut m.pre, &mut hidden, &mut m.logits, &mut s)
-            .unwrap();
-        innovation(form, &m.logits, layout.outputs, y, &mut m.probs, &mut m.g).unwrap();
-        m
-    }
-
-    fn view(&self) -> MeanView<'_> {
-        MeanView {
-            pre: &self.pre,
-            logits: &self.logits,
-            probs: &self.probs,
-            innovation: &self.g,
-        }
     }
 }
 

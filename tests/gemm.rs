@@ -27,16 +27,7 @@ struct Case {
 }
 
 fn paths() -> Vec<KernelPath> {
-    KernelPath::ALL
-        .into_iter()
-        .filter(|p| {
-            let ok = p.is_supported();
-            if !ok {
-                eprintln!("SKIPPED kernel path {p}: this CPU lacks its instructions");
-            }
-            ok
-        })
-        .collect()
+    common::supported_paths("kernel path")
 }
 
 /// Runs one case on `path` and checks every element against the f64 reference.

@@ -2,6 +2,8 @@
 //! instruction-set path gives the portable path's numbers bit for bit, on lengths that cut its
 //! 8-sample groups and 64-sample chunks anywhere.
 
+mod common;
+
 use ienk::gemm::KernelPath;
 use ienk::normal::{Lanes, Normal};
 use rand_core::{Rng, SeedableRng};
@@ -34,11 +36,7 @@ fn each_lane_is_the_reference_xoshiro128_plus_plus() {
 #[test]
 fn every_path_gives_the_portable_samples() {
     let normal = Normal::new();
-    for path in KernelPath::ALL {
-        if !path.is_supported() {
-            eprintln!("SKIPPED normal sampler on {path}: this CPU lacks its instructions");
-            continue;
-        }
+    for path in common::supported_paths("normal sampler") {
         let mut seeder = Xoshiro256PlusPlus::seed_from_u64(5);
         let (mut lanes, mut aux) = (Lanes::from_rng(&mut seeder), seeder.clone());
         let (mut ref_lanes, mut ref_aux) = (lanes.clone(), aux.clone());

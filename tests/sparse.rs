@@ -9,16 +9,7 @@ use ienk::mlp::{Layout, MlpError};
 use ienk::sparse::{SparseRows, sparse_times_dense_on, transpose, transpose_on};
 
 fn paths() -> Vec<KernelPath> {
-    KernelPath::ALL
-        .into_iter()
-        .filter(|p| {
-            let ok = p.is_supported();
-            if !ok {
-                eprintln!("SKIPPED sparse kernels on {p}: this CPU lacks its instructions");
-            }
-            ok
-        })
-        .collect()
+    common::supported_paths("sparse kernels")
 }
 
 /// A `rows x cols` batch with about `density` of its entries non-zero.

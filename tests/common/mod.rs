@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use ienk::ensemble::resampled::{Form, MeanView, innovation};
+use ienk::gemm::KernelPath;
+use ienk::mlp::Layout;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -48,4 +51,66 @@ pub fn mnist_dir(test: &str) -> Option<std::path::PathBuf> {
         dir.display()
     );
     None
+}
+
+/// The kernel paths this CPU supports; each one it lacks is reported as `SKIPPED what on PATH`.
+pub fn supported_paths(what: &str) -> Vec<KernelPath> {
+    KernelPath::ALL
+        .into_iter()
+        .filter(|p| {
+            let ok = p.is_supported();
+            if !ok {
+                eprintln!("SKIPPED {what} on {p}: this CPU lacks its instructions");
+            }
+            ok
+        })
+        .collect()
+}
+
+/// Logits of a plain network, by the MLP's own forward pass.
+pub fn logits_of(layout: &Layout, theta: &[f32], x: &[f32]) -> Vec<f32> {
+    let batch = x.len() / layout.inputs;
+    let mut hidden = vec![0f32; batch * layout.hidden];
+    let mut logits = vec![0f32; batch * layout.outputs];
+    let mut s = vec![0f32; layout.gemm_scratch_len(batch)];
+    layout
+        .forward(theta, x, &mut hidden, &mut logits, &mut s)
+        .unwrap();
+    logits
+}
+
+/// The mean network's pre-activation, logits, probabilities and innovation on a batch.
+pub struct Mean {
+    pub pre: Vec<f32>,
+    pub logits: Vec<f32>,
+    pub probs: Vec<f32>,
+    pub g: Vec<f32>,
+}
+
+impl Mean {
+    pub fn new(layout: &Layout, form: Form, theta: &[f32], x: &[f32], y: &[u8]) -> Self {
+        let b = y.len();
+        let mut m = Mean {
+            pre: vec![0.0; b * layout.hidden],
+            logits: vec![0.0; b * layout.outputs],
+            probs: vec![0.0; b * layout.outputs],
+            g: vec![0.0; b * layout.outputs],
+        };
+        let mut hidden = vec![0f32; b * layout.hidden];
+        let mut s = vec![0f32; layout.gemm_scratch_len(b)];
+        layout
+            .forward_keep_pre(theta, x, &mut m.pre, &mut hidden, &mut m.logits, &mut s)
+            .unwrap();
+        innovation(form, &m.logits, layout.outputs, y, &mut m.probs, &mut m.g).unwrap();
+        m
+    }
+
+    pub fn view(&self) -> MeanView<'_> {
+        MeanView {
+            pre: &self.pre,
+            logits: &self.logits,
+            probs: &self.probs,
+            innovation: &self.g,
+        }
+    }
 }
