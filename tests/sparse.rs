@@ -109,6 +109,55 @@ fn kernels_match_naive_loops_on_odd_shapes() {
 }
 
 #[test]
+fn rows_compressed_from_bytes_hold_the_scaled_bytes() {
+    let mut rng = TestRng::new(5);
+    for &(rows, cols) in &[(0, 5), (1, 1), (3, 7), (13, 784), (9, 17)] {
+        for density in [0.0, 0.2, 1.0] {
+            let bytes: Vec<u8> = (0..rows * cols)
+                .map(|_| {
+                    let keep = (rng.uniform() + 1.0) / 2.0 < density;
+                    if keep {
+                        1 + ((rng.uniform() + 1.0) * 127.0) as u8
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let (mut ptr, mut idx, mut vals) = (
+                vec![0u32; rows + 1],
+                vec![0u32; rows * cols],
+                vec![0f32; rows * cols],
+            );
+            let row = |b: usize| &bytes[b * cols..(b + 1) * cols];
+            let scale = 1.0 / 255.0;
+            let sx = SparseRows::from_bytes(rows, cols, row, scale, &mut ptr, &mut idx, &mut vals).unwrap();
+            assert_eq!((sx.rows(), sx.cols()), (rows, cols));
+            assert_eq!(sx.nnz(), bytes.iter().filter(|&&p| p != 0).count());
+            // X e_o picks column o of X: every entry, scaled, in its place.
+            let n = cols;
+            let identity: Vec<f32> = (0..cols * n)
+                .map(|e| f32::from(u8::from(e / n == e % n)))
+                .collect();
+            let mut out = vec![0f32; rows * n];
+            sparse_times_dense_on(KernelPath::Portable, &sx, &identity, n, &mut out).unwrap();
+            let want: Vec<f32> = bytes.iter().map(|&p| f32::from(p) * scale).collect();
+            assert_eq!(out, want, "{rows}x{cols} density {density}");
+        }
+    }
+    let bytes = [1u8, 0, 2, 0, 3];
+    let (mut ptr, mut idx, mut vals) = (vec![0u32; 3], vec![0u32; 6], vec![0f32; 6]);
+    let short = |b: usize| &bytes[b * 3..(b * 3 + 3).min(5)];
+    assert!(matches!(
+        SparseRows::from_bytes(2, 3, short, 1.0, &mut ptr, &mut idx, &mut vals),
+        Err(MlpError::Length { .. })
+    ));
+    assert!(matches!(
+        SparseRows::from_bytes(2, 3, short, 1.0, &mut ptr, &mut idx[..5], &mut vals),
+        Err(MlpError::Length { .. })
+    ));
+}
+
+#[test]
 fn bad_buffers_and_paths_are_errors() {
     let x = [0.0, 1.0, 2.0, 0.0, 0.0, 3.0];
     let (mut ptr, mut idx, mut vals) = (vec![0u32; 3], vec![0u32; 6], vec![0f32; 6]);

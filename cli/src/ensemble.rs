@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use ienk::batch::Batch;
 use ienk::ensemble::collapse::{
     active_columns, copy_shared_parts, draw_coefficient_norm, expand_w1_rows, restrict,
 };
@@ -18,7 +19,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::error::{CliError, Result};
 use crate::pool::Pool;
-use crate::train::{EnsembleSettings, Optimizer};
+use crate::train::{DenseRows, EnsembleSettings, Optimizer};
 
 /// Settings shared by both ensemble optimizers.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +49,7 @@ fn split(n: usize, parts: usize) -> Vec<Range<usize>> {
 /// The resampled IEnK (thesis's scheme).
 pub struct IenkOptimizer {
     rule: Resampled,
+    dense: DenseRows,
     normal: Normal,
     pool: Pool,
     step: u64,
@@ -122,6 +124,7 @@ impl IenkOptimizer {
         let (b, h, o) = (cfg.batch, layout.hidden, layout.outputs);
         let full_rank_buffer = |len: usize| if rank == 0 { vec![0.0; len] } else { Vec::new() };
         IenkOptimizer {
+            dense: DenseRows::new(b),
             normal: Normal::new(),
             pool: Pool::new(threads),
             step: 0,
@@ -162,7 +165,8 @@ fn rng_seed(seed: u64) -> u64 {
 }
 
 impl Optimizer for IenkOptimizer {
-    fn step(&mut self, theta: &mut [f32], x: &[f32], y: &[u8]) -> Result<BatchStats> {
+    fn step(&mut self, theta: &mut [f32], batch: &Batch<'_>) -> Result<BatchStats> {
+        let (x, y) = self.dense.load(batch)?;
         let layout = self.rule.perturb.layout;
         let b = y.len();
         let (h, o) = (layout.hidden, layout.outputs);
@@ -342,6 +346,7 @@ impl Optimizer for IenkOptimizer {
 /// Kovachki & Stuart's EKI, with EKI(R) randomisation.
 pub struct EkiOptimizer {
     eki: Eki,
+    dense: DenseRows,
     normal: Normal,
     rng: Xoshiro256PlusPlus,
     pool: Pool,
@@ -380,6 +385,7 @@ impl EkiOptimizer {
         let threads = cfg.threads.clamp(1, cfg.members.max(1));
         let (w32, w64) = eki.update_workspace_len(cfg.batch);
         EkiOptimizer {
+            dense: DenseRows::new(cfg.batch),
             normal: Normal::new(),
             rng: rng(cfg.seed, Stream::Perturb),
             pool: Pool::new(threads),
@@ -398,7 +404,8 @@ impl EkiOptimizer {
 }
 
 impl Optimizer for EkiOptimizer {
-    fn step(&mut self, theta: &mut [f32], x: &[f32], y: &[u8]) -> Result<BatchStats> {
+    fn step(&mut self, theta: &mut [f32], batch: &Batch<'_>) -> Result<BatchStats> {
+        let (x, y) = self.dense.load(batch)?;
         let eki = &self.eki;
         if self.ensemble.is_empty() {
             // u_j = theta_0 + xi_j.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use ienk::batch::gather;
+use ienk::batch::Batch;
 use ienk::idx::{IMAGE_PIXELS, NUM_CLASSES, Split};
 use ienk::loss::{BatchStats, argmax, cross_entropy};
 use ienk::mlp::Layout;
@@ -91,7 +91,7 @@ fn evaluate_rows(
             &mut hidden[..len * layout.hidden],
             &mut logits[..len * layout.outputs],
         );
-        if !gather(split, &idx, x, y) {
+        if !Batch::new(*split, &idx).is_some_and(|b| b.gather(x, y)) {
             return Err(CliError::Failed(
                 "internal error: evaluation batch out of range".into(),
             ));

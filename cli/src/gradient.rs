@@ -10,8 +10,9 @@
 //! so that the sum of the workers' gradients is the gradient of the mean batch loss; the partial
 //! gradients are then added in worker order (deterministic for a given thread count).
 
+use ienk::batch::Batch;
 use ienk::loss::{BatchStats, cross_entropy_grad};
-use ienk::mlp::{Layout, MlpError};
+use ienk::mlp::{Layout, MlpError, PIXEL_SCALE};
 use ienk::sparse::{SparseRows, transpose};
 
 use crate::error::{CliError, Result};
@@ -31,6 +32,9 @@ fn fail(e: MlpError) -> CliError {
 
 /// The buffers of one worker, sized for at most `rows` examples.
 struct Worker {
+    /// The share of the batch as dense rows (the dense passes only) and its labels.
+    x: Vec<f32>,
+    y: Vec<u8>,
     /// The share of the batch in compressed rows, and its transpose.
     ptr: Vec<u32>,
     idx: Vec<u32>,
@@ -57,6 +61,8 @@ impl Worker {
     fn new(layout: &Layout, rows: usize) -> Self {
         let (i, h) = (layout.inputs, layout.hidden);
         Worker {
+            x: vec![0.0; rows * i],
+            y: vec![0; rows],
             ptr: vec![0; rows + 1],
             idx: vec![0; rows * i],
             vals: vec![0.0; rows * i],
@@ -75,33 +81,58 @@ impl Worker {
         }
     }
 
-    /// Forward + backward on `x`/`y`, a share of a batch of `batch` examples, at the parameters
+    /// Forward + backward on `share`, a share of a batch of `batch` examples, at the parameters
     /// `theta` with layer 1's weights `w1t` (theta's W1 is not read); the gradient lands in
-    /// `self.dw1t` (W1, transposed) and `self.grad` (the rest).
-    #[allow(clippy::too_many_arguments)]
+    /// `self.dw1t` (W1, transposed) and `self.grad` (the rest). With `sparse_inputs`, the share
+    /// is compressed straight from its images and takes the sparse passes unless it is too
+    /// dense; otherwise it is gathered into dense rows.
     fn run(
         &mut self,
         layout: &Layout,
         theta: &[f32],
         w1t: &[f32],
-        x: &[f32],
-        y: &[u8],
+        share: &Batch<'_>,
         batch: usize,
         sparse_inputs: bool,
     ) -> Result<BatchStats> {
-        let (n, i, h) = (y.len(), layout.inputs, layout.hidden);
+        let (n, i, h) = (share.len(), layout.inputs, layout.hidden);
         let (hidden, logits) = (&mut self.hidden[..n * h], &mut self.logits[..n * layout.outputs]);
         let (dlogits, dhidden) = (
             &mut self.dlogits[..n * layout.outputs],
             &mut self.dhidden[..n * h],
         );
-        let sx = SparseRows::from_dense(x, i, &mut self.ptr, &mut self.idx, &mut self.vals).map_err(fail)?;
-        let sparse = sparse_inputs && sx.nnz() * SPARSE_BELOW < x.len();
-        if sparse {
+        let (x, y) = (&mut self.x[..n * i], &mut self.y[..n]);
+        if !share.labels_into(y) {
+            return Err(CliError::Failed(
+                "internal error: a batch share exceeds its buffers".into(),
+            ));
+        }
+        let sx = if sparse_inputs {
+            let row = |b| share.image(b);
+            let sx = SparseRows::from_bytes(
+                n,
+                i,
+                row,
+                PIXEL_SCALE,
+                &mut self.ptr,
+                &mut self.idx,
+                &mut self.vals,
+            )
+            .map_err(fail)?;
+            Some(sx).filter(|sx| sx.nnz() * SPARSE_BELOW < n * i)
+        } else {
+            None
+        };
+        if let Some(sx) = &sx {
             layout
-                .forward_sparse(theta, w1t, &sx, hidden, logits, &mut self.scratch)
+                .forward_sparse(theta, w1t, sx, hidden, logits, &mut self.scratch)
                 .map_err(fail)?;
         } else {
+            if !share.gather(x, y) {
+                return Err(CliError::Failed(
+                    "internal error: a batch share exceeds its buffers".into(),
+                ));
+            }
             self.dense_theta.copy_from_slice(theta);
             transpose(w1t, i, h, &mut self.dense_theta[..h * i]).map_err(fail)?;
             layout
@@ -112,7 +143,7 @@ impl Worker {
         // cross_entropy_grad divides by this share's size; the batch mean divides by `batch`.
         let share = n as f32 / batch as f32;
         dlogits.iter_mut().for_each(|d| *d *= share);
-        if sparse {
+        if let Some(sx) = &sx {
             let xt = sx
                 .transpose_into(&mut self.t_ptr, &mut self.t_idx, &mut self.t_vals)
                 .map_err(fail)?;
@@ -181,18 +212,17 @@ impl GradientEngine {
         }
     }
 
-    /// The gradient of the mean loss of the batch `x`/`y` at `theta` with layer 1's weights
-    /// `w1t` (W1 transposed; theta's own W1 is not read), and the batch's loss and accuracy
-    /// before any update. Costs about `6 batch P` flops dense, a fifth of the layer-1 part of it
+    /// The gradient of the mean loss of `batch` at `theta` with layer 1's weights `w1t` (W1
+    /// transposed; theta's own W1 is not read), and the batch's loss and accuracy before any
+    /// update. Costs about `6 batch P` flops dense, a fifth of the layer-1 part of it
     /// on MNIST's sparse inputs.
     pub fn gradient(
         &mut self,
         theta: &[f32],
         w1t: &[f32],
-        x: &[f32],
-        y: &[u8],
+        examples: &Batch<'_>,
     ) -> Result<(Gradient<'_>, BatchStats)> {
-        let batch = y.len();
+        let batch = examples.len();
         let per = self.rows_per_worker;
         if batch > per * self.workers.len() {
             return Err(CliError::Failed(format!(
@@ -200,15 +230,16 @@ impl GradientEngine {
             )));
         }
         let layout = self.layout;
+        let used = batch.div_ceil(per);
         let jobs = self
             .workers
             .iter_mut()
-            .zip(y.chunks(per))
-            .zip(x.chunks(per * layout.inputs));
-        let used = batch.div_ceil(per);
+            .enumerate()
+            .take(used)
+            .map(|(k, w)| (w, examples.slice(k * per, per)));
         let sparse = self.sparse_inputs;
-        self.pool.each(jobs.collect(), |((w, y), x)| {
-            w.stats = w.run(&layout, theta, w1t, x, y, batch, sparse)?;
+        self.pool.each(jobs.collect(), |(w, share)| {
+            w.stats = w.run(&layout, theta, w1t, &share, batch, sparse)?;
             Ok(())
         })?;
         let mut stats = BatchStats::default();

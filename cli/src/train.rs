@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ienk::batch::{gather, shuffle};
+use ienk::batch::{Batch, shuffle};
 use ienk::ensemble::resampled::Form;
 use ienk::idx::{IMAGE_PIXELS, Split};
 use ienk::loss::BatchStats;
@@ -161,8 +161,8 @@ impl Default for EnsembleSettings {
 /// One update rule: moves `theta` on a batch and reports the batch's loss and accuracy measured
 /// before the move.
 pub trait Optimizer {
-    /// One update on the batch `x` (`len x inputs`) with labels `y`.
-    fn step(&mut self, theta: &mut [f32], x: &[f32], y: &[u8]) -> Result<BatchStats>;
+    /// One update on `batch`.
+    fn step(&mut self, theta: &mut [f32], batch: &Batch<'_>) -> Result<BatchStats>;
 
     /// Sets the learning rate (`--lr`'s meaning for this optimizer) for the next steps.
     fn set_lr(&mut self, lr: f32);
@@ -171,6 +171,35 @@ pub trait Optimizer {
     /// the trainer calls it before it reads theta (evaluation, saving). O(P) at most.
     fn sync(&mut self, _theta: &mut [f32]) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Buffers for a batch as dense f32 rows and labels, for the optimizers that read it that way.
+pub(crate) struct DenseRows {
+    x: Vec<f32>,
+    y: Vec<u8>,
+}
+
+impl DenseRows {
+    /// Buffers for batches of up to `batch` examples.
+    pub(crate) fn new(batch: usize) -> Self {
+        DenseRows {
+            x: vec![0.0; batch * IMAGE_PIXELS],
+            y: vec![0; batch],
+        }
+    }
+
+    /// `batch` as rows of pixels / 255 (`len x 784`) and labels. O(len x 784).
+    pub(crate) fn load(&mut self, batch: &Batch<'_>) -> Result<(&[f32], &[u8])> {
+        let n = batch.len();
+        if let (Some(x), Some(y)) = (self.x.get_mut(..n * IMAGE_PIXELS), self.y.get_mut(..n))
+            && batch.gather(x, y)
+        {
+            return Ok((x, y));
+        }
+        Err(CliError::Failed(format!(
+            "internal error: a batch of {n} exceeds the optimizer's buffers"
+        )))
     }
 }
 
@@ -193,7 +222,7 @@ enum Rule {
 }
 
 impl Optimizer for Baseline {
-    fn step(&mut self, theta: &mut [f32], x: &[f32], y: &[u8]) -> Result<BatchStats> {
+    fn step(&mut self, theta: &mut [f32], batch: &Batch<'_>) -> Result<BatchStats> {
         let (i, h) = (self.layout.inputs, self.layout.hidden);
         let w1_len = i * h;
         let w1t = match &mut self.w1t {
@@ -205,7 +234,7 @@ impl Optimizer for Baseline {
                 self.w1t.insert(w)
             }
         };
-        let (grad, stats) = self.engine.gradient(theta, w1t, x, y)?;
+        let (grad, stats) = self.engine.gradient(theta, w1t, batch)?;
         // The rule is elementwise: W1^T with dW1^T, then the rest with the rest; the state
         // vectors are split the same way.
         let rest = &mut theta[w1_len..];
@@ -383,8 +412,6 @@ pub fn train(
     let steps_per_epoch = n.div_ceil(batch);
     let log_every = (steps_per_epoch / cfg.progress_lines.max(1)).max(1);
     let total_steps = u64::from(cfg.epochs) * steps_per_epoch as u64;
-    let mut x = vec![0f32; batch * IMAGE_PIXELS];
-    let mut y = vec![0u8; batch];
     let say = |out: &mut dyn Write, line: String| {
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
@@ -423,13 +450,12 @@ pub fn train(
         let epoch_start = Instant::now();
         let mut running = BatchStats::default();
         for (s, idx) in order.chunks(batch).enumerate() {
-            let (x, y) = (&mut x[..idx.len() * IMAGE_PIXELS], &mut y[..idx.len()]);
-            if !gather(&train, idx, x, y) {
+            let Some(batch) = Batch::new(train, idx) else {
                 return Err(CliError::Failed(
                     "internal error: a batch index is out of range".into(),
                 ));
-            }
-            let stats = optimizer.step(&mut theta, x, y)?;
+            };
+            let stats = optimizer.step(&mut theta, &batch)?;
             step += 1;
             let batch_loss = stats.mean_loss();
             if !batch_loss.is_finite() || batch_loss > EXPLODED_LOSS {

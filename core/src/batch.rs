@@ -1,4 +1,5 @@
-//! Mini-batches: a seeded shuffle of example indices and the gathering of a batch into f32.
+//! Mini-batches: a seeded shuffle of example indices, and a batch as a view of a split that
+//! consumers read as dense f32 rows or as raw pixels.
 
 use rand_core::Rng;
 
@@ -16,33 +17,137 @@ pub fn shuffle<G: Rng + ?Sized>(indices: &mut [u32], rng: &mut G) {
     }
 }
 
-/// Copies the examples `indices` of `split` into `x` (`len x 784`, pixels / 255) and `y`.
-/// Returns `false`, writing nothing, when an index is out of range or a buffer has the wrong
-/// length. O(len x 784).
-pub fn gather(split: &Split<'_>, indices: &[u32], x: &mut [f32], y: &mut [u8]) -> bool {
-    let ok = x.len() == indices.len() * IMAGE_PIXELS
-        && y.len() == indices.len()
-        && indices.iter().all(|&i| (i as usize) < split.len());
-    if !ok {
-        return false;
+/// A mini-batch named by example indices into a split. Nothing is copied until a consumer asks:
+/// for dense rows ([`Batch::gather`]), or for each image's pixels ([`Batch::image`]), which the
+/// sparse input layer compresses straight from the split. O(1) to copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    split: Split<'a>,
+    indices: &'a [u32],
+}
+
+impl<'a> Batch<'a> {
+    /// The examples `indices` of `split`, or `None` when an index is out of range. O(len).
+    pub fn new(split: Split<'a>, indices: &'a [u32]) -> Option<Self> {
+        indices
+            .iter()
+            .all(|&i| (i as usize) < split.len())
+            .then_some(Batch { split, indices })
     }
-    for ((&i, row), label) in indices
-        .iter()
-        .zip(x.chunks_exact_mut(IMAGE_PIXELS))
-        .zip(y.iter_mut())
-    {
-        let i = i as usize;
-        if let (Some(pixels), Some(l)) = (split.image(i), split.label(i)) {
-            crate::mlp::pixels_to_unit(pixels, row);
-            *label = l;
+
+    /// Examples in the batch.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// True when the batch holds no example.
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+
+    /// The 784 pixels of the batch's example `k` (empty past the end). O(1).
+    pub fn image(&self, k: usize) -> &'a [u8] {
+        self.indices
+            .get(k)
+            .and_then(|&i| self.split.image(i as usize))
+            .unwrap_or_default()
+    }
+
+    /// Examples `start..start + len` of the batch (clamped to its end), as a batch. O(1).
+    pub fn slice(&self, start: usize, len: usize) -> Batch<'a> {
+        let start = start.min(self.len());
+        let end = start.saturating_add(len).min(self.len());
+        Batch {
+            indices: &self.indices[start..end],
+            ..*self
         }
     }
-    true
+
+    /// Copies the labels into `y`; `false`, writing nothing, unless `y.len() == len()`. O(len).
+    pub fn labels_into(&self, y: &mut [u8]) -> bool {
+        if y.len() != self.len() {
+            return false;
+        }
+        for (&i, label) in self.indices.iter().zip(y.iter_mut()) {
+            *label = self.split.label(i as usize).unwrap_or_default();
+        }
+        true
+    }
+
+    /// Copies the examples into `x` (`len x 784`, pixels / 255) and their labels into `y`.
+    /// Returns `false`, writing nothing, when a buffer has the wrong length. O(len x 784).
+    pub fn gather(&self, x: &mut [f32], y: &mut [u8]) -> bool {
+        if x.len() != self.len() * IMAGE_PIXELS || !self.labels_into(y) {
+            return false;
+        }
+        for (k, row) in x.chunks_exact_mut(IMAGE_PIXELS).enumerate() {
+            // The images come from anywhere in a 47 MB split: ask for the next ones early.
+            crate::prefetch::bytes(self.image(k + PREFETCH_AHEAD));
+            crate::mlp::pixels_to_unit(self.image(k), row);
+        }
+        true
+    }
 }
+
+/// How many images ahead [`Batch::gather`] prefetches.
+const PREFETCH_AHEAD: usize = 4;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::idx::{Images, Labels};
+    use std::vec;
+    use std::vec::Vec;
+
+    /// IDX files of `n` images whose pixels are `(3 i + j) % 7 * 30` and labels `i % 10`.
+    fn idx_files(n: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut images = vec![0, 0, 8, 3];
+        for d in [n as u32, 28, 28] {
+            images.extend_from_slice(&d.to_be_bytes());
+        }
+        images.extend(
+            (0..n * IMAGE_PIXELS).map(|e| ((3 * (e / IMAGE_PIXELS) + e % IMAGE_PIXELS) % 7 * 30) as u8),
+        );
+        let mut labels = vec![0, 0, 8, 1];
+        labels.extend_from_slice(&(n as u32).to_be_bytes());
+        labels.extend((0..n).map(|i| (i % 10) as u8));
+        (images, labels)
+    }
+
+    #[test]
+    fn a_batch_reads_the_examples_it_names() {
+        let (images, labels) = idx_files(12);
+        let split = Split::new(Images::parse(&images).unwrap(), Labels::parse(&labels).unwrap()).unwrap();
+        assert!(Batch::new(split, &[0, 12]).is_none());
+        let indices = [11u32, 2, 7];
+        let batch = Batch::new(split, &indices).unwrap();
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.image(1), split.image(2).unwrap());
+        assert!(batch.image(3).is_empty());
+        let mut x = vec![f32::NAN; 3 * IMAGE_PIXELS];
+        let mut y = [0u8; 3];
+        assert!(!batch.gather(&mut x[1..], &mut y));
+        assert!(!batch.gather(&mut x, &mut y[1..]));
+        assert!(x[0].is_nan() && y == [0, 0, 0]);
+        assert!(batch.gather(&mut x, &mut y));
+        assert_eq!(y, [1, 2, 7]);
+        for (k, &i) in indices.iter().enumerate() {
+            for j in 0..IMAGE_PIXELS {
+                let pixel = (3 * i as usize + j) % 7 * 30;
+                let got = x[k * IMAGE_PIXELS + j];
+                assert!(
+                    (got - pixel as f32 / 255.0).abs() <= 1e-7,
+                    "example {k} pixel {j}: {got}"
+                );
+            }
+        }
+        let tail = batch.slice(1, 5);
+        assert_eq!(tail.len(), 2);
+        let mut y2 = [0u8; 2];
+        assert!(tail.labels_into(&mut y2));
+        assert_eq!(y2, [2, 7]);
+        assert!(batch.slice(4, 2).is_empty());
+    }
     use rand_core::SeedableRng;
     use rand_xoshiro::Xoshiro256PlusPlus;
 

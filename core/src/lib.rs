@@ -20,6 +20,7 @@ pub mod loss;
 pub mod mlp;
 pub mod normal;
 pub mod optim;
+pub mod prefetch;
 pub mod safetensors;
 pub mod seeds;
 pub mod sparse;

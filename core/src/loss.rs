@@ -73,28 +73,34 @@ fn check_labels(labels: &[u8], classes: usize) -> Result<(), MlpError> {
 pub fn cross_entropy(logits: &[f32], classes: usize, labels: &[u8]) -> Result<BatchStats, MlpError> {
     crate::mlp::check_len("logits", logits.len(), labels.len() * classes)?;
     check_labels(labels, classes)?;
-    let mut stats = BatchStats {
-        count: labels.len(),
-        ..BatchStats::default()
-    };
+    let mut stats = BatchStats::default();
     for (row, &y) in logits.chunks_exact(classes.max(1)).zip(labels) {
-        let y = usize::from(y);
-        stats.loss_sum += log_sum_exp(row) - f64::from(row[y]);
-        stats.correct += usize::from(argmax(row) == y);
+        add_example(&mut stats, row, y, log_sum_exp(row));
     }
     Ok(stats)
 }
 
+/// Adds one example with logits `row`, label `y` and `log sum exp(row)` = `lse` to `stats`.
+fn add_example(stats: &mut BatchStats, row: &[f32], y: u8, lse: f64) {
+    let y = usize::from(y);
+    stats.count += 1;
+    stats.loss_sum += lse - f64::from(row[y]);
+    stats.correct += usize::from(argmax(row) == y);
+}
+
 /// As [`cross_entropy`], and writes the gradient of the mean batch loss with respect to the
-/// logits: `dlogits = (softmax(z) - onehot(y)) / batch`. O(batch classes).
+/// logits: `dlogits = (softmax(z) - onehot(y)) / batch`. O(batch classes): `classes + 1`
+/// exponentials and a logarithm per example.
 pub fn cross_entropy_grad(
     logits: &[f32],
     classes: usize,
     labels: &[u8],
     dlogits: &mut [f32],
 ) -> Result<BatchStats, MlpError> {
-    let stats = cross_entropy(logits, classes, labels)?;
+    crate::mlp::check_len("logits", logits.len(), labels.len() * classes)?;
     crate::mlp::check_len("dlogits", dlogits.len(), logits.len())?;
+    check_labels(labels, classes)?;
+    let mut stats = BatchStats::default();
     let inv_batch = 1.0 / labels.len().max(1) as f64;
     for ((row, drow), &y) in logits
         .chunks_exact(classes.max(1))
@@ -102,6 +108,7 @@ pub fn cross_entropy_grad(
         .zip(labels)
     {
         let lse = log_sum_exp(row);
+        add_example(&mut stats, row, y, lse);
         for (j, (d, &z)) in drow.iter_mut().zip(row).enumerate() {
             let p = libm::exp(f64::from(z) - lse);
             let target = if j == usize::from(y) { 1.0 } else { 0.0 };

@@ -473,10 +473,12 @@ fn column_sums(m: &[f32], cols: usize, out: &mut [f32]) {
     }
 }
 
-/// Converts u8 pixels to f32 in [0, 1] (`pixel / 255`). O(len).
+/// The f32 value of a pixel is `pixel * PIXEL_SCALE`, in [0, 1].
+pub const PIXEL_SCALE: f32 = 1.0 / 255.0;
+
+/// Converts u8 pixels to f32 in [0, 1] (`pixel * PIXEL_SCALE`). O(len).
 pub fn pixels_to_unit(pixels: &[u8], out: &mut [f32]) {
-    const SCALE: f32 = 1.0 / 255.0;
     out.iter_mut()
         .zip(pixels)
-        .for_each(|(o, &p)| *o = f32::from(p) * SCALE);
+        .for_each(|(o, &p)| *o = f32::from(p) * PIXEL_SCALE);
 }

@@ -7,6 +7,11 @@ use core::arch::x86_64::{__m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_p
 
 use super::SparseRows;
 
+/// How many non-zeros ahead the kernel prefetches the dense factor's row. Those rows come from
+/// L2 in a data-dependent order the hardware prefetcher cannot follow; 4 to 12 ahead took 15%
+/// off the forward product on MNIST-like batches, 8 was best on both products (Zen 3).
+const AHEAD: usize = 8;
+
 /// `out += X m` (`m`: `cols x n`, `out`: `rows x n`).
 ///
 /// # Safety
@@ -54,7 +59,11 @@ unsafe fn block<const W: usize>(
     let dst = out_row[c0..c0 + 8 * W].as_mut_ptr();
     // SAFETY: dst addresses 8 W floats of out_row (the slice above is that long).
     let mut acc: [__m256; W] = core::array::from_fn(|w| unsafe { _mm256_loadu_ps(dst.add(8 * w)) });
-    for (&j, &v) in cols.iter().zip(vals) {
+    for (q, (&j, &v)) in cols.iter().zip(vals).enumerate() {
+        if let Some(&ahead) = cols.get(q + AHEAD) {
+            let start = ahead as usize * n + c0;
+            crate::prefetch::bytes(m.get(start..start + 8 * W).unwrap_or_default());
+        }
         let vv = _mm256_set1_ps(v);
         // SAFETY: row j of m starts at j n, and c0 + 8 W <= n keeps the W loads inside it
         // (caller's contract: j < m.len() / n).

@@ -66,6 +66,51 @@ impl<'a> SparseRows<'a> {
         })
     }
 
+    /// Compresses `rows` rows of `cols` bytes, row `b` being `row(b)`, each byte `p` standing
+    /// for the value `f32::from(p) * scale` (MNIST's pixels with `scale = 1/255`: the values
+    /// [`crate::mlp::pixels_to_unit`] gives, without the dense copy). `ptr` holds at least
+    /// `rows + 1` entries, `idx` and `vals` at least `rows cols`; a row of another length is an
+    /// error. Prefetches the rows a few ahead, which may lie anywhere in memory. O(rows cols).
+    pub fn from_bytes<'r>(
+        rows: usize,
+        cols: usize,
+        row: impl Fn(usize) -> &'r [u8],
+        scale: f32,
+        ptr: &'a mut [u32],
+        idx: &'a mut [u32],
+        vals: &'a mut [f32],
+    ) -> Result<SparseRows<'a>, MlpError> {
+        at_least("sparse row pointers", ptr.len(), rows + 1)?;
+        at_least("sparse column indices", idx.len(), rows * cols)?;
+        at_least("sparse values", vals.len(), rows * cols)?;
+        let mut nnz = 0usize;
+        ptr[0] = 0;
+        for b in 0..rows {
+            if b + ROWS_AHEAD < rows {
+                crate::prefetch::bytes(row(b + ROWS_AHEAD));
+            }
+            let bytes = row(b);
+            check_len("byte row", bytes.len(), cols)?;
+            for (g, group) in bytes.chunks(8).enumerate() {
+                if group.iter().all(|&p| p == 0) {
+                    continue;
+                }
+                for (j, &p) in (8 * g..).zip(group) {
+                    idx[nnz] = j as u32;
+                    vals[nnz] = f32::from(p) * scale;
+                    nnz += usize::from(p != 0);
+                }
+            }
+            ptr[b + 1] = nnz as u32;
+        }
+        Ok(SparseRows {
+            cols,
+            ptr: &ptr[..rows + 1],
+            idx: &idx[..nnz],
+            vals: &vals[..nnz],
+        })
+    }
+
     /// Writes the transpose `X^T` (`cols x rows`) in compressed rows into `ptr` (at least
     /// `cols + 1` entries), `idx` and `vals` (at least `nnz` each), by a counting sort on the
     /// columns. O(nnz + cols).
@@ -131,6 +176,9 @@ impl<'a> SparseRows<'a> {
         (&self.idx[s..e], &self.vals[s..e])
     }
 }
+
+/// How many rows ahead [`SparseRows::from_bytes`] prefetches.
+const ROWS_AHEAD: usize = 4;
 
 /// An error unless `found >= needed`.
 fn at_least(what: &'static str, found: usize, needed: usize) -> Result<(), MlpError> {
