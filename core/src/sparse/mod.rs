@@ -91,16 +91,26 @@ impl<'a> SparseRows<'a> {
             }
             let bytes = row(b);
             check_len("byte row", bytes.len(), cols)?;
-            for (g, group) in bytes.chunks(8).enumerate() {
-                if group.iter().all(|&p| p == 0) {
-                    continue;
+            let (idx, vals) = (&mut idx[nnz..nnz + cols], &mut vals[nnz..nnz + cols]);
+            let mut kept = 0;
+            let mut compact = |first: usize, group: &[u8]| {
+                // Branch-free, as in from_dense: every byte is written, non-zeros advance.
+                for (j, &p) in (first..).zip(group) {
+                    idx[kept] = j as u32;
+                    vals[kept] = f32::from(p) * scale;
+                    kept += usize::from(p != 0);
                 }
-                for (j, &p) in (8 * g..).zip(group) {
-                    idx[nnz] = j as u32;
-                    vals[nnz] = f32::from(p) * scale;
-                    nnz += usize::from(p != 0);
+            };
+            let mut groups = bytes.chunks_exact(8);
+            for (g, group) in groups.by_ref().enumerate() {
+                // Groups of 8 zero bytes (most of an image's border) are skipped whole.
+                let word = <[u8; 8]>::try_from(group).map_or(1, u64::from_ne_bytes);
+                if word != 0 {
+                    compact(8 * g, group);
                 }
             }
+            compact(cols - groups.remainder().len(), groups.remainder());
+            nnz += kept;
             ptr[b + 1] = nnz as u32;
         }
         Ok(SparseRows {
