@@ -30,6 +30,10 @@ fn fail(e: MlpError) -> CliError {
     CliError::Failed(format!("gradient computation failed: {e}"))
 }
 
+fn share_overflow() -> CliError {
+    CliError::Failed("internal error: a batch share exceeds its worker's buffers".into())
+}
+
 /// The buffers of one worker, sized for at most `rows` examples.
 struct Worker {
     /// The share of the batch as dense rows (the dense passes only) and its labels.
@@ -103,9 +107,7 @@ impl Worker {
         );
         let (x, y) = (&mut self.x[..n * i], &mut self.y[..n]);
         if !share.labels_into(y) {
-            return Err(CliError::Failed(
-                "internal error: a batch share exceeds its buffers".into(),
-            ));
+            return Err(share_overflow());
         }
         let sx = if sparse_inputs {
             let row = |b| share.image(b);
@@ -129,9 +131,7 @@ impl Worker {
                 .map_err(fail)?;
         } else {
             if !share.gather(x, y) {
-                return Err(CliError::Failed(
-                    "internal error: a batch share exceeds its buffers".into(),
-                ));
+                return Err(share_overflow());
             }
             self.dense_theta.copy_from_slice(theta);
             transpose(w1t, i, h, &mut self.dense_theta[..h * i]).map_err(fail)?;
@@ -212,7 +212,7 @@ impl GradientEngine {
         }
     }
 
-    /// The gradient of the mean loss of `batch` at `theta` with layer 1's weights `w1t` (W1
+    /// The gradient of the mean loss of `examples` at `theta` with layer 1's weights `w1t` (W1
     /// transposed; theta's own W1 is not read), and the batch's loss and accuracy before any
     /// update. Costs about `6 batch P` flops dense, a fifth of the layer-1 part of it
     /// on MNIST's sparse inputs.

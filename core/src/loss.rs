@@ -89,7 +89,7 @@ fn add_example(stats: &mut BatchStats, row: &[f32], y: u8, lse: f64) {
 }
 
 /// As [`cross_entropy`], and writes the gradient of the mean batch loss with respect to the
-/// logits: `dlogits = (softmax(z) - onehot(y)) / batch`. O(batch classes): `classes + 1`
+/// logits: `dlogits = (softmax(z) - onehot(y)) / batch`. O(batch classes): `2 classes`
 /// exponentials and a logarithm per example.
 pub fn cross_entropy_grad(
     logits: &[f32],
