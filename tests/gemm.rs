@@ -361,11 +361,14 @@ fn forcing_a_path_changes_the_active_kernel() {
     }
     force_kernel(None).unwrap();
     assert_eq!(active_kernel(), detect_best());
+    #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
         assert_eq!(detect_best(), KernelPath::Avx512);
     } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         assert_eq!(detect_best(), KernelPath::Avx2);
     }
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(detect_best(), KernelPath::Neon);
     for path in KernelPath::ALL.into_iter().filter(|p| !p.is_supported()) {
         assert_eq!(force_kernel(Some(path)), Err(path));
     }

@@ -38,8 +38,9 @@ pub struct GlobalArgs {
     )]
     pub data_dir: PathBuf,
     /// Kernel path (GEMM, sparse products, normal sampler, Adam): `auto` picks the best this CPU
-    /// supports (AVX-512F, else AVX2+FMA, else portable; the sparse products, the sampler and
-    /// Adam use their AVX2 build on the AVX-512 path); forcing one the CPU lacks is an error.
+    /// supports (AVX-512F, else AVX2+FMA, else portable on x86_64; NEON on aarch64; the sparse
+    /// products, the sampler and Adam use their AVX2 build on the AVX-512 path and their
+    /// portable build on NEON); forcing one the CPU lacks is an error.
     #[arg(long, global = true, env = "IENK_KERNEL", value_enum, default_value_t = KernelArg::Auto)]
     pub kernel: KernelArg,
 }
@@ -55,6 +56,8 @@ pub enum KernelArg {
     Avx2,
     /// x86_64 AVX-512F.
     Avx512,
+    /// aarch64 NEON.
+    Neon,
 }
 
 /// The commands.

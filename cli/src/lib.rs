@@ -98,6 +98,7 @@ fn select_kernel(kernel: args::KernelArg) -> Result<()> {
         args::KernelArg::Portable => Some(KernelPath::Portable),
         args::KernelArg::Avx2 => Some(KernelPath::Avx2),
         args::KernelArg::Avx512 => Some(KernelPath::Avx512),
+        args::KernelArg::Neon => Some(KernelPath::Neon),
     };
     force_kernel(path)
         .map_err(|p| CliError::BadInput(format!("--kernel {p}: this CPU lacks its instructions")))

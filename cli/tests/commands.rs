@@ -397,7 +397,10 @@ fn kernel_flag_forces_a_path_or_explains_why_not() {
         "{}",
         text(&out.stdout)
     );
+    #[cfg(target_arch = "x86_64")]
     let has_avx512 = std::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let has_avx512 = false;
     let out = cli(&d.0, &["info", "--kernel", "avx512"]);
     if has_avx512 {
         assert!(text(&out.stdout).contains("matrix kernel: avx512"));

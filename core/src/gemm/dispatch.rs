@@ -13,11 +13,19 @@ pub enum KernelPath {
     Avx2,
     /// x86_64 AVX-512F, 12 x 32 tiles.
     Avx512,
+    /// aarch64 NEON (Advanced SIMD), 8 x 12 tiles.
+    Neon,
 }
 
 impl KernelPath {
-    /// Every path, in order of preference from worst to best.
-    pub const ALL: [KernelPath; 3] = [KernelPath::Portable, KernelPath::Avx2, KernelPath::Avx512];
+    /// Every path, in order of preference from worst to best (no CPU has both an x86 path and
+    /// NEON).
+    pub const ALL: [KernelPath; 4] = [
+        KernelPath::Portable,
+        KernelPath::Avx2,
+        KernelPath::Avx512,
+        KernelPath::Neon,
+    ];
 
     /// The name used by `--kernel` flags and the `IENK_KERNEL` variable.
     pub fn name(self) -> &'static str {
@@ -25,6 +33,7 @@ impl KernelPath {
             KernelPath::Portable => "portable",
             KernelPath::Avx2 => "avx2",
             KernelPath::Avx512 => "avx512",
+            KernelPath::Neon => "neon",
         }
     }
 
@@ -51,7 +60,13 @@ impl KernelPath {
                 };
             FEATURES.store(bits, Ordering::Relaxed);
         }
-        self == KernelPath::Portable || bits & (1 << self.code()) != 0
+        match self {
+            KernelPath::Portable => true,
+            // NEON is part of every aarch64 target that enables it at all (Linux, macOS,
+            // Android); there is nothing to ask the CPU.
+            KernelPath::Neon => cfg!(all(target_arch = "aarch64", target_feature = "neon")),
+            _ => bits & (1 << self.code()) != 0,
+        }
     }
 
     /// Whether the kernels that exist only in an AVX2 + FMA build besides the portable one (the
@@ -66,6 +81,7 @@ impl KernelPath {
             KernelPath::Portable => 1,
             KernelPath::Avx2 => 2,
             KernelPath::Avx512 => 3,
+            KernelPath::Neon => 4,
         }
     }
 

@@ -3,8 +3,8 @@
 //!
 //! The structure is BLIS's: op(B) is packed KC x NC at a time, op(A) MC x KC at a time, into
 //! caller-provided scratch, and a register-tiled micro-kernel computes MR x NR tiles of C. The
-//! micro-kernel is chosen once per process from CPUID (AVX-512F, else AVX2 + FMA, else portable)
-//! and can be forced with [`force_kernel`]. At most [`SMALL_M`] rows skip packing altogether.
+//! micro-kernel is chosen once per process from CPUID (AVX-512F, else AVX2 + FMA, else portable;
+//! NEON on aarch64) and can be forced with [`force_kernel`]. At most [`SMALL_M`] rows skip packing altogether.
 //!
 //! Contract: when `beta == 0`, C is never read (NaN in C does not leak into the result).
 //! Shapes, leading dimensions and slice lengths are checked; a mismatch is an error, never
@@ -20,6 +20,8 @@ mod pack;
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 use core::fmt;
 
@@ -296,7 +298,11 @@ pub fn scratch_len(m: usize, n: usize, k: usize) -> usize {
             .max(scratch_for::<avx2::Avx2>(m, n, k))
             .max(scratch_for::<avx512::Avx512>(m, n, k))
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        portable.max(scratch_for::<neon::Neon>(m, n, k))
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         portable
     }
@@ -400,6 +406,8 @@ fn a_pack_len_on(path: KernelPath, m: usize, k: usize) -> usize {
         KernelPath::Avx2 => a_pack_len::<avx2::Avx2>(m, k),
         #[cfg(target_arch = "x86_64")]
         KernelPath::Avx512 => a_pack_len::<avx512::Avx512>(m, k),
+        #[cfg(target_arch = "aarch64")]
+        KernelPath::Neon => a_pack_len::<neon::Neon>(m, k),
         _ => a_pack_len::<Portable>(m, k),
     }
 }
@@ -427,6 +435,9 @@ unsafe fn run_on(path: KernelPath, p: &Problem, apack: *mut f32, bpack: *mut f32
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller guarantees the CPU has AVX2 and FMA.
         KernelPath::Avx2 => unsafe { run_avx2(p, apack, bpack) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the caller guarantees the CPU has NEON.
+        KernelPath::Neon => unsafe { run_neon(p, apack, bpack) },
         // SAFETY: forwarded contract; the portable kernel needs no CPU feature.
         _ => unsafe { driver::run::<Portable>(p, apack, bpack) },
     }
@@ -448,4 +459,13 @@ unsafe fn run_avx2(p: &Problem, apack: *mut f32, bpack: *mut f32) {
 unsafe fn run_avx512(p: &Problem, apack: *mut f32, bpack: *mut f32) {
     // SAFETY: forwarded contract.
     unsafe { driver::run::<avx512::Avx512>(p, apack, bpack) }
+}
+
+/// # Safety
+/// As `driver::run`; the CPU has NEON.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn run_neon(p: &Problem, apack: *mut f32, bpack: *mut f32) {
+    // SAFETY: forwarded contract.
+    unsafe { driver::run::<neon::Neon>(p, apack, bpack) }
 }
