@@ -185,12 +185,11 @@ pub struct Gradient<'a> {
     pub rest: &'a [f32],
 }
 
-/// Computes gradients of the mean batch loss on up to `threads` threads.
+/// Computes gradients of the mean batch loss on up to `threads` threads of a caller's pool.
 pub struct GradientEngine {
     layout: Layout,
     workers: Vec<Worker>,
     rows_per_worker: usize,
-    pool: Pool,
     sparse_inputs: bool,
 }
 
@@ -207,17 +206,18 @@ impl GradientEngine {
                 .map(|_| Worker::new(&layout, rows_per_worker))
                 .collect(),
             rows_per_worker,
-            pool: Pool::new(threads),
             sparse_inputs,
         }
     }
 
     /// The gradient of the mean loss of `examples` at `theta` with layer 1's weights `w1t` (W1
     /// transposed; theta's own W1 is not read), and the batch's loss and accuracy before any
-    /// update. Costs about `6 batch P` flops dense, a fifth of the layer-1 part of it
+    /// update, the batch's rows split over at most as many of `pool`'s threads as the engine
+    /// has workers. Costs about `6 batch P` flops dense, a fifth of the layer-1 part of it
     /// on MNIST's sparse inputs.
     pub fn gradient(
         &mut self,
+        pool: &Pool,
         theta: &[f32],
         w1t: &[f32],
         examples: &Batch<'_>,
@@ -238,7 +238,7 @@ impl GradientEngine {
             .take(used)
             .map(|(k, w)| (w, examples.slice(k * per, per)));
         let sparse = self.sparse_inputs;
-        self.pool.each(jobs.collect(), |(w, share)| {
+        pool.each(jobs.collect(), |(w, share)| {
             w.stats = w.run(&layout, theta, w1t, &share, batch, sparse)?;
             Ok(())
         })?;

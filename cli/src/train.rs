@@ -19,6 +19,7 @@ use crate::eval::evaluate;
 use crate::gradient::GradientEngine;
 use crate::metrics::{MetricsLog, Row};
 use crate::model_io;
+use crate::pool::Pool;
 use crate::progress;
 use ienk::sparse::transpose;
 
@@ -209,6 +210,8 @@ impl DenseRows {
 /// transposes per step.
 struct Baseline {
     engine: GradientEngine,
+    /// Runs the gradient's row shares and the update's parameter ranges.
+    pool: Pool,
     rule: Rule,
     layout: Layout,
     /// W1^T once the first step has taken it from theta.
@@ -219,6 +222,60 @@ enum Rule {
     Sgd(Sgd),
     Nag(Nag, Vec<f32>),
     Adam(Adam, Vec<f32>, Vec<f32>, u32),
+}
+
+/// One step of the rule, as applied to any range of the parameters.
+#[derive(Clone, Copy)]
+enum Kind {
+    Sgd(Sgd),
+    Nag(Nag),
+    /// With the step number (1 for the first), for the bias correction.
+    Adam(Adam, u32),
+}
+
+/// A contiguous range of the parameters, its gradient and its state (none for SGD, the velocity
+/// for NAG, the two moments for Adam; unused ones are empty).
+struct Piece<'a> {
+    theta: &'a mut [f32],
+    grad: &'a [f32],
+    s1: &'a mut [f32],
+    s2: &'a mut [f32],
+}
+
+/// Elements per range at least, so that a range's update outweighs handing it to a thread.
+const MIN_PIECE: usize = 8192;
+
+impl<'a> Piece<'a> {
+    /// Cuts a piece into ranges of `per` elements (the state vectors alike, when not empty).
+    fn cut(self, per: usize, out: &mut Vec<Piece<'a>>) {
+        let Piece {
+            theta,
+            grad,
+            mut s1,
+            mut s2,
+        } = self;
+        for (theta, grad) in theta.chunks_mut(per).zip(grad.chunks(per)) {
+            let (n1, n2) = (theta.len().min(s1.len()), theta.len().min(s2.len()));
+            let (a, rest1) = core::mem::take(&mut s1).split_at_mut(n1);
+            let (b, rest2) = core::mem::take(&mut s2).split_at_mut(n2);
+            (s1, s2) = (rest1, rest2);
+            out.push(Piece {
+                theta,
+                grad,
+                s1: a,
+                s2: b,
+            });
+        }
+    }
+
+    /// Applies one step of `kind` to the range.
+    fn apply(self, kind: Kind) {
+        match kind {
+            Kind::Sgd(opt) => opt.step(self.theta, self.grad),
+            Kind::Nag(opt) => opt.step(self.theta, self.grad, self.s1),
+            Kind::Adam(opt, t) => opt.step(t, self.theta, self.grad, self.s1, self.s2),
+        }
+    }
 }
 
 impl Optimizer for Baseline {
@@ -234,29 +291,43 @@ impl Optimizer for Baseline {
                 self.w1t.insert(w)
             }
         };
-        let (grad, stats) = self.engine.gradient(theta, w1t, batch)?;
-        // The rule is elementwise: W1^T with dW1^T, then the rest with the rest; the state
-        // vectors are split the same way.
-        let rest = &mut theta[w1_len..];
-        let (g1, g_rest) = (grad.w1t, &grad.rest[w1_len..]);
-        match &mut self.rule {
-            Rule::Sgd(opt) => {
-                opt.step(w1t, g1);
-                opt.step(rest, g_rest);
-            }
-            Rule::Nag(opt, v) => {
-                let (v1, v_rest) = v.split_at_mut(w1_len);
-                opt.step(w1t, g1, v1);
-                opt.step(rest, g_rest, v_rest);
-            }
+        let (grad, stats) = self.engine.gradient(&self.pool, theta, w1t, batch)?;
+        // The rule is elementwise: W1^T with dW1^T, then the rest with the rest, the state
+        // vectors split the same way, each cut into ranges for the pool's threads. Every
+        // element gets the same operations whatever the cut, so the model does not depend on
+        // the thread count.
+        let (kind, s1, s2): (Kind, &mut [f32], &mut [f32]) = match &mut self.rule {
+            Rule::Sgd(opt) => (Kind::Sgd(*opt), &mut [], &mut []),
+            Rule::Nag(opt, v) => (Kind::Nag(*opt), v, &mut []),
             Rule::Adam(opt, m, v, t) => {
                 *t += 1;
-                let (m1, m_rest) = m.split_at_mut(w1_len);
-                let (v1, v_rest) = v.split_at_mut(w1_len);
-                opt.step(*t, w1t, g1, m1, v1);
-                opt.step(*t, rest, g_rest, m_rest, v_rest);
+                (Kind::Adam(*opt, *t), m, v)
             }
-        }
+        };
+        let (s1_w1, s1_rest) = s1.split_at_mut(w1_len.min(s1.len()));
+        let (s2_w1, s2_rest) = s2.split_at_mut(w1_len.min(s2.len()));
+        let per = (theta.len().div_ceil(self.pool.threads()))
+            .max(MIN_PIECE)
+            .next_multiple_of(8);
+        let mut pieces = Vec::new();
+        let layer1 = Piece {
+            theta: w1t,
+            grad: grad.w1t,
+            s1: s1_w1,
+            s2: s2_w1,
+        };
+        layer1.cut(per, &mut pieces);
+        let others = Piece {
+            theta: &mut theta[w1_len..],
+            grad: &grad.rest[w1_len..],
+            s1: s1_rest,
+            s2: s2_rest,
+        };
+        others.cut(per, &mut pieces);
+        self.pool.each(pieces, |piece| {
+            piece.apply(kind);
+            Ok(())
+        })?;
         Ok(stats)
     }
 
@@ -314,6 +385,7 @@ fn make_optimizer(cfg: &TrainConfig, layout: Layout, batch: usize) -> Box<dyn Op
     };
     Box::new(Baseline {
         engine: GradientEngine::new(layout, cfg.batch_size, cfg.threads, cfg.sparse_inputs),
+        pool: Pool::new(cfg.threads),
         rule,
         layout,
         w1t: None,

@@ -409,6 +409,42 @@ fn kernel_flag_forces_a_path_or_explains_why_not() {
     }
 }
 
+/// With batches too small to split (under 64 rows a thread) only the update is spread over the
+/// threads, in parameter ranges: the model must not change.
+#[test]
+fn gradient_updates_split_over_threads_give_the_same_model() {
+    let d = TempDir::new("update-threads");
+    dataset(&d.0);
+    for optimizer in ["sgd", "nag", "adam"] {
+        let mut models = Vec::new();
+        for threads in ["1", "2", "3"] {
+            let m = d.0.join(format!("{optimizer}-t{threads}.safetensors"));
+            let args = [
+                "train",
+                "--optimizer",
+                optimizer,
+                "--epochs",
+                "2",
+                "--batch-size",
+                "16",
+                "--lr",
+                "0.01",
+                "--threads",
+                threads,
+                "--out",
+                m.to_str().unwrap(),
+            ];
+            let out = cli(&d.0, &args);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            models.push(std::fs::read(&m).unwrap());
+        }
+        assert!(
+            models.windows(2).all(|w| w[0] == w[1]),
+            "{optimizer}: models differ across thread counts"
+        );
+    }
+}
+
 #[test]
 fn ienk_models_do_not_depend_on_the_thread_count() {
     let d = TempDir::new("ienk-threads");
