@@ -37,33 +37,8 @@ impl<'a> SparseRows<'a> {
     ) -> Result<SparseRows<'a>, MlpError> {
         let rows = x.len() / cols.max(1);
         check_len("input batch", x.len(), rows * cols)?;
-        at_least("sparse row pointers", ptr.len(), rows + 1)?;
-        at_least("sparse column indices", idx.len(), x.len())?;
-        at_least("sparse values", vals.len(), x.len())?;
-        let mut nnz = 0usize;
-        ptr[0] = 0;
-        for (b, row) in x.chunks_exact(cols.max(1)).enumerate().take(rows) {
-            for (g, group) in row.chunks(8).enumerate() {
-                // Groups of 8 zeros (most of an image's border) are skipped whole.
-                if group.iter().fold(0u32, |m, v| m | v.to_bits()) & 0x7fff_ffff == 0 {
-                    continue;
-                }
-                // Branch-free compaction: every entry is written, only non-zeros advance (a
-                // branch on the pixel pattern would be mispredicted about one time in five).
-                for (j, &v) in (8 * g..).zip(group) {
-                    idx[nnz] = j as u32;
-                    vals[nnz] = v;
-                    nnz += usize::from(v != 0.0);
-                }
-            }
-            ptr[b + 1] = nnz as u32;
-        }
-        Ok(SparseRows {
-            cols,
-            ptr: &ptr[..rows + 1],
-            idx: &idx[..nnz],
-            vals: &vals[..nnz],
-        })
+        let row = |b: usize| &x[b * cols..(b + 1) * cols];
+        compress(rows, cols, row, |v| v, ptr, idx, vals)
     }
 
     /// Compresses `rows` rows of `cols` bytes, row `b` being `row(b)`, each byte `p` standing
@@ -80,45 +55,7 @@ impl<'a> SparseRows<'a> {
         idx: &'a mut [u32],
         vals: &'a mut [f32],
     ) -> Result<SparseRows<'a>, MlpError> {
-        at_least("sparse row pointers", ptr.len(), rows + 1)?;
-        at_least("sparse column indices", idx.len(), rows * cols)?;
-        at_least("sparse values", vals.len(), rows * cols)?;
-        let mut nnz = 0usize;
-        ptr[0] = 0;
-        for b in 0..rows {
-            if b + ROWS_AHEAD < rows {
-                crate::prefetch::bytes(row(b + ROWS_AHEAD));
-            }
-            let bytes = row(b);
-            check_len("byte row", bytes.len(), cols)?;
-            let (idx, vals) = (&mut idx[nnz..nnz + cols], &mut vals[nnz..nnz + cols]);
-            let mut kept = 0;
-            let mut compact = |first: usize, group: &[u8]| {
-                // Branch-free, as in from_dense: every byte is written, non-zeros advance.
-                for (j, &p) in (first..).zip(group) {
-                    idx[kept] = j as u32;
-                    vals[kept] = f32::from(p) * scale;
-                    kept += usize::from(p != 0);
-                }
-            };
-            let mut groups = bytes.chunks_exact(8);
-            for (g, group) in groups.by_ref().enumerate() {
-                // Groups of 8 zero bytes (most of an image's border) are skipped whole.
-                let word = <[u8; 8]>::try_from(group).map_or(1, u64::from_ne_bytes);
-                if word != 0 {
-                    compact(8 * g, group);
-                }
-            }
-            compact(cols - groups.remainder().len(), groups.remainder());
-            nnz += kept;
-            ptr[b + 1] = nnz as u32;
-        }
-        Ok(SparseRows {
-            cols,
-            ptr: &ptr[..rows + 1],
-            idx: &idx[..nnz],
-            vals: &vals[..nnz],
-        })
+        compress(rows, cols, row, |p| f32::from(p) * scale, ptr, idx, vals)
     }
 
     /// Writes the transpose `X^T` (`cols x rows`) in compressed rows into `ptr` (at least
@@ -187,8 +124,88 @@ impl<'a> SparseRows<'a> {
     }
 }
 
-/// How many rows ahead [`SparseRows::from_bytes`] prefetches.
+/// How many rows ahead [`compress`] prefetches.
 const ROWS_AHEAD: usize = 4;
+
+/// An entry type rows can be compressed from.
+trait Entry: Copy {
+    /// Whether every entry of a group of 8 is zero (as a value: -0.0 counts as zero).
+    fn all_zero(group: &[Self; 8]) -> bool;
+    /// Whether this entry is non-zero.
+    fn is_nonzero(self) -> bool;
+}
+
+impl Entry for f32 {
+    fn all_zero(group: &[f32; 8]) -> bool {
+        group.iter().fold(0u32, |m, v| m | v.to_bits()) & 0x7fff_ffff == 0
+    }
+
+    fn is_nonzero(self) -> bool {
+        self != 0.0
+    }
+}
+
+impl Entry for u8 {
+    fn all_zero(group: &[u8; 8]) -> bool {
+        u64::from_ne_bytes(*group) == 0
+    }
+
+    fn is_nonzero(self) -> bool {
+        self != 0
+    }
+}
+
+/// Compresses `rows` rows of `cols` entries (row `b` is `row(b)`, entry `e` stands for
+/// `value(e)`) into `ptr`, `idx` and `vals`, prefetching the rows a few ahead. O(rows cols).
+fn compress<'a, 'r, T: Entry + 'r>(
+    rows: usize,
+    cols: usize,
+    row: impl Fn(usize) -> &'r [T],
+    value: impl Fn(T) -> f32,
+    ptr: &'a mut [u32],
+    idx: &'a mut [u32],
+    vals: &'a mut [f32],
+) -> Result<SparseRows<'a>, MlpError> {
+    at_least("sparse row pointers", ptr.len(), rows + 1)?;
+    at_least("sparse column indices", idx.len(), rows * cols)?;
+    at_least("sparse values", vals.len(), rows * cols)?;
+    let mut nnz = 0usize;
+    ptr[0] = 0;
+    for b in 0..rows {
+        if b + ROWS_AHEAD < rows {
+            crate::prefetch::bytes(row(b + ROWS_AHEAD));
+        }
+        let entries = row(b);
+        check_len("row", entries.len(), cols)?;
+        let (idx, vals) = (&mut idx[nnz..nnz + cols], &mut vals[nnz..nnz + cols]);
+        let mut kept = 0;
+        let mut compact = |first: usize, group: &[T]| {
+            // Branch-free: every entry is written, only non-zeros advance (a branch on the
+            // pixel pattern would be mispredicted about one time in five).
+            for (j, &e) in (first..).zip(group) {
+                idx[kept] = j as u32;
+                vals[kept] = value(e);
+                kept += usize::from(e.is_nonzero());
+            }
+        };
+        let mut groups = entries.chunks_exact(8);
+        for (g, group) in groups.by_ref().enumerate() {
+            // Groups of 8 zeros (most of an image's border) are skipped whole.
+            if !<&[T; 8]>::try_from(group).is_ok_and(T::all_zero) {
+                compact(8 * g, group);
+            }
+        }
+        compact(cols - groups.remainder().len(), groups.remainder());
+        nnz += kept;
+        ptr[b + 1] = nnz as u32;
+    }
+    Ok(SparseRows {
+        cols,
+        ptr: &ptr[..rows + 1],
+        idx: &idx[..nnz],
+        vals: &vals[..nnz],
+    })
+}
 
 /// An error unless `found >= needed`.
 fn at_least(what: &'static str, found: usize, needed: usize) -> Result<(), MlpError> {
