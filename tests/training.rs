@@ -117,15 +117,7 @@ fn sparse_and_dense_input_layers_train_the_same_model() {
             sparse_inputs,
             ..config(OptimizerKind::Sgd, &out)
         };
-        let summary = train(
-            &cfg,
-            &mnist.train.view().unwrap(),
-            &mnist.test.view().unwrap(),
-            &mut std::io::sink(),
-        )
-        .unwrap();
-        let _ = std::fs::remove_file(out);
-        summary.theta
+        parameters_after(&mnist, &cfg)
     };
     let (sparse, dense) = (run(true), run(false));
     let start = run_untrained(&mnist);
@@ -146,13 +138,18 @@ fn run_untrained(mnist: &Mnist) -> Vec<f32> {
         epochs: 0,
         ..config(OptimizerKind::Sgd, &out)
     };
+    parameters_after(mnist, &cfg)
+}
+
+/// The parameters after training with `cfg` on MNIST (the saved model is deleted).
+fn parameters_after(mnist: &Mnist, cfg: &TrainConfig) -> Vec<f32> {
     let summary = train(
-        &cfg,
+        cfg,
         &mnist.train.view().unwrap(),
         &mnist.test.view().unwrap(),
         &mut std::io::sink(),
     )
     .unwrap();
-    let _ = std::fs::remove_file(out);
+    let _ = std::fs::remove_file(&cfg.out);
     summary.theta
 }

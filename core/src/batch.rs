@@ -82,15 +82,12 @@ impl<'a> Batch<'a> {
         }
         for (k, row) in x.chunks_exact_mut(IMAGE_PIXELS).enumerate() {
             // The images come from anywhere in a 47 MB split: ask for the next ones early.
-            crate::prefetch::bytes(self.image(k + PREFETCH_AHEAD));
+            crate::prefetch::bytes(self.image(k + crate::prefetch::ROWS_AHEAD));
             crate::mlp::pixels_to_unit(self.image(k), row);
         }
         true
     }
 }
-
-/// How many images ahead [`Batch::gather`] prefetches.
-const PREFETCH_AHEAD: usize = 4;
 
 #[cfg(test)]
 mod tests {

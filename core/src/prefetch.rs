@@ -1,6 +1,10 @@
 //! Cache hints for data read in an order the hardware prefetcher cannot guess (images picked by
 //! a shuffle, rows picked by column indices). Hints only: they never change a result.
 
+/// How many rows (images) ahead of the one being read the row readers prefetch: enough to
+/// cover a miss to memory while a 784-entry row is processed.
+pub const ROWS_AHEAD: usize = 4;
+
 /// Asks the CPU to start loading every 64-byte line of `data` into L1 (x86_64; a no-op
 /// elsewhere). O(len / 64) instructions, no waiting.
 #[inline]

@@ -12,6 +12,7 @@ mod avx2;
 
 use crate::gemm::{GemmError, KernelPath, active_kernel};
 use crate::mlp::{MlpError, check_len};
+use crate::prefetch;
 
 /// Rows of a batch in compressed sparse row form: row `b`'s non-zeros are
 /// `idx[ptr[b]..ptr[b+1]]` (their columns, increasing) and the same range of `vals`. Only the
@@ -124,9 +125,6 @@ impl<'a> SparseRows<'a> {
     }
 }
 
-/// How many rows ahead [`compress`] prefetches.
-const ROWS_AHEAD: usize = 4;
-
 /// An entry type rows can be compressed from.
 trait Entry: Copy {
     /// Whether every entry of a group of 8 is zero (as a value: -0.0 counts as zero).
@@ -172,8 +170,8 @@ fn compress<'a, 'r, T: Entry + 'r>(
     let mut nnz = 0usize;
     ptr[0] = 0;
     for b in 0..rows {
-        if b + ROWS_AHEAD < rows {
-            crate::prefetch::bytes(row(b + ROWS_AHEAD));
+        if b + prefetch::ROWS_AHEAD < rows {
+            prefetch::bytes(row(b + prefetch::ROWS_AHEAD));
         }
         let entries = row(b);
         check_len("row", entries.len(), cols)?;
