@@ -1,32 +1,38 @@
-//! Prints the GEMM table of the README: GFLOP/s (median of repeated runs) of ienk on each kernel
-//! path, matrixmultiply and a naive loop, on the model's shapes, with the ratio ienk / matrixmultiply
-//! measured in the same run. `cargo bench --bench gemm_table`.
+//! Prints the GEMM table of the README: GFLOP/s of ienk on each kernel path, matrixmultiply and
+//! a naive loop, on the model's shapes, with the ratio ienk / matrixmultiply. The candidates
+//! take turns, a few milliseconds each, round after round; each column is the median over the
+//! rounds and the ratio is the median of the per-round ratios, so that a shared machine's drift
+//! (often 20% within a minute here) moves both sides of a ratio alike.
+//! `cargo bench --bench gemm_table [-- M K N]` (one shape only when given).
 
 mod support;
 
 use std::time::Instant;
-use support::{Operands, SHAPES, bench_paths};
+use support::{Operands, SHAPES, Shape, bench_paths};
 
-/// Median seconds of one call, over enough calls to fill about `budget` seconds.
-fn median_secs(budget: f64, mut f: impl FnMut()) -> f64 {
+/// Rounds per shape: every candidate runs once per round.
+const ROUNDS: usize = 31;
+
+/// Seconds of one call of `f`, averaged over `calls` calls after one untimed call, so that each
+/// candidate is timed with its own data in cache whatever ran before it.
+fn secs_per_call(calls: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let t0 = Instant::now();
-    f();
-    let once = t0.elapsed().as_secs_f64().max(1e-7);
-    let reps = ((budget / once) as usize).clamp(3, 2001);
-    // Batch very short calls so the timer's resolution does not dominate.
-    let batch = ((1e-4 / once) as usize).max(1);
-    let mut times: Vec<f64> = (0..reps.div_ceil(batch).max(3))
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..batch {
-                f();
-            }
-            t.elapsed().as_secs_f64() / batch as f64
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    let t = Instant::now();
+    for _ in 0..calls {
+        f();
+    }
+    t.elapsed().as_secs_f64() / calls as f64
+}
+
+/// Calls per timing so that one timing lasts about 3 ms.
+fn calls_for(mut f: impl FnMut()) -> usize {
+    let once = secs_per_call(1, &mut f).max(1e-7);
+    ((3e-3 / once) as usize).max(1)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// GFLOP/s of 12 independent chains of AVX2 FMAs on registers: this core's practical peak.
@@ -72,38 +78,59 @@ fn fma_peak() -> Option<f64> {
 }
 
 fn main() {
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let shapes: Vec<Shape> = match args[..] {
+        [m, k, n, ..] => vec![Shape { m, k, n }],
+        _ => SHAPES.to_vec(),
+    };
     if let Some(peak) = fma_peak() {
         println!("AVX2 FMA peak of this core (12 register chains): {peak:.1} GFLOP/s\n");
     }
     let paths = bench_paths();
     let auto = ienk::gemm::active_kernel();
-    print!("| shape (m x k x n) | naive |  matrixmultiply |");
+    print!("| shape (m x k x n) | naive | matrixmultiply |");
     for p in &paths {
         print!(" ienk {p} |");
     }
     println!(" ienk auto ({auto}) / matrixmultiply |");
     println!("|{}", "---|".repeat(paths.len() + 4));
-    for shape in SHAPES {
+    for shape in shapes {
         let mut ops = Operands::new(shape);
         let gf = |secs: f64| shape.flops() / secs / 1e9;
         let naive = if shape.flops() < 2e9 {
-            format!("{:.1}", gf(median_secs(1.0, || ops.naive())))
+            let calls = calls_for(|| ops.naive());
+            let times = (0..5).map(|_| secs_per_call(calls, || ops.naive())).collect();
+            format!("{:.1}", gf(median(times)))
         } else {
             "-".into()
         };
-        let mm = gf(median_secs(1.0, || ops.matrixmultiply()));
-        print!("| {} | {naive} | {mm:.1} |", shape.label());
-        let mut auto_gf = 0.0;
-        for &p in &paths {
-            let g = gf(median_secs(1.0, || ops.ienk(p)));
-            if p == auto {
-                auto_gf = g;
+        let mm_calls = calls_for(|| ops.matrixmultiply());
+        let path_calls: Vec<usize> = paths.iter().map(|&p| calls_for(|| ops.ienk(p))).collect();
+        let mut mm = Vec::with_capacity(ROUNDS);
+        let mut ours = vec![Vec::with_capacity(ROUNDS); paths.len()];
+        let mut ratios = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            let theirs = secs_per_call(mm_calls, || ops.matrixmultiply());
+            mm.push(theirs);
+            for (q, &p) in paths.iter().enumerate() {
+                let t = secs_per_call(path_calls[q], || ops.ienk(p));
+                ours[q].push(t);
+                if p == auto {
+                    ratios.push(theirs / t);
+                }
             }
-            print!(" {g:.1} |");
         }
-        println!(" {:.2}x |", auto_gf / mm);
+        print!("| {} | {naive} | {:.1} |", shape.label(), gf(median(mm)));
+        for times in ours {
+            print!(" {:.1} |", gf(median(times)));
+        }
+        if ratios.is_empty() {
+            println!(" - |");
+        } else {
+            println!(" {:.2}x |", median(ratios));
+        }
     }
 }

@@ -180,6 +180,31 @@ fn every_small_m_row_count_matches_reference() {
 }
 
 #[test]
+fn every_ragged_row_count_of_the_packed_path_matches_reference() {
+    // SMALL_M + 1 ..= SMALL_M + 24 rows leave every remainder of every kernel's MR (4, 6, 8, 12)
+    // in the last tile, which the kernels compute with their short-edge variants.
+    for path in paths() {
+        let mut rng = TestRng::new(17);
+        for m in ienk::gemm::SMALL_M + 1..=ienk::gemm::SMALL_M + 24 {
+            for beta in [0.0, 0.75] {
+                let case = Case {
+                    m,
+                    n: 37,
+                    k: 61,
+                    trans_a: false,
+                    trans_b: true,
+                    alpha: 1.5,
+                    beta,
+                    pad: 1,
+                    epilogue: 2,
+                };
+                check(path, &case, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
 fn large_and_block_crossing_shapes_match_reference() {
     // 1023 crosses every MC, KC and NC block boundary of every kernel and is prime-ish (3 x 11 x 31).
     // (3, 50, 2100) with both transposed gathers A rows in chunks on the unpacked path.

@@ -255,6 +255,7 @@ unsafe fn small_axpy(p: &Problem) {
 unsafe fn packed<K: Kernel>(p: &Problem, apack: *mut f32, bpack: *mut f32) {
     // Balanced depth: 784 = 4 x 196 rather than 3 x 256 + 16.
     let kc_even = p.k.div_ceil(p.k.div_ceil(K::KC));
+    let single_block = p.m <= K::MC;
     for jc in (0..p.n).step_by(K::NC) {
         let nc = K::NC.min(p.n - jc);
         let mut pc = 0;
@@ -262,10 +263,6 @@ unsafe fn packed<K: Kernel>(p: &Problem, apack: *mut f32, bpack: *mut f32) {
             let kc = kc_even.min(p.k - pc);
             let beta = if pc == 0 { p.beta } else { 1.0 };
             let last = pc + kc == p.k;
-            // SAFETY: the block starts inside op(B); `bpack` holds `b_pack_len` floats.
-            unsafe {
-                super::pack::pack_b::<K>(kc, nc, p.b.add(pc * p.rsb + jc * p.csb), p.rsb, p.csb, bpack)
-            };
             for ic in (0..p.m).step_by(K::MC) {
                 let mc = K::MC.min(p.m - ic);
                 // SAFETY: the block starts inside op(A); `apack` holds `a_pack_len` floats.
@@ -274,14 +271,37 @@ unsafe fn packed<K: Kernel>(p: &Problem, apack: *mut f32, bpack: *mut f32) {
                 };
                 for jr in (0..nc).step_by(K::NR) {
                     let nr = K::NR.min(nc - jr);
+                    // With a single row block no panel is used twice, so every panel goes to
+                    // the same slot, which stays in L1 instead of filling L2 and L3 with
+                    // packed B that is never read again.
+                    let slot = if single_block { 0 } else { jr * kc };
+                    if ic == 0 {
+                        // B is packed one panel at a time by the first row block, just before
+                        // its tiles use it, so the panel is still in L1; later row blocks
+                        // reuse it from L2 or L3. Packing all of B first would stream it out
+                        // to L3 and back in, which costs as much as the product when m is small.
+                        // SAFETY: the panel's `kc x nr` block lies inside op(B); its packed
+                        // copy lies at `jr kc` inside `bpack` (`b_pack_len` floats).
+                        unsafe {
+                            super::pack::pack_b::<K>(
+                                kc,
+                                nr,
+                                p.b.add(pc * p.rsb + (jc + jr) * p.csb),
+                                p.rsb,
+                                p.csb,
+                                bpack.add(slot),
+                            )
+                        };
+                    }
                     for ir in (0..mc).step_by(K::MR) {
                         let mr = K::MR.min(mc - ir);
                         // SAFETY: the panels lie inside the packed buffers; the tile of C at
                         // (ic + ir, jc + jr) of `mr x nr` lies inside C.
                         unsafe {
                             let ap = apack.add(ir * kc);
-                            let bp = bpack.add(jr * kc);
+                            let bp = bpack.add(slot);
                             let c = p.c.add((ic + ir) * p.ldc + jc + jr);
+                            prefetch_tile(c, p.ldc, mr, nr);
                             if mr == K::MR && nr == K::NR {
                                 K::tile(kc, p.alpha, ap, bp, beta, c, p.ldc);
                             } else {
@@ -307,6 +327,18 @@ unsafe fn packed<K: Kernel>(p: &Problem, apack: *mut f32, bpack: *mut f32) {
     }
 }
 
+/// Starts loading the `mr x nr` tile of C at `c` into L1 (its first and last float per row),
+/// so that the kernel's final read and write of C do not wait on L3 or memory: when C is
+/// larger than L2 every tile misses. Hints only; O(mr) instructions.
+#[inline(always)]
+fn prefetch_tile(c: *const f32, ldc: usize, mr: usize, nr: usize) {
+    for r in 0..mr {
+        let row = c.wrapping_add(r * ldc);
+        crate::prefetch::line(row.cast());
+        crate::prefetch::line(row.wrapping_add(nr - 1).cast());
+    }
+}
+
 /// A ragged `mr x nr` corner: the kernel writes a full tile on the stack, then the valid part is
 /// merged into C.
 ///
@@ -327,8 +359,8 @@ unsafe fn edge_tile<K: Kernel>(
 ) {
     let mut tile = [0f32; MAX_TILE];
     debug_assert!(K::MR * K::NR <= MAX_TILE);
-    // SAFETY: `tile` holds MR x NR floats at stride NR; beta = 0 means it is not read.
-    unsafe { K::tile(kc, alpha, ap, bp, 0.0, tile.as_mut_ptr(), K::NR) };
+    // SAFETY: `tile` holds MR x NR floats at stride NR, and `mr <= MR`.
+    unsafe { K::tile_rows(mr, kc, alpha, ap, bp, tile.as_mut_ptr(), K::NR) };
     for r in 0..mr {
         // SAFETY: row `r < mr` of the corner holds `nr` writable floats.
         let row = unsafe { core::slice::from_raw_parts_mut(c.add(r * ldc), nr) };

@@ -29,6 +29,28 @@ pub(crate) trait Kernel {
     /// `MR` rows of `NR` floats at stride `ldc`, and the CPU supports the kernel's ISA.
     unsafe fn tile(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta: f32, c: *mut f32, ldc: usize);
 
+    /// The first `rows` (1 to MR) rows of [`Kernel::tile`]'s product with beta = 0, written to
+    /// `c` at stride `ldc`: the ragged bottom edge of C. The default computes the whole tile, so
+    /// `c` must then hold MR rows; a kernel that overrides it computes only `rows` rows, saving
+    /// the wasted FMAs of a short edge (a 32-row product is 5 full AVX2 tiles and 2 rows).
+    ///
+    /// # Safety
+    /// As [`Kernel::tile`], with `c` valid for writes of MR rows of `NR` floats.
+    #[inline(always)]
+    unsafe fn tile_rows(
+        rows: usize,
+        kc: usize,
+        alpha: f32,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let _ = rows;
+        // SAFETY: forwarded contract; c holds MR rows.
+        unsafe { Self::tile(kc, alpha, a, b, 0.0, c, ldc) }
+    }
+
     /// Transposes an 8 x 8 block while packing: element q of row l (`rows[l] + q`) goes to
     /// `dst + q stride + l`. The default is scalar; the x86 kernels use register shuffles.
     ///

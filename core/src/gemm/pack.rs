@@ -9,6 +9,20 @@ use super::kernel::Kernel;
 /// Widest panel of any kernel (AVX-512's NR).
 const MAX_W: usize = 32;
 
+/// How far ahead of the element being packed each line is prefetched, in floats: the lines
+/// are read from L3 or memory (a batch of inputs, a weight matrix), several at once, and the
+/// hardware prefetcher alone leaves the packing waiting on them.
+const PREFETCH_FLOATS: usize = 128;
+
+/// Prefetches element `p + PREFETCH_FLOATS` of each line (beyond a line's end this merely
+/// touches the next bytes of memory; a prefetch never faults). O(lines.len()).
+#[inline(always)]
+fn prefetch_ahead(lines: &[*const f32], p: usize) {
+    for line in lines {
+        crate::prefetch::line(line.wrapping_add(p + PREFETCH_FLOATS).cast());
+    }
+}
+
 /// Packs `count` lines into panels of `w` lines each (`w` is the kernel's constant MR or NR, so
 /// the inner loops unroll once this is inlined), `kc` elements deep. Element `p` of line `l`
 /// is at `src[l line_stride + p elem_stride]`; lines past `count` in the last panel are zeros.
@@ -44,6 +58,7 @@ unsafe fn pack_lines<K: Kernel>(
             let mut p = 0;
             if w.is_multiple_of(8) {
                 while p + 8 <= kc {
+                    prefetch_ahead(&ptrs[..w], p);
                     for g in (0..w).step_by(8) {
                         let mut rows = [core::ptr::null::<f32>(); 8];
                         for (l, row) in rows.iter_mut().enumerate() {
@@ -53,6 +68,25 @@ unsafe fn pack_lines<K: Kernel>(
                         // SAFETY: the 8 x 8 block at group p, line g lies inside the panel.
                         unsafe { K::transpose8(&rows, out.add(p * w + g), w) };
                     }
+                    p += 8;
+                }
+            } else if (4..8).contains(&w) {
+                // Narrow panel (AVX2's MR = 6, the portable MR = 4): the 8 x 8 transpose of the
+                // w lines (the last one repeated to fill 8) writes 8 floats per group at stride
+                // w; each store's 8 - w <= w surplus floats fall on the next group, which a
+                // later store writes. The last group's surplus falls on group p + 8, so this
+                // runs only while that group exists (p + 8 < kc); the scalar loop or the next
+                // block writes it afterwards.
+                let mut rows = [core::ptr::null::<f32>(); 8];
+                while p + 8 < kc {
+                    prefetch_ahead(&ptrs[..w], p);
+                    for (l, row) in rows.iter_mut().enumerate() {
+                        // SAFETY: line `min(l, w - 1) < w` has elements `p .. p + 8 < kc`.
+                        *row = unsafe { ptrs[l.min(w - 1)].add(p) };
+                    }
+                    // SAFETY: the writes end at `(p + 7) w + 8 <= (p + 9) w <= kc w` (w >= 4,
+                    // p + 8 < kc), inside the panel, and are made in increasing group order.
+                    unsafe { K::transpose8(&rows, out.add(p * w), w) };
                     p += 8;
                 }
             }
