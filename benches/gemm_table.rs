@@ -1,8 +1,9 @@
 //! Prints the GEMM table of the README: GFLOP/s of ienk on each kernel path, matrixmultiply and
 //! a naive loop, on the model's shapes, with the ratio ienk / matrixmultiply. The candidates
-//! take turns, a few milliseconds each, round after round; each column is the median over the
-//! rounds and the ratio is the median of the per-round ratios, so that a shared machine's drift
-//! (often 20% within a minute here) moves both sides of a ratio alike.
+//! take turns, a few milliseconds each, round after round (in reverse order every other round);
+//! each column is the median over the rounds and the ratio is the median of the per-round
+//! ratios, so that a shared machine's drift (often 20% within a minute here) moves both sides
+//! of a ratio alike.
 //! `cargo bench --bench gemm_table [-- M K N]` (one shape only when given).
 
 mod support;
@@ -112,14 +113,25 @@ fn main() {
         let mut mm = Vec::with_capacity(ROUNDS);
         let mut ours = vec![Vec::with_capacity(ROUNDS); paths.len()];
         let mut ratios = Vec::with_capacity(ROUNDS);
-        for _ in 0..ROUNDS {
-            let theirs = secs_per_call(mm_calls, || ops.matrixmultiply());
-            mm.push(theirs);
+        for round in 0..ROUNDS {
+            // Candidates 0 (matrixmultiply) and 1.. (ienk's paths), in reverse order every other
+            // round, so that no candidate always runs after the same one.
+            let mut order: Vec<usize> = (0..=paths.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            let mut times = vec![0.0; paths.len() + 1];
+            for c in order {
+                times[c] = match c {
+                    0 => secs_per_call(mm_calls, || ops.matrixmultiply()),
+                    _ => secs_per_call(path_calls[c - 1], || ops.ienk(paths[c - 1])),
+                };
+            }
+            mm.push(times[0]);
             for (q, &p) in paths.iter().enumerate() {
-                let t = secs_per_call(path_calls[q], || ops.ienk(p));
-                ours[q].push(t);
+                ours[q].push(times[q + 1]);
                 if p == auto {
-                    ratios.push(theirs / t);
+                    ratios.push(times[0] / times[q + 1]);
                 }
             }
         }

@@ -84,9 +84,9 @@ pub enum Command {
     /// derivative-free IEnK with one seed and one data order; print the thesis's table beside ours;
     /// write compare.csv (per epoch), accuracy.svg (test accuracy against epoch), and each run's
     /// metrics CSV and model into --out-dir. The thesis's IEnK run makes 600,000 updates of 10
-    /// particles (about 5 minutes on two cores) and our best derivative-free run trains 8000
-    /// particles (about 30 minutes on two cores, an hour on one); their results do not depend on
-    /// the thread count; leave them out with --runs.
+    /// particles (about 5 minutes on two cores) and our best derivative-free run trains 12000
+    /// particles (about 50 minutes on two cores, an hour and a half on one); their results do
+    /// not depend on the thread count; leave them out with --runs.
     Compare(CompareArgs),
 }
 
