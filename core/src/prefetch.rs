@@ -10,8 +10,15 @@ pub const ROWS_AHEAD: usize = 4;
 /// O(len / 64) instructions, no waiting.
 #[inline]
 pub fn bytes<T>(data: &[T]) {
-    let len = core::mem::size_of_val(data);
-    let start = data.as_ptr().cast::<i8>();
+    span(data.as_ptr().cast(), core::mem::size_of_val(data));
+}
+
+/// [`bytes`] for the `len` bytes at `start`, for callers that hold a raw pointer (a tile of a
+/// matrix being written). Any address is allowed, since a prefetch never faults.
+// The address is only handed to the prefetch instruction, never dereferenced.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
+#[inline]
+pub(crate) fn span(start: *const i8, len: usize) {
     for offset in (0..len).step_by(64) {
         line(start.wrapping_add(offset));
     }

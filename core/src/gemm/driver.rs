@@ -281,7 +281,7 @@ unsafe fn packed<K: Kernel>(p: &Problem, apack: *mut f32, bpack: *mut f32) {
                         // reuse it from L2 or L3. Packing all of B first would stream it out
                         // to L3 and back in, which costs as much as the product when m is small.
                         // SAFETY: the panel's `kc x nr` block lies inside op(B); its packed
-                        // copy lies at `jr kc` inside `bpack` (`b_pack_len` floats).
+                        // copy lies at `slot <= jr kc` inside `bpack` (`b_pack_len` floats).
                         unsafe {
                             super::pack::pack_b::<K>(
                                 kc,
@@ -327,15 +327,13 @@ unsafe fn packed<K: Kernel>(p: &Problem, apack: *mut f32, bpack: *mut f32) {
     }
 }
 
-/// Starts loading the `mr x nr` tile of C at `c` into L1 (its first and last float per row),
-/// so that the kernel's final read and write of C do not wait on L3 or memory: when C is
-/// larger than L2 every tile misses. Hints only; O(mr) instructions.
+/// Starts loading the `mr x nr` tile of C at `c` into L1 (every line of each row), so that the
+/// kernel's final read and write of C do not wait on L3 or memory: when C is larger than L2
+/// every tile misses. Hints only; O(mr nr / 16) instructions.
 #[inline(always)]
 fn prefetch_tile(c: *const f32, ldc: usize, mr: usize, nr: usize) {
     for r in 0..mr {
-        let row = c.wrapping_add(r * ldc);
-        crate::prefetch::line(row.cast());
-        crate::prefetch::line(row.wrapping_add(nr - 1).cast());
+        crate::prefetch::span(c.wrapping_add(r * ldc).cast(), nr * core::mem::size_of::<f32>());
     }
 }
 
