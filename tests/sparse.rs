@@ -6,7 +6,7 @@ mod common;
 use common::TestRng;
 use ienk::gemm::{GemmError, KernelPath};
 use ienk::mlp::{Layout, MlpError};
-use ienk::sparse::{SparseRows, sparse_times_dense_on, transpose, transpose_on};
+use ienk::sparse::{SparseRows, sparse_product_on, sparse_times_dense_on, transpose, transpose_on};
 
 fn paths() -> Vec<KernelPath> {
     common::supported_paths("sparse kernels")
@@ -83,6 +83,11 @@ fn kernels_match_naive_loops_on_odd_shapes() {
                     })
                     .collect();
                 assert_close(&out, &want, cols, &format!("X m, {what}"));
+                // out = X m, whatever out held.
+                let mut fresh = rng.vec(rows * n);
+                sparse_product_on(path, &sx, &m, n, &mut fresh).unwrap();
+                let want_fresh: Vec<f64> = want.iter().zip(&start).map(|(w, &s)| w - f64::from(s)).collect();
+                assert_close(&fresh, &want_fresh, cols, &format!("X m overwritten, {what}"));
                 // X^T in compressed rows is the compression of the dense transpose.
                 let (mut tp, mut ti, mut tv) =
                     (vec![0u32; cols + 1], vec![0u32; sx.nnz()], vec![0f32; sx.nnz()]);
@@ -111,8 +116,27 @@ fn kernels_match_naive_loops_on_odd_shapes() {
 #[test]
 fn rows_compressed_from_bytes_hold_the_scaled_bytes() {
     let mut rng = TestRng::new(5);
-    for &(rows, cols) in &[(0, 5), (1, 1), (3, 7), (13, 784), (9, 17)] {
-        for density in [0.0, 0.2, 1.0] {
+    // Around the AVX2 path's blocks: 32 bytes tested at once, packed by groups of 8.
+    let shapes = [
+        (0, 5),
+        (1, 0),
+        (1, 1),
+        (3, 7),
+        (13, 784),
+        (9, 17),
+        (4, 31),
+        (4, 32),
+        (5, 33),
+        (3, 40),
+        (2, 63),
+        (2, 64),
+        (3, 97),
+    ];
+    for (path, &(rows, cols)) in paths()
+        .into_iter()
+        .flat_map(|p| shapes.iter().map(move |s| (p, s)))
+    {
+        for density in [0.0, 0.2, 0.7, 1.0] {
             let bytes: Vec<u8> = (0..rows * cols)
                 .map(|_| {
                     let keep = (rng.uniform() + 1.0) / 2.0 < density;
@@ -130,7 +154,8 @@ fn rows_compressed_from_bytes_hold_the_scaled_bytes() {
             );
             let row = |b: usize| &bytes[b * cols..(b + 1) * cols];
             let scale = 1.0 / 255.0;
-            let sx = SparseRows::from_bytes(rows, cols, row, scale, &mut ptr, &mut idx, &mut vals).unwrap();
+            let sx = SparseRows::from_bytes_on(path, rows, cols, row, scale, &mut ptr, &mut idx, &mut vals)
+                .unwrap();
             assert_eq!((sx.rows(), sx.cols()), (rows, cols));
             assert_eq!(sx.nnz(), bytes.iter().filter(|&&p| p != 0).count());
             // X e_o picks column o of X: every entry, scaled, in its place.
@@ -141,7 +166,7 @@ fn rows_compressed_from_bytes_hold_the_scaled_bytes() {
             let mut out = vec![0f32; rows * n];
             sparse_times_dense_on(KernelPath::Portable, &sx, &identity, n, &mut out).unwrap();
             let want: Vec<f32> = bytes.iter().map(|&p| f32::from(p) * scale).collect();
-            assert_eq!(out, want, "{rows}x{cols} density {density}");
+            assert_eq!(out, want, "{path:?} {rows}x{cols} density {density}");
         }
     }
     let bytes = [1u8, 0, 2, 0, 3];

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use ienk::idx::{Images, Labels, Split};
 
 use crate::error::{CliError, Result};
+use crate::huge_pages;
 
 /// Where a user gets MNIST; printed when the files are missing.
 pub const HOW_TO_GET_MNIST: &str = "get MNIST with `scripts/fetch-mnist.sh DIR` \
@@ -64,17 +65,38 @@ fn find(dir: &Path, stem: &str, idx: &str) -> Result<PathBuf> {
     )))
 }
 
-/// Reads a file, gunzipping it when its name ends in `.gz`.
+/// Reads a file, gunzipping it when its name ends in `.gz`, into a buffer advised for huge
+/// pages (see [`crate::huge_pages`]) sized from the file (or from the gzip trailer's size).
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| CliError::read(path, e))?;
-    if path.extension().is_none_or(|e| e != "gz") {
-        return Ok(raw);
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    let mut file = std::fs::File::open(path).map_err(|e| CliError::read(path, e))?;
+    if !gz {
+        let len = file.metadata().map_err(|e| CliError::read(path, e))?.len();
+        let mut out = usize::try_from(len)
+            .ok()
+            .and_then(huge_pages::buffer)
+            .unwrap_or_default();
+        file.read_to_end(&mut out).map_err(|e| CliError::read(path, e))?;
+        return Ok(out);
     }
-    let mut out = Vec::with_capacity(raw.len() * 4);
+    let mut raw = Vec::new();
+    file.read_to_end(&mut raw).map_err(|e| CliError::read(path, e))?;
+    let mut out = huge_pages::buffer(gzip_size_hint(&raw)).unwrap_or_default();
     flate2::read::MultiGzDecoder::new(raw.as_slice())
         .read_to_end(&mut out)
         .map_err(|e| CliError::bad_file(path, format_args!("corrupt gzip data: {e}")))?;
     Ok(out)
+}
+
+/// The uncompressed size a gzip file records in its last 4 bytes (modulo 2^32, and only its
+/// last member's), bounded by deflate's largest ratio (1032:1) so that a corrupt trailer cannot
+/// ask for more than the data could hold: a capacity hint, never trusted for the contents.
+fn gzip_size_hint(raw: &[u8]) -> usize {
+    let trailer = raw.len().checked_sub(4).map(|at| &raw[at..]);
+    let recorded = trailer.map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
+    usize::try_from(recorded)
+        .unwrap_or(usize::MAX)
+        .min(raw.len().saturating_mul(1032))
 }
 
 /// One split held in memory: the raw IDX bytes of its image and label files.
@@ -159,5 +181,34 @@ mod tests {
                 "train-images.idx3-ubyte.gz"
             ]
         );
+    }
+
+    #[test]
+    fn gzip_size_hint_reads_the_trailer_and_bounds_it() {
+        // Trailer: 12 bytes uncompressed, little-endian.
+        let mut small = vec![0u8; 20];
+        small[16..].copy_from_slice(&12u32.to_le_bytes());
+        assert_eq!(gzip_size_hint(&small), 12);
+        // A corrupt trailer claiming 4 GiB from 20 bytes is capped at deflate's ratio.
+        small[16..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(gzip_size_hint(&small), 20 * 1032);
+        assert_eq!(gzip_size_hint(&[1, 2, 3]), 0);
+    }
+
+    #[test]
+    fn raw_and_gzipped_files_read_back_exactly() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("ienk-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let raw = dir.join("x-idx3-ubyte");
+        std::fs::write(&raw, &data).unwrap();
+        let gz = dir.join("x-idx3-ubyte.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&data).unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+        assert_eq!(read_maybe_gz(&raw).unwrap(), data);
+        assert_eq!(read_maybe_gz(&gz).unwrap(), data);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

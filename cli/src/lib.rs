@@ -8,6 +8,7 @@ pub mod ensemble;
 pub mod error;
 pub mod eval;
 pub mod gradient;
+pub mod huge_pages;
 pub mod info;
 pub mod metrics;
 pub mod model_io;

@@ -13,7 +13,7 @@ use rand_core::Rng;
 use crate::gemm::{self, Epilogue, GemmError, MatMut, MatRef};
 use crate::idx::{IMAGE_PIXELS, NUM_CLASSES};
 use crate::normal::Normal;
-use crate::sparse::{SparseRows, sparse_times_dense};
+use crate::sparse::{SparseRows, sparse_product, sparse_times_dense};
 
 /// Hidden units of the thesis's network.
 pub const DEFAULT_HIDDEN: usize = 128;
@@ -410,8 +410,7 @@ impl Layout {
         check_len("transposed sparse inputs", xt.rows(), i)?;
         check_len("dW1^T", dw1t.len(), i * h)?;
         self.backward_to_hidden(theta, xt.cols(), hidden, dlogits, dhidden, grad, scratch)?;
-        dw1t.fill(0.0);
-        sparse_times_dense(xt, dhidden, h, dw1t)
+        sparse_product(xt, dhidden, h, dw1t)
     }
 
     /// The part of the backward pass above the input layer: `dW2`, `db2`, `db1` into `grad`, and
@@ -455,11 +454,11 @@ impl Layout {
             Epilogue::None,
             scratch,
         )?;
-        dhidden.iter_mut().zip(hidden).for_each(|(d, &a)| {
-            if a <= 0.0 {
-                *d = 0.0
-            }
-        });
+        // A select that always writes (not a conditional store), so that it vectorises.
+        dhidden
+            .iter_mut()
+            .zip(hidden)
+            .for_each(|(d, &a)| *d = if a <= 0.0 { 0.0 } else { *d });
         column_sums(dhidden, h, g.b1);
         Ok(())
     }

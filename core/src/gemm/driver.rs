@@ -107,11 +107,8 @@ unsafe fn epilogue_row(row: &mut [f32], bias: *const f32, relu: bool) {
         row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
     }
     if relu {
-        row.iter_mut().for_each(|v| {
-            if *v < 0.0 {
-                *v = 0.0
-            }
-        });
+        // A select that always writes (not a conditional store), so that it vectorises.
+        row.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
     }
 }
 

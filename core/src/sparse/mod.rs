@@ -9,6 +9,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod bytes_avx2;
 
 use crate::gemm::{GemmError, KernelPath, active_kernel};
 use crate::mlp::{MlpError, check_len};
@@ -39,14 +41,23 @@ impl<'a> SparseRows<'a> {
         let rows = x.len() / cols.max(1);
         check_len("input batch", x.len(), rows * cols)?;
         let row = |b: usize| &x[b * cols..(b + 1) * cols];
-        compress(rows, cols, row, |v| v, ptr, idx, vals)
+        compress(
+            rows,
+            cols,
+            row,
+            |r, i, v| compact_row(r, |e| e, i, v),
+            ptr,
+            idx,
+            vals,
+        )
     }
 
     /// Compresses `rows` rows of `cols` bytes, row `b` being `row(b)`, each byte `p` standing
     /// for the value `f32::from(p) * scale` (MNIST's pixels with `scale = 1/255`: the values
     /// [`crate::mlp::pixels_to_unit`] gives, without the dense copy). `ptr` holds at least
     /// `rows + 1` entries, `idx` and `vals` at least `rows cols`; a row of another length is an
-    /// error. Prefetches the rows a few ahead, which may lie anywhere in memory. O(rows cols).
+    /// error. Prefetches the rows a few ahead, which may lie anywhere in memory. O(rows cols),
+    /// 32 bytes at a time with AVX2.
     pub fn from_bytes<'r>(
         rows: usize,
         cols: usize,
@@ -56,7 +67,33 @@ impl<'a> SparseRows<'a> {
         idx: &'a mut [u32],
         vals: &'a mut [f32],
     ) -> Result<SparseRows<'a>, MlpError> {
-        compress(rows, cols, row, |p| f32::from(p) * scale, ptr, idx, vals)
+        Self::from_bytes_on(active_kernel(), rows, cols, row, scale, ptr, idx, vals)
+    }
+
+    /// [`SparseRows::from_bytes`] on a chosen instruction set (the AVX-512 path uses the AVX2
+    /// build); `GemmError::Unsupported` when the CPU lacks it. For tests and benches.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_bytes_on<'r>(
+        path: KernelPath,
+        rows: usize,
+        cols: usize,
+        row: impl Fn(usize) -> &'r [u8],
+        scale: f32,
+        ptr: &'a mut [u32],
+        idx: &'a mut [u32],
+        vals: &'a mut [f32],
+    ) -> Result<SparseRows<'a>, MlpError> {
+        check_path(path)?;
+        #[cfg(target_arch = "x86_64")]
+        if path.runs_avx2_build() {
+            // SAFETY: the CPU has AVX2 (runs_avx2_build checks it); compress hands each row
+            // with index and value slices at least as long as the row.
+            let compact =
+                |r: &[u8], i: &mut [u32], v: &mut [f32]| unsafe { bytes_avx2::compact_row(r, scale, i, v) };
+            return compress(rows, cols, row, compact, ptr, idx, vals);
+        }
+        let compact = |r: &[u8], i: &mut [u32], v: &mut [f32]| compact_row(r, |p| f32::from(p) * scale, i, v);
+        compress(rows, cols, row, compact, ptr, idx, vals)
     }
 
     /// Writes the transpose `X^T` (`cols x rows`) in compressed rows into `ptr` (at least
@@ -153,13 +190,15 @@ impl Entry for u8 {
     }
 }
 
-/// Compresses `rows` rows of `cols` entries (row `b` is `row(b)`, entry `e` stands for
-/// `value(e)`) into `ptr`, `idx` and `vals`, prefetching the rows a few ahead. O(rows cols).
-fn compress<'a, 'r, T: Entry + 'r>(
+/// Compresses `rows` rows of `cols` entries (row `b` is `row(b)`) into `ptr`, `idx` and
+/// `vals`, prefetching the rows a few ahead. `compact(row, idx, vals)` writes one row's
+/// non-zeros (columns increasing) to the front of `idx` and `vals`, each `cols` long, and
+/// returns how many. O(rows cols).
+fn compress<'a, 'r, T: 'r>(
     rows: usize,
     cols: usize,
     row: impl Fn(usize) -> &'r [T],
-    value: impl Fn(T) -> f32,
+    compact: impl Fn(&[T], &mut [u32], &mut [f32]) -> usize,
     ptr: &'a mut [u32],
     idx: &'a mut [u32],
     vals: &'a mut [f32],
@@ -175,26 +214,7 @@ fn compress<'a, 'r, T: Entry + 'r>(
         }
         let entries = row(b);
         check_len("row", entries.len(), cols)?;
-        let (idx, vals) = (&mut idx[nnz..nnz + cols], &mut vals[nnz..nnz + cols]);
-        let mut kept = 0;
-        let mut compact = |first: usize, group: &[T]| {
-            // Branch-free: every entry is written, only non-zeros advance (a branch on the
-            // pixel pattern would be mispredicted about one time in five).
-            for (j, &e) in (first..).zip(group) {
-                idx[kept] = j as u32;
-                vals[kept] = value(e);
-                kept += usize::from(e.is_nonzero());
-            }
-        };
-        let mut groups = entries.chunks_exact(8);
-        for (g, group) in groups.by_ref().enumerate() {
-            // Groups of 8 zeros (most of an image's border) are skipped whole.
-            if !<&[T; 8]>::try_from(group).is_ok_and(T::all_zero) {
-                compact(8 * g, group);
-            }
-        }
-        compact(cols - groups.remainder().len(), groups.remainder());
-        nnz += kept;
+        nnz += compact(entries, &mut idx[nnz..nnz + cols], &mut vals[nnz..nnz + cols]);
         ptr[b + 1] = nnz as u32;
     }
     Ok(SparseRows {
@@ -203,6 +223,35 @@ fn compress<'a, 'r, T: Entry + 'r>(
         idx: &idx[..nnz],
         vals: &vals[..nnz],
     })
+}
+
+/// The portable compaction of one row for [`compress`]: entry `e` stands for `value(e)`.
+/// Groups of 8 zeros are skipped whole; the rest is branch-free. O(entries.len()).
+fn compact_row<T: Entry>(
+    entries: &[T],
+    value: impl Fn(T) -> f32,
+    idx: &mut [u32],
+    vals: &mut [f32],
+) -> usize {
+    let mut kept = 0;
+    let mut compact = |first: usize, group: &[T]| {
+        // Branch-free: every entry is written, only non-zeros advance (a branch on the
+        // pixel pattern would be mispredicted about one time in five).
+        for (j, &e) in (first..).zip(group) {
+            idx[kept] = j as u32;
+            vals[kept] = value(e);
+            kept += usize::from(e.is_nonzero());
+        }
+    };
+    let mut groups = entries.chunks_exact(8);
+    for (g, group) in groups.by_ref().enumerate() {
+        // Groups of 8 zeros (most of an image's border) are skipped whole.
+        if !<&[T; 8]>::try_from(group).is_ok_and(T::all_zero) {
+            compact(8 * g, group);
+        }
+    }
+    compact(entries.len() - groups.remainder().len(), groups.remainder());
+    kept
 }
 
 /// An error unless `found >= needed`.
@@ -223,9 +272,37 @@ pub fn sparse_times_dense(x: &SparseRows<'_>, m: &[f32], n: usize, out: &mut [f3
     sparse_times_dense_on(active_kernel(), x, m, n, out)
 }
 
+/// `out = X m`, as [`sparse_times_dense`] without reading `out` first (rows of `X` without
+/// non-zeros give zero rows). O(nnz n) flops plus one write of `out`.
+pub fn sparse_product(x: &SparseRows<'_>, m: &[f32], n: usize, out: &mut [f32]) -> Result<(), MlpError> {
+    sparse_product_on(active_kernel(), x, m, n, out)
+}
+
 /// [`sparse_times_dense`] on a chosen instruction set (the AVX-512 path uses the AVX2 + FMA
 /// build); `GemmError::Unsupported` when the CPU lacks it. For tests and benches.
 pub fn sparse_times_dense_on(
+    path: KernelPath,
+    x: &SparseRows<'_>,
+    m: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), MlpError> {
+    product_on::<true>(path, x, m, n, out)
+}
+
+/// [`sparse_product`] on a chosen instruction set, as [`sparse_times_dense_on`].
+pub fn sparse_product_on(
+    path: KernelPath,
+    x: &SparseRows<'_>,
+    m: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), MlpError> {
+    product_on::<false>(path, x, m, n, out)
+}
+
+/// `out += X m` with `ADD`, else `out = X m`, on `path`.
+fn product_on<const ADD: bool>(
     path: KernelPath,
     x: &SparseRows<'_>,
     m: &[f32],
@@ -239,8 +316,11 @@ pub fn sparse_times_dense_on(
     if path.runs_avx2_build() {
         // SAFETY: the CPU has AVX2 and FMA (runs_avx2_build checks both);
         // the lengths of m and out were checked above.
-        unsafe { avx2::sparse_times_dense(x, m, n, out) };
+        unsafe { avx2::sparse_times_dense::<ADD>(x, m, n, out) };
         return Ok(());
+    }
+    if !ADD {
+        out.fill(0.0);
     }
     spmm_body(x, m, n, out);
     Ok(())
