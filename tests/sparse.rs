@@ -4,9 +4,11 @@
 mod common;
 
 use common::TestRng;
-use ienk::gemm::{GemmError, KernelPath};
+use ienk::gemm::{Epilogue, GemmError, KernelPath, MatMut, MatRef, gemm_on, scratch_len};
 use ienk::mlp::{Layout, MlpError};
-use ienk::sparse::{SparseRows, sparse_product_on, sparse_times_dense_on, transpose, transpose_on};
+use ienk::sparse::{
+    SparseRows, SplitBuffers, SplitRows, sparse_product_on, sparse_times_dense_on, transpose, transpose_on,
+};
 
 fn paths() -> Vec<KernelPath> {
     common::supported_paths("sparse kernels")
@@ -230,6 +232,115 @@ fn transpose_matches_index_swap() {
     }
 }
 
+/// Owned room for a [`SplitRows`] of `rows x cols`.
+struct SplitRoom {
+    ptr: Vec<u32>,
+    idx: Vec<u32>,
+    vals: Vec<f32>,
+    slots: Vec<u32>,
+    dense_cols: Vec<u32>,
+    dense: Vec<f32>,
+}
+
+impl SplitRoom {
+    fn new(rows: usize, cols: usize) -> Self {
+        SplitRoom {
+            ptr: vec![0; rows + 1],
+            idx: vec![0; rows * cols],
+            vals: vec![0.0; rows * cols],
+            slots: vec![0; cols],
+            dense_cols: vec![0; cols],
+            dense: vec![0.0; rows * (cols + 1)],
+        }
+    }
+
+    fn split<'a>(&'a mut self, x: &[f32], cols: usize, share: f32) -> SplitRows<'a> {
+        let bufs = SplitBuffers {
+            ptr: &mut self.ptr,
+            idx: &mut self.idx,
+            vals: &mut self.vals,
+            slots: &mut self.slots,
+            dense_cols: &mut self.dense_cols,
+            dense: &mut self.dense,
+        };
+        SplitRows::from_dense(x, cols, share * (x.len() / cols.max(1)) as f32, bufs).unwrap()
+    }
+}
+
+/// `rows x cols` with ones at `(q, cols[q])`: multiplying by it scatters columns to `cols`.
+fn selector(picked: &[u32], cols: usize) -> Vec<f32> {
+    let mut m = vec![0f32; picked.len() * cols];
+    for (q, &j) in picked.iter().enumerate() {
+        m[q * cols + j as usize] = 1.0;
+    }
+    m
+}
+
+#[test]
+fn a_split_batch_is_its_dense_plus_its_sparse_part() {
+    let mut rng = TestRng::new(11);
+    for &(rows, cols) in &[(0, 4), (1, 1), (5, 7), (33, 13), (40, 97)] {
+        for density in [0.0, 0.2, 0.6, 1.0] {
+            for share in [0.0, 0.3, 0.5, 1.0] {
+                let x = batch(&mut rng, rows, cols, density);
+                let mut room = SplitRoom::new(rows, cols);
+                let sx = room.split(&x, cols, share);
+                let what = format!("{rows}x{cols} density {density} share {share}");
+                // The dense columns are those non-zero in more than `share` of the rows.
+                let want_cols: Vec<u32> = (0..cols)
+                    .filter(|&j| {
+                        (0..rows).filter(|&b| x[b * cols + j] != 0.0).count() as f32 > share * rows as f32
+                    })
+                    .map(|j| j as u32)
+                    .collect();
+                assert_eq!(sx.dense_cols(), want_cols, "{what}");
+                let in_dense = |e: usize| want_cols.contains(&((e % cols) as u32));
+                let sparse_nnz = (0..rows * cols).filter(|&e| x[e] != 0.0 && !in_dense(e)).count();
+                assert_eq!(sx.sparse().nnz(), sparse_nnz, "{what}");
+                // Sparse part times the identity, plus the dense part scattered back: exactly x.
+                let identity = selector(&(0..cols as u32).collect::<Vec<_>>(), cols);
+                let mut back = vec![0f32; rows * cols];
+                sparse_times_dense_on(KernelPath::Portable, sx.sparse(), &identity, cols, &mut back).unwrap();
+                let k = sx.dense_cols().len();
+                if rows > 0 && k > 0 {
+                    let scatter = selector(sx.dense_cols(), cols);
+                    let mut scratch = vec![0f32; scratch_len(rows, cols, k)];
+                    let c = MatMut::new(&mut back, rows, cols, cols);
+                    let s = MatRef::new(&scatter, k, cols, cols);
+                    gemm_on(
+                        KernelPath::Portable,
+                        1.0,
+                        sx.dense(),
+                        s,
+                        1.0,
+                        c,
+                        Epilogue::None,
+                        &mut scratch,
+                    )
+                    .unwrap();
+                }
+                assert_eq!(back, x, "{what}");
+            }
+        }
+    }
+    // Too little room is an error, not a panic.
+    let x = vec![1f32; 6];
+    let mut room = SplitRoom::new(2, 3);
+    room.dense.truncate(7);
+    let bufs = SplitBuffers {
+        ptr: &mut room.ptr,
+        idx: &mut room.idx,
+        vals: &mut room.vals,
+        slots: &mut room.slots,
+        dense_cols: &mut room.dense_cols,
+        dense: &mut room.dense,
+    };
+    assert!(matches!(
+        SplitRows::from_dense(&x, 3, 1.0, bufs),
+        Err(MlpError::Length { .. })
+    ));
+}
+
 #[test]
 fn sparse_passes_equal_the_dense_passes() {
     let mut rng = TestRng::new(3);
@@ -241,23 +352,26 @@ fn sparse_passes_equal_the_dense_passes() {
         },
         Layout::mnist(128),
     ] {
-        for batch_size in [1, 5, 33] {
+        // All inputs sparse, some dense, every non-zero input dense.
+        for (batch_size, share) in [(1, 1.0), (5, 0.3), (33, 0.0), (33, 0.15), (70, 1.0)] {
             let (i, h, o) = (layout.inputs, layout.hidden, layout.outputs);
             let theta = rng.vec(layout.num_params());
             let x = batch(&mut rng, batch_size, i, 0.2);
-            let mut c = Compressed::new(&x, i);
-            let sx = c.rows(&x, i);
+            let mut room = SplitRoom::new(batch_size, i);
+            let sx = room.split(&x, i, share);
             let mut s = vec![0f32; layout.gemm_scratch_len(batch_size)];
             let (mut hd, mut zd) = (vec![0f32; batch_size * h], vec![0f32; batch_size * o]);
             layout.forward(&theta, &x, &mut hd, &mut zd, &mut s).unwrap();
             let (mut hs, mut zs) = (vec![0f32; batch_size * h], vec![0f32; batch_size * o]);
             let mut w1t = vec![0f32; i * h];
             transpose(&theta[..h * i], h, i, &mut w1t).unwrap();
-            // The sparse pass reads layer 1 from w1t only: theta's W1 is poisoned.
+            // The sparse pass reads layer 1 from w1t only: theta's W1 is poisoned, and so is
+            // the panel it gathers into.
             let mut poisoned = theta.clone();
             poisoned[..h * i].fill(f32::NAN);
+            let mut panel = vec![f32::NAN; i * h];
             layout
-                .forward_sparse(&poisoned, &w1t, &sx, &mut hs, &mut zs, &mut s)
+                .forward_sparse(&poisoned, &w1t, &sx, &mut hs, &mut zs, &mut s, &mut panel)
                 .unwrap();
             let tol = |v: f32| 1e-5 * (1.0 + v.abs()) * (i as f32).sqrt();
             for (a, b) in hs.iter().zip(&hd).chain(zs.iter().zip(&zd)) {
@@ -272,16 +386,23 @@ fn sparse_passes_equal_the_dense_passes() {
             layout
                 .backward(&theta, &x, &hd, &dl, &mut dh, &mut gd, &mut s)
                 .unwrap();
-            let (mut tp, mut ti, mut tv) = (vec![0u32; i + 1], vec![0u32; sx.nnz()], vec![0f32; sx.nnz()]);
-            let xt = sx.transpose_into(&mut tp, &mut ti, &mut tv).unwrap();
+            let nnz = sx.sparse().nnz();
+            let (mut tp, mut ti, mut tv) = (vec![0u32; i + 1], vec![0u32; nnz], vec![0f32; nnz]);
+            let xt = sx.sparse().transpose_into(&mut tp, &mut ti, &mut tv).unwrap();
             let mut dw1t = vec![f32::NAN; i * h];
+            panel.fill(f32::NAN);
             layout
-                .backward_sparse(&theta, &xt, &hd, &dl, &mut dh, &mut gs, &mut dw1t, &mut s)
+                .backward_sparse(
+                    &theta, &sx, &xt, &hd, &dl, &mut dh, &mut gs, &mut dw1t, &mut s, &mut panel,
+                )
                 .unwrap();
             // dW1 arrives transposed; the rest in theta's layout (gs's W1 part is not written).
             transpose(&dw1t, i, h, &mut gs[..h * i]).unwrap();
             for (k, (a, b)) in gs.iter().zip(&gd).enumerate() {
-                assert!((a - b).abs() <= tol(*b), "gradient {k}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= tol(*b),
+                    "gradient {k}: {a} vs {b} (share {share})"
+                );
             }
         }
     }

@@ -1,10 +1,12 @@
 //! Back-propagated gradients of a batch, with the batch's rows spread over threads.
 //!
 //! Layer 1's weights are kept transposed (`W1^T`, `inputs x hidden`) by the caller, which is the
-//! layout both sparse products want: each non-zero input adds one row of `W1^T` to the forward
-//! pass and one row of `dW1^T` in the backward pass, and the optimizer updates `W1^T` in place, so
-//! no step transposes anything. Batches too dense for the sparse passes (not MNIST) take the
-//! dense GEMM passes on a copy of theta with W1 written back.
+//! layout the input layer's products want: each batch is split by columns ([`SplitRows`]), the
+//! often non-zero inputs taking a GEMM against their rows of `W1^T`, the others the sparse
+//! products, where each non-zero adds one row of `W1^T` to the forward pass and one row of
+//! `dW1^T` in the backward pass; the optimizer updates `W1^T` in place, so no step transposes
+//! anything. Without sparse inputs, the dense GEMM passes run on a copy of theta with W1
+//! written back.
 //!
 //! Each worker runs forward and backward on its share of the rows, with its loss gradient scaled
 //! so that the sum of the workers' gradients is the gradient of the mean batch loss; the partial
@@ -13,7 +15,7 @@
 use ienk::batch::Batch;
 use ienk::loss::{BatchStats, cross_entropy_grad};
 use ienk::mlp::{Layout, MlpError, PIXEL_SCALE};
-use ienk::sparse::{SparseRows, transpose};
+use ienk::sparse::{SplitBuffers, SplitRows, transpose};
 
 use crate::error::{CliError, Result};
 use crate::pool::Pool;
@@ -23,8 +25,14 @@ use crate::pool::Pool;
 /// on one, even with the persistent pool).
 pub const MIN_ROWS_PER_THREAD: usize = 64;
 
-/// Batches with fewer than one non-zero input in this many take the sparse passes.
-const SPARSE_BELOW: usize = 3;
+/// The split of a worker's rows ([`ienk::sparse::SplitRows`]): an input goes dense when it is
+/// non-zero in more than `DENSE_SHARE n + DENSE_EXTRA_ROWS` of the `n` rows. The share is the
+/// cost of a dense entry against a sparse non-zero (0.2 ran Adam at batch 500 fastest of 0.1 to
+/// 0.45 here); the extra rows pay for gathering the input's row of `W1^T` and scattering its
+/// row of `dW1^T` at every step, which a batch of 32 did not repay (no MNIST pixel is non-zero
+/// in more than 28 of 32 rows often enough).
+const DENSE_SHARE: f32 = 0.2;
+const DENSE_EXTRA_ROWS: f32 = 24.0;
 
 fn fail(e: MlpError) -> CliError {
     CliError::Failed(format!("gradient computation failed: {e}"))
@@ -36,16 +44,22 @@ fn share_overflow() -> CliError {
 
 /// The buffers of one worker, sized for at most `rows` examples.
 struct Worker {
-    /// The share of the batch as dense rows (the dense passes only) and its labels.
+    /// The share of the batch as dense rows (the dense passes), or the dense part of its
+    /// split (`rows x (inputs + 1)`), and its labels.
     x: Vec<f32>,
     y: Vec<u8>,
-    /// The share of the batch in compressed rows, and its transpose.
+    /// The sparse part of the share in compressed rows, and its transpose.
     ptr: Vec<u32>,
     idx: Vec<u32>,
     vals: Vec<f32>,
     t_ptr: Vec<u32>,
     t_idx: Vec<u32>,
     t_vals: Vec<f32>,
+    /// The split's per-input scratch and its dense inputs.
+    slots: Vec<u32>,
+    dense_cols: Vec<u32>,
+    /// Rows of `W1^T` (forward) or `dW1^T` (backward) of the dense inputs.
+    panel: Vec<f32>,
     /// theta with W1 written back from W1^T, for the dense passes.
     dense_theta: Vec<f32>,
     hidden: Vec<f32>,
@@ -65,7 +79,7 @@ impl Worker {
     fn new(layout: &Layout, rows: usize) -> Self {
         let (i, h) = (layout.inputs, layout.hidden);
         Worker {
-            x: vec![0.0; rows * i],
+            x: vec![0.0; rows * (i + 1)],
             y: vec![0; rows],
             ptr: vec![0; rows + 1],
             idx: vec![0; rows * i],
@@ -73,6 +87,9 @@ impl Worker {
             t_ptr: vec![0; i + 1],
             t_idx: vec![0; rows * i],
             t_vals: vec![0.0; rows * i],
+            slots: vec![0; i],
+            dense_cols: vec![0; i],
+            panel: vec![0.0; i * h],
             dense_theta: vec![0.0; layout.num_params()],
             hidden: vec![0.0; rows * h],
             logits: vec![0.0; rows * layout.outputs],
@@ -88,8 +105,8 @@ impl Worker {
     /// Forward + backward on `share`, a share of a batch of `batch` examples, at the parameters
     /// `theta` with layer 1's weights `w1t` (theta's W1 is not read); the gradient lands in
     /// `self.dw1t` (W1, transposed) and `self.grad` (the rest). With `sparse_inputs`, the share
-    /// is compressed straight from its images and takes the sparse passes unless it is too
-    /// dense; otherwise it is gathered into dense rows.
+    /// is compressed straight from its images and split into dense and sparse inputs;
+    /// otherwise it is gathered into dense rows.
     fn run(
         &mut self,
         layout: &Layout,
@@ -105,31 +122,18 @@ impl Worker {
             &mut self.dlogits[..n * layout.outputs],
             &mut self.dhidden[..n * h],
         );
-        let (x, y) = (&mut self.x[..n * i], &mut self.y[..n]);
+        let y = &mut self.y[..n];
         if !share.labels_into(y) {
             return Err(share_overflow());
         }
-        let sx = if sparse_inputs {
-            let row = |b| share.image(b);
-            let sx = SparseRows::from_bytes(
-                n,
-                i,
-                row,
-                PIXEL_SCALE,
-                &mut self.ptr,
-                &mut self.idx,
-                &mut self.vals,
-            )
-            .map_err(fail)?;
-            Some(sx).filter(|sx| sx.nnz() * SPARSE_BELOW < n * i)
-        } else {
-            None
+        // The gradient of the mean over the batch, from this share's rows.
+        let scale_share = |dlogits: &mut [f32]| {
+            // cross_entropy_grad divides by this share's size; the batch mean divides by `batch`.
+            let share = n as f32 / batch as f32;
+            dlogits.iter_mut().for_each(|d| *d *= share);
         };
-        if let Some(sx) = &sx {
-            layout
-                .forward_sparse(theta, w1t, sx, hidden, logits, &mut self.scratch)
-                .map_err(fail)?;
-        } else {
+        if !sparse_inputs {
+            let x = &mut self.x[..n * i];
             if !share.gather(x, y) {
                 return Err(share_overflow());
             }
@@ -138,28 +142,8 @@ impl Worker {
             layout
                 .forward(&self.dense_theta, x, hidden, logits, &mut self.scratch)
                 .map_err(fail)?;
-        }
-        let stats = cross_entropy_grad(logits, layout.outputs, y, dlogits).map_err(fail)?;
-        // cross_entropy_grad divides by this share's size; the batch mean divides by `batch`.
-        let share = n as f32 / batch as f32;
-        dlogits.iter_mut().for_each(|d| *d *= share);
-        if let Some(sx) = &sx {
-            let xt = sx
-                .transpose_into(&mut self.t_ptr, &mut self.t_idx, &mut self.t_vals)
-                .map_err(fail)?;
-            layout
-                .backward_sparse(
-                    theta,
-                    &xt,
-                    hidden,
-                    dlogits,
-                    dhidden,
-                    &mut self.grad,
-                    &mut self.dw1t,
-                    &mut self.scratch,
-                )
-                .map_err(fail)?;
-        } else {
+            let stats = cross_entropy_grad(logits, layout.outputs, y, dlogits).map_err(fail)?;
+            scale_share(dlogits);
             layout
                 .backward(
                     &self.dense_theta,
@@ -172,7 +156,50 @@ impl Worker {
                 )
                 .map_err(fail)?;
             transpose(&self.grad[..h * i], h, i, &mut self.dw1t).map_err(fail)?;
+            return Ok(stats);
         }
+        let bufs = SplitBuffers {
+            ptr: &mut self.ptr,
+            idx: &mut self.idx,
+            vals: &mut self.vals,
+            slots: &mut self.slots,
+            dense_cols: &mut self.dense_cols,
+            dense: &mut self.x,
+        };
+        let dense_above = DENSE_SHARE * n as f32 + DENSE_EXTRA_ROWS;
+        let sx =
+            SplitRows::from_bytes(n, i, |b| share.image(b), PIXEL_SCALE, dense_above, bufs).map_err(fail)?;
+        layout
+            .forward_sparse(
+                theta,
+                w1t,
+                &sx,
+                hidden,
+                logits,
+                &mut self.scratch,
+                &mut self.panel,
+            )
+            .map_err(fail)?;
+        let stats = cross_entropy_grad(logits, layout.outputs, y, dlogits).map_err(fail)?;
+        scale_share(dlogits);
+        let xt = sx
+            .sparse()
+            .transpose_into(&mut self.t_ptr, &mut self.t_idx, &mut self.t_vals)
+            .map_err(fail)?;
+        layout
+            .backward_sparse(
+                theta,
+                &sx,
+                &xt,
+                hidden,
+                dlogits,
+                dhidden,
+                &mut self.grad,
+                &mut self.dw1t,
+                &mut self.scratch,
+                &mut self.panel,
+            )
+            .map_err(fail)?;
         Ok(stats)
     }
 }
@@ -195,8 +222,8 @@ pub struct GradientEngine {
 
 impl GradientEngine {
     /// Buffers for batches of up to `batch` examples on up to `threads` threads, each given at
-    /// least [`MIN_ROWS_PER_THREAD`] rows; with `sparse_inputs`, batches whose non-zeros are
-    /// fewer than a third of their entries take the sparse input-layer passes.
+    /// least [`MIN_ROWS_PER_THREAD`] rows; with `sparse_inputs`, batches are split into dense
+    /// and sparse inputs for the input layer, else they take the dense passes.
     pub fn new(layout: Layout, batch: usize, threads: usize, sparse_inputs: bool) -> Self {
         let threads = threads.clamp(1, batch.div_ceil(MIN_ROWS_PER_THREAD).max(1));
         let rows_per_worker = batch.div_ceil(threads);

@@ -11,6 +11,9 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod bytes_avx2;
+mod split;
+
+pub use split::{SplitBuffers, SplitRows};
 
 use crate::gemm::{GemmError, KernelPath, active_kernel};
 use crate::mlp::{MlpError, check_len};
