@@ -237,8 +237,9 @@ struct SplitRoom {
     ptr: Vec<u32>,
     idx: Vec<u32>,
     vals: Vec<f32>,
-    slots: Vec<u32>,
+    counts: Vec<u32>,
     dense_cols: Vec<u32>,
+    masks: Vec<u32>,
     dense: Vec<f32>,
 }
 
@@ -248,9 +249,10 @@ impl SplitRoom {
             ptr: vec![0; rows + 1],
             idx: vec![0; rows * cols],
             vals: vec![0.0; rows * cols],
-            slots: vec![0; cols],
+            counts: vec![0; cols],
             dense_cols: vec![0; cols],
-            dense: vec![0.0; rows * (cols + 1)],
+            masks: vec![0; cols.div_ceil(32)],
+            dense: vec![0.0; SplitBuffers::dense_len(rows, cols)],
         }
     }
 
@@ -259,8 +261,9 @@ impl SplitRoom {
             ptr: &mut self.ptr,
             idx: &mut self.idx,
             vals: &mut self.vals,
-            slots: &mut self.slots,
+            counts: &mut self.counts,
             dense_cols: &mut self.dense_cols,
+            masks: &mut self.masks,
             dense: &mut self.dense,
         };
         SplitRows::from_dense(x, cols, share * (x.len() / cols.max(1)) as f32, bufs).unwrap()
@@ -274,6 +277,87 @@ fn selector(picked: &[u32], cols: usize) -> Vec<f32> {
         m[q * cols + j as usize] = 1.0;
     }
     m
+}
+
+/// The batch a split stands for: its sparse part times the identity, plus its dense part
+/// scattered back to its columns (each entry one product by 1: exact).
+fn reconstruct(sx: &SplitRows<'_>, rows: usize, cols: usize) -> Vec<f32> {
+    let identity = selector(&(0..cols as u32).collect::<Vec<_>>(), cols);
+    let mut back = vec![0f32; rows * cols];
+    sparse_times_dense_on(KernelPath::Portable, sx.sparse(), &identity, cols, &mut back).unwrap();
+    let k = sx.dense_cols().len();
+    if rows > 0 && k > 0 {
+        let scatter = selector(sx.dense_cols(), cols);
+        let mut scratch = vec![0f32; scratch_len(rows, cols, k)];
+        let c = MatMut::new(&mut back, rows, cols, cols);
+        let s = MatRef::new(&scatter, k, cols, cols);
+        gemm_on(
+            KernelPath::Portable,
+            1.0,
+            sx.dense(),
+            s,
+            1.0,
+            c,
+            Epilogue::None,
+            &mut scratch,
+        )
+        .unwrap();
+    }
+    back
+}
+
+#[test]
+fn splits_from_bytes_equal_the_split_of_their_values() {
+    let mut rng = TestRng::new(12);
+    // Around the AVX2 path's blocks: 32 columns tested at once, 1024 counted per pass, counts
+    // flushed every 255 rows.
+    let shapes = [
+        (0, 32),
+        (1, 1),
+        (3, 31),
+        (7, 33),
+        (300, 64),
+        (600, 97),
+        (20, 784),
+        (5, 1100),
+    ];
+    for path in paths() {
+        for &(rows, cols) in &shapes {
+            for density in [0.1, 0.5, 1.0] {
+                let bytes: Vec<u8> = (0..rows * cols)
+                    .map(|_| {
+                        let keep = (rng.uniform() + 1.0) / 2.0 < density;
+                        if keep {
+                            1 + ((rng.uniform() + 1.0) * 127.0) as u8
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                let scale = 1.0 / 255.0;
+                let values: Vec<f32> = bytes.iter().map(|&p| f32::from(p) * scale).collect();
+                let above = 0.3 * rows as f32;
+                let mut want_room = SplitRoom::new(rows, cols);
+                let want = want_room.split(&values, cols, 0.3);
+                let mut room = SplitRoom::new(rows, cols);
+                let bufs = SplitBuffers {
+                    ptr: &mut room.ptr,
+                    idx: &mut room.idx,
+                    vals: &mut room.vals,
+                    counts: &mut room.counts,
+                    dense_cols: &mut room.dense_cols,
+                    masks: &mut room.masks,
+                    dense: &mut room.dense,
+                };
+                let row = |b: usize| &bytes[b * cols..(b + 1) * cols];
+                let got = SplitRows::from_bytes_on(path, rows, cols, row, scale, above, bufs).unwrap();
+                let what = format!("{path:?} {rows}x{cols} density {density}");
+                assert_eq!(got.dense_cols(), want.dense_cols(), "{what}");
+                assert_eq!(got.sparse().nnz(), want.sparse().nnz(), "{what}");
+                assert_eq!(reconstruct(&got, rows, cols), values, "{what}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -297,42 +381,21 @@ fn a_split_batch_is_its_dense_plus_its_sparse_part() {
                 let in_dense = |e: usize| want_cols.contains(&((e % cols) as u32));
                 let sparse_nnz = (0..rows * cols).filter(|&e| x[e] != 0.0 && !in_dense(e)).count();
                 assert_eq!(sx.sparse().nnz(), sparse_nnz, "{what}");
-                // Sparse part times the identity, plus the dense part scattered back: exactly x.
-                let identity = selector(&(0..cols as u32).collect::<Vec<_>>(), cols);
-                let mut back = vec![0f32; rows * cols];
-                sparse_times_dense_on(KernelPath::Portable, sx.sparse(), &identity, cols, &mut back).unwrap();
-                let k = sx.dense_cols().len();
-                if rows > 0 && k > 0 {
-                    let scatter = selector(sx.dense_cols(), cols);
-                    let mut scratch = vec![0f32; scratch_len(rows, cols, k)];
-                    let c = MatMut::new(&mut back, rows, cols, cols);
-                    let s = MatRef::new(&scatter, k, cols, cols);
-                    gemm_on(
-                        KernelPath::Portable,
-                        1.0,
-                        sx.dense(),
-                        s,
-                        1.0,
-                        c,
-                        Epilogue::None,
-                        &mut scratch,
-                    )
-                    .unwrap();
-                }
-                assert_eq!(back, x, "{what}");
+                assert_eq!(reconstruct(&sx, rows, cols), x, "{what}");
             }
         }
     }
     // Too little room is an error, not a panic.
     let x = vec![1f32; 6];
     let mut room = SplitRoom::new(2, 3);
-    room.dense.truncate(7);
+    room.dense.truncate(SplitBuffers::dense_len(2, 3) - 1);
     let bufs = SplitBuffers {
         ptr: &mut room.ptr,
         idx: &mut room.idx,
         vals: &mut room.vals,
-        slots: &mut room.slots,
+        counts: &mut room.counts,
         dense_cols: &mut room.dense_cols,
+        masks: &mut room.masks,
         dense: &mut room.dense,
     };
     assert!(matches!(

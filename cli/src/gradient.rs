@@ -45,7 +45,7 @@ fn share_overflow() -> CliError {
 /// The buffers of one worker, sized for at most `rows` examples.
 struct Worker {
     /// The share of the batch as dense rows (the dense passes), or the dense part of its
-    /// split (`rows x (inputs + 1)`), and its labels.
+    /// split, and its labels.
     x: Vec<f32>,
     y: Vec<u8>,
     /// The sparse part of the share in compressed rows, and its transpose.
@@ -55,9 +55,10 @@ struct Worker {
     t_ptr: Vec<u32>,
     t_idx: Vec<u32>,
     t_vals: Vec<f32>,
-    /// The split's per-input scratch and its dense inputs.
-    slots: Vec<u32>,
+    /// The split's per-input counts, its dense inputs and their bit masks.
+    counts: Vec<u32>,
     dense_cols: Vec<u32>,
+    masks: Vec<u32>,
     /// Rows of `W1^T` (forward) or `dW1^T` (backward) of the dense inputs.
     panel: Vec<f32>,
     /// theta with W1 written back from W1^T, for the dense passes.
@@ -79,7 +80,7 @@ impl Worker {
     fn new(layout: &Layout, rows: usize) -> Self {
         let (i, h) = (layout.inputs, layout.hidden);
         Worker {
-            x: vec![0.0; rows * (i + 1)],
+            x: vec![0.0; SplitBuffers::dense_len(rows, i)],
             y: vec![0; rows],
             ptr: vec![0; rows + 1],
             idx: vec![0; rows * i],
@@ -87,8 +88,9 @@ impl Worker {
             t_ptr: vec![0; i + 1],
             t_idx: vec![0; rows * i],
             t_vals: vec![0.0; rows * i],
-            slots: vec![0; i],
+            counts: vec![0; i],
             dense_cols: vec![0; i],
+            masks: vec![0; i.div_ceil(32)],
             panel: vec![0.0; i * h],
             dense_theta: vec![0.0; layout.num_params()],
             hidden: vec![0.0; rows * h],
@@ -162,8 +164,9 @@ impl Worker {
             ptr: &mut self.ptr,
             idx: &mut self.idx,
             vals: &mut self.vals,
-            slots: &mut self.slots,
+            counts: &mut self.counts,
             dense_cols: &mut self.dense_cols,
+            masks: &mut self.masks,
             dense: &mut self.x,
         };
         let dense_above = DENSE_SHARE * n as f32 + DENSE_EXTRA_ROWS;
