@@ -3,7 +3,11 @@
 //! - `forward/PATH`: `X W1^T` from compressed rows (`500 x 784` times `784 x 128`);
 //! - `backward/PATH`: `X^T dA`, the gradient of W1 transposed (`784 x 500` times `500 x 128`);
 //! - `transpose`: building `X^T` from `X`;
-//! - `dense/PATH`: the same forward product as a dense GEMM, for the ratio.
+//! - `dense/PATH`: the same forward product as a dense GEMM, for the ratio;
+//! - `compress/PATH`: compressing the batch from its bytes (`SparseRows::from_bytes_on`);
+//! - `split/PATH`: splitting it from its bytes into the columns non-zero in more than a fifth
+//!   of the rows, held dense, and the rest compressed (`SplitRows::from_bytes_on`), as the
+//!   gradient optimizers do.
 //!
 //! Throughput is in non-zeros. `cargo bench --bench sparse`.
 
@@ -12,7 +16,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ienk::gemm::{Epilogue, KernelPath, MatMut, MatRef, gemm_on, scratch_len};
-use ienk::sparse::{SparseRows, sparse_times_dense_on};
+use ienk::sparse::{SparseRows, SplitBuffers, SplitRows, sparse_times_dense_on};
 
 const ROWS: usize = 500;
 const INPUTS: usize = 784;
@@ -102,6 +106,37 @@ fn products(c: &mut Criterion) {
                 let c = MatMut::new(&mut out, ROWS, HIDDEN, HIDDEN);
                 gemm_on(path, 1.0, a, w, 0.0, c, Epilogue::None, &mut scratch).expect("supported path");
                 black_box(&out);
+            })
+        });
+    }
+    let bytes: Vec<u8> = x.iter().map(|&v| (v * 255.0).round() as u8).collect();
+    let row = |b: usize| &bytes[b * INPUTS..(b + 1) * INPUTS];
+    for &path in &supported {
+        group.bench_function(BenchmarkId::new("compress", path.name()), |b| {
+            b.iter(|| {
+                let sx = SparseRows::from_bytes_on(path, ROWS, INPUTS, row, 1.0 / 255.0, &mut ptr, &mut idx, &mut vals)
+                    .expect("sizes");
+                black_box(sx.nnz());
+            })
+        });
+    }
+    let (mut counts, mut cols, mut masks) = (vec![0u32; INPUTS], vec![0u32; INPUTS], vec![0u32; INPUTS.div_ceil(32)]);
+    let mut dense = vec![0f32; SplitBuffers::dense_len(ROWS, INPUTS)];
+    for &path in &supported {
+        group.bench_function(BenchmarkId::new("split", path.name()), |b| {
+            b.iter(|| {
+                let bufs = SplitBuffers {
+                    ptr: &mut ptr,
+                    idx: &mut idx,
+                    vals: &mut vals,
+                    counts: &mut counts,
+                    dense_cols: &mut cols,
+                    masks: &mut masks,
+                    dense: &mut dense,
+                };
+                let above = ROWS as f32 / 5.0;
+                let sx = SplitRows::from_bytes_on(path, ROWS, INPUTS, row, 1.0 / 255.0, above, bufs).expect("sizes");
+                black_box(sx.sparse().nnz());
             })
         });
     }
