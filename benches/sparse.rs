@@ -114,13 +114,26 @@ fn products(c: &mut Criterion) {
     for &path in &supported {
         group.bench_function(BenchmarkId::new("compress", path.name()), |b| {
             b.iter(|| {
-                let sx = SparseRows::from_bytes_on(path, ROWS, INPUTS, row, 1.0 / 255.0, &mut ptr, &mut idx, &mut vals)
-                    .expect("sizes");
+                let sx = SparseRows::from_bytes_on(
+                    path,
+                    ROWS,
+                    INPUTS,
+                    row,
+                    1.0 / 255.0,
+                    &mut ptr,
+                    &mut idx,
+                    &mut vals,
+                )
+                .expect("sizes");
                 black_box(sx.nnz());
             })
         });
     }
-    let (mut counts, mut cols, mut masks) = (vec![0u32; INPUTS], vec![0u32; INPUTS], vec![0u32; INPUTS.div_ceil(32)]);
+    let (mut counts, mut cols, mut masks) = (
+        vec![0u32; INPUTS],
+        vec![0u32; INPUTS],
+        vec![0u32; INPUTS.div_ceil(32)],
+    );
     let mut dense = vec![0f32; SplitBuffers::dense_len(ROWS, INPUTS)];
     for &path in &supported {
         group.bench_function(BenchmarkId::new("split", path.name()), |b| {
@@ -135,7 +148,8 @@ fn products(c: &mut Criterion) {
                     dense: &mut dense,
                 };
                 let above = ROWS as f32 / 5.0;
-                let sx = SplitRows::from_bytes_on(path, ROWS, INPUTS, row, 1.0 / 255.0, above, bufs).expect("sizes");
+                let sx = SplitRows::from_bytes_on(path, ROWS, INPUTS, row, 1.0 / 255.0, above, bufs)
+                    .expect("sizes");
                 black_box(sx.sparse().nnz());
             })
         });

@@ -13,6 +13,7 @@ extern crate std;
 
 pub mod batch;
 pub mod ensemble;
+pub mod exp;
 pub mod gemm;
 pub mod idx;
 pub mod json;

@@ -1,5 +1,6 @@
 //! Softmax cross-entropy over rows of logits, through log-sum-exp, and its gradient.
 
+use crate::exp::exp_into;
 use crate::mlp::MlpError;
 
 /// Sums over a batch: total loss, correct predictions, examples.
@@ -51,11 +52,30 @@ pub fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// `log sum exp(row)` with the maximum subtracted, in f64.
+/// Calls `each(j, libm::exp(f64::from(row[j]) - shift))` for every `j` in order, the
+/// exponentials taken [`crate::exp::exp_into`] a chunk at a time.
+fn exps(row: &[f32], shift: f64, mut each: impl FnMut(usize, f64)) {
+    const CHUNK: usize = 16;
+    let (mut args, mut vals) = ([0f64; CHUNK], [0f64; CHUNK]);
+    for (c, chunk) in row.chunks(CHUNK).enumerate() {
+        let n = chunk.len();
+        args.iter_mut()
+            .zip(chunk)
+            .for_each(|(a, &z)| *a = f64::from(z) - shift);
+        exp_into(&args[..n], &mut vals[..n]);
+        vals[..n]
+            .iter()
+            .enumerate()
+            .for_each(|(j, &e)| each(CHUNK * c + j, e));
+    }
+}
+
+/// `log sum exp(row)` with the maximum subtracted, in f64 (the sum taken in order).
 fn log_sum_exp(row: &[f32]) -> f64 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let max = f64::from(max);
-    let sum: f64 = row.iter().map(|&z| libm::exp(f64::from(z) - max)).sum();
+    let mut sum = 0.0;
+    exps(row, max, |_, e| sum += e);
     max + libm::log(sum)
 }
 
@@ -109,11 +129,10 @@ pub fn cross_entropy_grad(
     {
         let lse = log_sum_exp(row);
         add_example(&mut stats, row, y, lse);
-        for (j, (d, &z)) in drow.iter_mut().zip(row).enumerate() {
-            let p = libm::exp(f64::from(z) - lse);
+        exps(row, lse, |j, p| {
             let target = if j == usize::from(y) { 1.0 } else { 0.0 };
-            *d = ((p - target) * inv_batch) as f32;
-        }
+            drow[j] = ((p - target) * inv_batch) as f32;
+        });
     }
     Ok(stats)
 }
@@ -121,10 +140,8 @@ pub fn cross_entropy_grad(
 /// Softmax of one row of logits into `probs`. O(len).
 pub fn softmax(logits: &[f32], probs: &mut [f32]) {
     let lse = log_sum_exp(logits);
-    probs
-        .iter_mut()
-        .zip(logits)
-        .for_each(|(p, &z)| *p = libm::exp(f64::from(z) - lse) as f32);
+    let n = probs.len().min(logits.len());
+    exps(&logits[..n], lse, |j, p| probs[j] = p as f32);
 }
 
 #[cfg(test)]
