@@ -242,7 +242,7 @@ fn header_len(layout: &Layout, metadata: &[(&str, &str)]) -> usize {
     c.0.div_ceil(HEADER_ALIGN) * HEADER_ALIGN
 }
 
-/// Bytes of the file [`write`] produces. O(size of the header).
+/// Bytes of the file [`write()`] produces. O(size of the header).
 pub fn serialized_len(layout: &Layout, metadata: &[(&str, &str)]) -> usize {
     8 + header_len(layout, metadata) + 4 * layout.num_params()
 }

@@ -5,11 +5,11 @@
 //! [`sparse_times_dense`] adds, for each non-zero `x[b][j]`, `x[b][j]` times row j of a dense
 //! matrix: four rows per pass over the output row in portable code that the compiler vectorises,
 //! or, on CPUs with AVX2 + FMA (chosen like the GEMM kernels), 64 output columns held in
-//! registers across all of a row's non-zeros ([`avx2`]). But the centre of a digit is non-zero
+//! registers across all of a row's non-zeros (module `avx2`). But the centre of a digit is non-zero
 //! in most images, and there a dense GEMM, which reuses each loaded weight across rows, is
 //! cheaper per entry than the sparse kernel per non-zero: [`SplitRows`] holds a batch's often
 //! non-zero columns dense and the rest compressed, each part for its own kernel. Rows are built
-//! straight from an image's bytes, 32 at a time with AVX2 ([`bytes_avx2`]).
+//! straight from an image's bytes, 32 at a time with AVX2 (module `bytes_avx2`).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
