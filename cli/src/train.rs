@@ -86,8 +86,9 @@ pub struct TrainConfig {
     pub ensemble: EnsembleSettings,
     /// Step decay of the learning rate, if any.
     pub lr_decay: Option<LrDecay>,
-    /// sgd, nag, adam: run the input layer on the batch's non-zeros when they are fewer than a
-    /// third of its entries (the CLI always does; benchmarks turn it off to compare).
+    /// sgd, nag, adam: split each batch's inputs into often non-zero ones (a GEMM) and the rest
+    /// (sparse products on their non-zeros); otherwise the whole input layer is a dense GEMM
+    /// (the CLI always splits; benchmarks turn it off to compare).
     pub sparse_inputs: bool,
 }
 
