@@ -24,6 +24,20 @@ fn batch(rng: &mut TestRng, rows: usize, cols: usize, density: f32) -> Vec<f32> 
         .collect()
 }
 
+/// `len` bytes, each non-zero (1 to 255) with probability about `density`.
+fn random_bytes(rng: &mut TestRng, len: usize, density: f32) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            let keep = (rng.uniform() + 1.0) / 2.0 < density;
+            if keep {
+                1 + ((rng.uniform() + 1.0) * 127.0) as u8
+            } else {
+                0
+            }
+        })
+        .collect()
+}
+
 struct Compressed {
     ptr: Vec<u32>,
     idx: Vec<u32>,
@@ -139,16 +153,7 @@ fn rows_compressed_from_bytes_hold_the_scaled_bytes() {
         .flat_map(|p| shapes.iter().map(move |s| (p, s)))
     {
         for density in [0.0, 0.2, 0.7, 1.0] {
-            let bytes: Vec<u8> = (0..rows * cols)
-                .map(|_| {
-                    let keep = (rng.uniform() + 1.0) / 2.0 < density;
-                    if keep {
-                        1 + ((rng.uniform() + 1.0) * 127.0) as u8
-                    } else {
-                        0
-                    }
-                })
-                .collect();
+            let bytes = random_bytes(&mut rng, rows * cols, density);
             let (mut ptr, mut idx, mut vals) = (
                 vec![0u32; rows + 1],
                 vec![0u32; rows * cols],
@@ -257,7 +262,12 @@ impl SplitRoom {
     }
 
     fn split<'a>(&'a mut self, x: &[f32], cols: usize, share: f32) -> SplitRows<'a> {
-        let bufs = SplitBuffers {
+        let rows = x.len() / cols.max(1);
+        SplitRows::from_dense(x, cols, share * rows as f32, self.bufs()).unwrap()
+    }
+
+    fn bufs(&mut self) -> SplitBuffers<'_> {
+        SplitBuffers {
             ptr: &mut self.ptr,
             idx: &mut self.idx,
             vals: &mut self.vals,
@@ -265,8 +275,7 @@ impl SplitRoom {
             dense_cols: &mut self.dense_cols,
             masks: &mut self.masks,
             dense: &mut self.dense,
-        };
-        SplitRows::from_dense(x, cols, share * (x.len() / cols.max(1)) as f32, bufs).unwrap()
+        }
     }
 }
 
@@ -324,31 +333,14 @@ fn splits_from_bytes_equal_the_split_of_their_values() {
     for path in paths() {
         for &(rows, cols) in &shapes {
             for density in [0.1, 0.5, 1.0] {
-                let bytes: Vec<u8> = (0..rows * cols)
-                    .map(|_| {
-                        let keep = (rng.uniform() + 1.0) / 2.0 < density;
-                        if keep {
-                            1 + ((rng.uniform() + 1.0) * 127.0) as u8
-                        } else {
-                            0
-                        }
-                    })
-                    .collect();
+                let bytes = random_bytes(&mut rng, rows * cols, density);
                 let scale = 1.0 / 255.0;
                 let values: Vec<f32> = bytes.iter().map(|&p| f32::from(p) * scale).collect();
                 let above = 0.3 * rows as f32;
                 let mut want_room = SplitRoom::new(rows, cols);
                 let want = want_room.split(&values, cols, 0.3);
                 let mut room = SplitRoom::new(rows, cols);
-                let bufs = SplitBuffers {
-                    ptr: &mut room.ptr,
-                    idx: &mut room.idx,
-                    vals: &mut room.vals,
-                    counts: &mut room.counts,
-                    dense_cols: &mut room.dense_cols,
-                    masks: &mut room.masks,
-                    dense: &mut room.dense,
-                };
+                let bufs = room.bufs();
                 let row = |b: usize| &bytes[b * cols..(b + 1) * cols];
                 let got = SplitRows::from_bytes_on(path, rows, cols, row, scale, above, bufs).unwrap();
                 let what = format!("{path:?} {rows}x{cols} density {density}");
@@ -389,15 +381,7 @@ fn a_split_batch_is_its_dense_plus_its_sparse_part() {
     let x = vec![1f32; 6];
     let mut room = SplitRoom::new(2, 3);
     room.dense.truncate(SplitBuffers::dense_len(2, 3) - 1);
-    let bufs = SplitBuffers {
-        ptr: &mut room.ptr,
-        idx: &mut room.idx,
-        vals: &mut room.vals,
-        counts: &mut room.counts,
-        dense_cols: &mut room.dense_cols,
-        masks: &mut room.masks,
-        dense: &mut room.dense,
-    };
+    let bufs = room.bufs();
     assert!(matches!(
         SplitRows::from_dense(&x, 3, 1.0, bufs),
         Err(MlpError::Length { .. })
