@@ -4,7 +4,6 @@
 //! - `backward/PATH`: `X^T dA`, the gradient of W1 transposed (`784 x 500` times `500 x 128`);
 //! - `transpose`: building `X^T` from `X`;
 //! - `dense/PATH`: the same forward product as a dense GEMM, for the ratio;
-//! - `compress/PATH`: compressing the batch from its bytes (`SparseRows::from_bytes_on`);
 //! - `split/PATH`: splitting it from its bytes into the columns non-zero in more than a fifth
 //!   of the rows, held dense, and the rest compressed (`SplitRows::from_bytes_on`), as the
 //!   gradient optimizers do.
@@ -111,24 +110,6 @@ fn products(c: &mut Criterion) {
     }
     let bytes: Vec<u8> = x.iter().map(|&v| (v * 255.0).round() as u8).collect();
     let row = |b: usize| &bytes[b * INPUTS..(b + 1) * INPUTS];
-    for &path in &supported {
-        group.bench_function(BenchmarkId::new("compress", path.name()), |b| {
-            b.iter(|| {
-                let sx = SparseRows::from_bytes_on(
-                    path,
-                    ROWS,
-                    INPUTS,
-                    row,
-                    1.0 / 255.0,
-                    &mut ptr,
-                    &mut idx,
-                    &mut vals,
-                )
-                .expect("sizes");
-                black_box(sx.nnz());
-            })
-        });
-    }
     let (mut counts, mut cols, mut masks) = (
         vec![0u32; INPUTS],
         vec![0u32; INPUTS],

@@ -1,8 +1,9 @@
-//! Rows of bytes (images) with AVX2: compressing a row into column indices and scaled values,
-//! splitting it into dense and sparse columns, and counting each column's non-zeros. 32 bytes
-//! are tested against zero at once, and each group of 8 with entries to keep is packed by a
-//! table lookup (the positions to keep) and one byte shuffle, then widened to 8 indices and 8
-//! floats stored whole; only the count kept advances the output.
+//! Rows of bytes (images) with AVX2, for [`super::SplitRows`]: counting each column's non-zeros,
+//! and splitting a row into its dense columns' values and its other columns' non-zeros (column
+//! indices and scaled values). 32 bytes are tested against zero at once, and each group of 8
+//! with entries to keep is packed by a table lookup (the positions to keep) and one byte
+//! shuffle, then widened to 8 indices and 8 floats stored whole; only the count kept advances
+//! the output.
 
 use core::arch::x86_64::{
     __m128i, __m256i, _mm_cvtsi64_si128, _mm_loadl_epi64, _mm_shuffle_epi8, _mm256_add_epi32,
@@ -33,39 +34,6 @@ const fn positions() -> [u64; 256] {
     table
 }
 
-/// Writes the non-zero bytes of `row` as `f32::from(byte) * scale` to the front of `vals`, and
-/// their positions (increasing) to the front of `idx`; returns how many. Entries of `idx` and
-/// `vals` past that count up to `row.len()` may be overwritten. O(row.len()).
-///
-/// # Safety
-/// The CPU has AVX2; `idx` and `vals` hold at least `row.len()` entries.
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn compact_row(row: &[u8], scale: f32, idx: &mut [u32], vals: &mut [f32]) -> usize {
-    let whole = row.len() / 32 * 32;
-    let mut kept = 0;
-    for start in (0..whole).step_by(32) {
-        // SAFETY: start + 32 <= whole <= row.len().
-        let nonzero = unsafe { nonzero_mask(row.as_ptr().add(start)) };
-        for part in 0..4 {
-            let mask = (nonzero >> (8 * part)) & 0xff;
-            if mask != 0 {
-                // SAFETY: the group's 8 bytes lie inside `row` (start + 8 part + 8 <= whole);
-                // kept counts the non-zeros before the group, at most start + 8 part of them,
-                // so 8 entries from kept fit in idx and vals (both >= row.len(), the caller's
-                // contract); the CPU has AVX2.
-                kept += unsafe { pack_group(row, start + 8 * part, mask, scale, idx, vals, kept) };
-            }
-        }
-    }
-    for (j, &byte) in row.iter().enumerate().skip(whole) {
-        // Branch-free, like the portable compaction: every byte is written, non-zeros advance.
-        idx[kept] = j as u32;
-        vals[kept] = f32::from(byte) * scale;
-        kept += usize::from(byte != 0);
-    }
-    kept
-}
-
 /// Bit `q` set when byte `q` of the 32 at `at` is non-zero.
 ///
 /// # Safety
@@ -80,8 +48,8 @@ unsafe fn nonzero_mask(at: *const u8) -> u32 {
 
 /// Splits `row` by the column masks `dense` (bit `q` of word `w` set when column `32 w + q` is
 /// dense, `row.len().div_ceil(32)` words): every dense column's value, zero or not, goes in
-/// order to the front of `dense_row`; the other columns' non-zeros go to `idx` and `vals` as in
-/// [`compact_row`]. Values are `f32::from(byte) * scale`. Returns how many sparse entries it
+/// order to the front of `dense_row`; the other columns' non-zeros go, with their columns
+/// (increasing), to the front of `idx` and `vals`. Values are `f32::from(byte) * scale`. Returns how many sparse entries it
 /// wrote. Entries past those written, up to `row.len()` in `idx` and `vals` and 7 past the
 /// dense columns in `dense_row`, may be overwritten. O(row.len()).
 ///
@@ -109,8 +77,9 @@ pub(super) unsafe fn split_row(
                 (dense_mask >> (8 * part)) & 0xff,
             );
             if to_compress != 0 {
-                // SAFETY: as in compact_row: the group lies in `row`, and kept counts the
-                // entries written before it, at most `first`, so 8 from kept fit in idx and vals.
+                // SAFETY: the group lies in `row`; kept counts the entries written before it, at
+                // most `first`, so 8 from kept fit in idx and vals (both >= row.len(), the
+                // caller's contract); the CPU has AVX2.
                 kept += unsafe { pack_group(row, first, to_compress, scale, idx, vals, kept) };
             }
             if to_place != 0 {

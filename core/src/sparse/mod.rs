@@ -8,8 +8,8 @@
 //! registers across all of a row's non-zeros (module `avx2`). But the centre of a digit is non-zero
 //! in most images, and there a dense GEMM, which reuses each loaded weight across rows, is
 //! cheaper per entry than the sparse kernel per non-zero: [`SplitRows`] holds a batch's often
-//! non-zero columns dense and the rest compressed, each part for its own kernel. Rows are built
-//! straight from an image's bytes, 32 at a time with AVX2 (module `bytes_avx2`).
+//! non-zero columns dense and the rest compressed, each part for its own kernel, built straight
+//! from an image's bytes, 32 at a time with AVX2 (module `bytes_avx2`).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -63,8 +63,9 @@ impl<'a> SparseRows<'a> {
     /// for the value `f32::from(p) * scale` (MNIST's pixels with `scale = 1/255`: the values
     /// [`crate::mlp::pixels_to_unit`] gives, without the dense copy). `ptr` holds at least
     /// `rows + 1` entries, `idx` and `vals` at least `rows cols`; a row of another length is an
-    /// error. Prefetches the rows a few ahead, which may lie anywhere in memory. O(rows cols),
-    /// 32 bytes at a time with AVX2.
+    /// error. Prefetches the rows a few ahead, which may lie anywhere in memory. O(rows cols).
+    /// (The gradient passes use [`SplitRows::from_bytes`], which is vectorised; with
+    /// `dense_above >= rows` its sparse part is this compression.)
     pub fn from_bytes<'r>(
         rows: usize,
         cols: usize,
@@ -74,31 +75,6 @@ impl<'a> SparseRows<'a> {
         idx: &'a mut [u32],
         vals: &'a mut [f32],
     ) -> Result<SparseRows<'a>, MlpError> {
-        Self::from_bytes_on(active_kernel(), rows, cols, row, scale, ptr, idx, vals)
-    }
-
-    /// [`SparseRows::from_bytes`] on a chosen instruction set (the AVX-512 path uses the AVX2
-    /// build); `GemmError::Unsupported` when the CPU lacks it. For tests and benches.
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_bytes_on<'r>(
-        path: KernelPath,
-        rows: usize,
-        cols: usize,
-        row: impl Fn(usize) -> &'r [u8],
-        scale: f32,
-        ptr: &'a mut [u32],
-        idx: &'a mut [u32],
-        vals: &'a mut [f32],
-    ) -> Result<SparseRows<'a>, MlpError> {
-        check_path(path)?;
-        #[cfg(target_arch = "x86_64")]
-        if path.runs_avx2_build() {
-            // SAFETY: the CPU has AVX2 (runs_avx2_build checks it); compress hands each row
-            // with index and value slices at least as long as the row.
-            let compact =
-                |r: &[u8], i: &mut [u32], v: &mut [f32]| unsafe { bytes_avx2::compact_row(r, scale, i, v) };
-            return compress(rows, cols, row, compact, ptr, idx, vals);
-        }
         let compact = |r: &[u8], i: &mut [u32], v: &mut [f32]| compact_row(r, |p| f32::from(p) * scale, i, v);
         compress(rows, cols, row, compact, ptr, idx, vals)
     }

@@ -85,10 +85,10 @@ impl<'a> SplitRows<'a> {
             check_len("row", row(b).len(), cols)?;
         }
         check_room(rows, cols, &bufs)?;
-        let counts = &mut bufs.counts[..cols];
-        counts.fill(0);
         #[cfg(target_arch = "x86_64")]
         if path.runs_avx2_build() {
+            let counts = &mut bufs.counts[..cols];
+            counts.fill(0);
             // SAFETY: the CPU has AVX2 (runs_avx2_build checks it); every row is `cols` long
             // (checked above), as long as `counts`.
             unsafe { super::bytes_avx2::count_nonzeros(rows, &row, counts) };
@@ -99,13 +99,7 @@ impl<'a> SplitRows<'a> {
             };
             return split(rows, cols, &row, dense_above, split_row, bufs);
         }
-        for b in 0..rows {
-            count_row(row(b), counts);
-        }
-        let split_row = |r: &[u8], masks: &[u32], i: &mut [u32], v: &mut [f32], d: &mut [f32]| {
-            split_row(r, |p| f32::from(p) * scale, masks, i, v, d)
-        };
-        split(rows, cols, &row, dense_above, split_row, bufs)
+        split_portable(rows, cols, &row, |p| f32::from(p) * scale, dense_above, bufs)
     }
 
     /// As [`SplitRows::from_bytes`] for the dense batch `x` (`rows x cols`, f32), on the
@@ -120,15 +114,7 @@ impl<'a> SplitRows<'a> {
         check_len("input batch", x.len(), rows * cols)?;
         check_room(rows, cols, &bufs)?;
         let row = |b: usize| &x[b * cols..(b + 1) * cols];
-        let counts = &mut bufs.counts[..cols];
-        counts.fill(0);
-        for b in 0..rows {
-            count_row(row(b), counts);
-        }
-        let split_row = |r: &[f32], masks: &[u32], i: &mut [u32], v: &mut [f32], d: &mut [f32]| {
-            split_row(r, |e| e, masks, i, v, d)
-        };
-        split(rows, cols, &row, dense_above, split_row, bufs)
+        split_portable(rows, cols, &row, |e| e, dense_above, bufs)
     }
 
     /// The sparse part: the batch's non-zeros outside the dense columns.
@@ -174,12 +160,28 @@ fn check_room(rows: usize, cols: usize, bufs: &SplitBuffers<'_>) -> Result<(), M
     )
 }
 
-/// Adds one to `counts[j]` for each non-zero entry `j` of `row`.
-fn count_row<T: Entry>(row: &[T], counts: &mut [u32]) {
-    counts
-        .iter_mut()
-        .zip(row)
-        .for_each(|(c, &e)| *c += u32::from(e.is_nonzero()));
+/// The portable split: counts each column's non-zero rows, then [`split`] with [`split_row`],
+/// entry `e` standing for `value(e)`. The room and the rows' lengths were checked.
+fn split_portable<'a, 'r, T: Entry + 'r>(
+    rows: usize,
+    cols: usize,
+    row: &impl Fn(usize) -> &'r [T],
+    value: impl Fn(T) -> f32,
+    dense_above: f32,
+    bufs: SplitBuffers<'a>,
+) -> Result<SplitRows<'a>, MlpError> {
+    let counts = &mut bufs.counts[..cols];
+    counts.fill(0);
+    for b in 0..rows {
+        counts
+            .iter_mut()
+            .zip(row(b))
+            .for_each(|(c, &e)| *c += u32::from(e.is_nonzero()));
+    }
+    let split_one = |r: &[T], masks: &[u32], i: &mut [u32], v: &mut [f32], d: &mut [f32]| {
+        split_row(r, &value, masks, i, v, d)
+    };
+    split(rows, cols, row, dense_above, split_one, bufs)
 }
 
 /// The portable split of one row for [`split`]: entry `e` stands for `value(e)`; dense
