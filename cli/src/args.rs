@@ -102,8 +102,8 @@ pub struct CompareArgs {
     /// The one seed of every run (initial weights, data order, perturbations).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Worker threads (default: all cores).
-    #[arg(long, value_parser = positive_usize)]
+    /// Worker threads (default: all cores; at most 1024).
+    #[arg(long, value_parser = thread_count)]
     pub threads: Option<usize>,
     /// Train on the first N training examples only (quick runs).
     #[arg(long, value_name = "N", value_parser = positive_usize)]
@@ -145,8 +145,8 @@ pub struct TrainArgs {
     /// Epochs between two decays of --lr-decay.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = positive_u32, requires = "lr_decay")]
     pub lr_decay_every: u32,
-    /// Hidden units.
-    #[arg(long, default_value_t = 128, value_parser = positive_usize)]
+    /// Hidden units (at most 1048576).
+    #[arg(long, default_value_t = 128, value_parser = hidden_units)]
     pub hidden: usize,
     /// Seed of the initial weights, the data order (the same for every optimizer) and the
     /// perturbations. Same seed, same thread count: the same model, bit for bit.
@@ -155,8 +155,8 @@ pub struct TrainArgs {
     /// Worker threads (default: all cores). sgd, nag, adam split the batch's rows across them
     /// (results depend on the thread count through the order of floating-point sums only); ienk
     /// and eki split the members, and ienk the parameter blocks of its update (ienk's results do
-    /// not depend on the thread count).
-    #[arg(long, value_parser = positive_usize)]
+    /// not depend on the thread count). At most 1024.
+    #[arg(long, value_parser = thread_count)]
     pub threads: Option<usize>,
     /// Where to save the model (written atomically: a temporary file, then a rename).
     #[arg(long, default_value = "model.safetensors", value_name = "FILE")]
@@ -183,8 +183,8 @@ pub struct TrainArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Ensemble optimizers (ienk, eki)")]
 pub struct EnsembleArgs {
-    /// Ensemble members M.
-    #[arg(long, default_value_t = 10, value_name = "M", value_parser = positive_usize)]
+    /// Ensemble members M (at most 16777216).
+    #[arg(long, default_value_t = 10, value_name = "M", value_parser = particles)]
     pub particles: usize,
     /// Perturbation scale c: member entries of layer l are drawn with std c s_l (s_l = the
     /// layer's Glorot std). For eki, the spread of the initial ensemble and of randomisations.
@@ -202,13 +202,15 @@ pub struct EnsembleArgs {
     /// cost about as much as a few full forward passes. Full rank: the members perturb only the
     /// layer-1 columns of the inputs that are non-zero somewhere in the batch; the rest of the
     /// update, which no member's output depends on, is drawn at once with the same distribution
-    /// (for one MNIST image, about 0.3 M normal draws per step instead of M P = 1 M).
-    #[arg(long, default_value_t = 0, value_name = "R")]
+    /// (for one MNIST image, about 0.3 M normal draws per step instead of M P = 1 M). At most
+    /// 784, the input count: a higher rank costs more than full rank.
+    #[arg(long, default_value_t = 0, value_name = "R", value_parser = rank)]
     pub rank: usize,
     /// ienk: heavy-ball momentum mu on the ensemble direction, v <- mu v + sum_k c_k delta_k;
     /// theta <- theta - lr v (0 = the thesis's plain update). Averages the noisy ensemble
     /// estimate over about 1 / (1 - mu) steps; the steady-state step grows by that factor too.
-    #[arg(long, default_value_t = 0.0, value_name = "MU")]
+    /// In [0, 1).
+    #[arg(long, default_value_t = 0.0, value_name = "MU", value_parser = momentum)]
     pub momentum: f32,
     /// ienk: divide each layer's direction sum_k c_k delta_k by M (c s_l)^2, which makes it an
     /// unbiased estimate of the gradient: --lr is then a learning rate as in SGD, the same for
@@ -235,8 +237,9 @@ pub struct EnsembleArgs {
     /// eki: the eps of the adaptive step h0 / (||D||_F + eps).
     #[arg(long, default_value_t = 1e-8, value_name = "EPS", value_parser = positive_f32)]
     pub eki_eps: f32,
-    /// eki: multiplicative inflation alpha, u_j <- ubar + (1 + alpha)(u_j - ubar) after each step.
-    #[arg(long, default_value_t = 0.0, value_name = "ALPHA")]
+    /// eki: multiplicative inflation alpha >= 0, u_j <- ubar + (1 + alpha)(u_j - ubar) after each
+    /// step.
+    #[arg(long, default_value_t = 0.0, value_name = "ALPHA", value_parser = non_negative_f32)]
     pub inflation: f32,
     /// eki: redraw the ensemble around its mean every R steps (EKI(R)); 0 = never.
     #[arg(long, default_value_t = 0, value_name = "R")]
@@ -267,8 +270,8 @@ pub struct EvalArgs {
     /// The model file (safetensors) written by `train`.
     #[arg(long, value_name = "FILE")]
     pub model: PathBuf,
-    /// Worker threads (default: all cores).
-    #[arg(long, value_parser = positive_usize)]
+    /// Worker threads (default: all cores; at most 1024).
+    #[arg(long, value_parser = thread_count)]
     pub threads: Option<usize>,
 }
 
@@ -291,6 +294,59 @@ fn positive_usize(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(v) => Ok(v),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The largest `--hidden`: about 0.8 G parameters, 3.3 GB per copy of them.
+pub const MAX_HIDDEN: usize = 1 << 20;
+/// The largest `--particles`: keeps every ensemble size (`M P`, EKI's `M x M`) within `usize`.
+pub const MAX_PARTICLES: usize = 1 << 24;
+/// The largest `--rank`: the input count, past which a rank-r perturbation of layer 1 costs more
+/// than a full-rank one.
+pub const MAX_RANK: usize = ienk::idx::IMAGE_PIXELS;
+
+fn at_most(s: &str, min: usize, max: usize) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        Ok(_) => Err(format!("must be in {min}..={max}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The largest `--threads`: each thread costs a stack and a few memory mappings, and tens of
+/// thousands of them exhaust the system's before a start can fail cleanly.
+pub const MAX_THREADS: usize = 1024;
+
+fn thread_count(s: &str) -> Result<usize, String> {
+    at_most(s, 1, MAX_THREADS)
+}
+
+fn hidden_units(s: &str) -> Result<usize, String> {
+    at_most(s, 1, MAX_HIDDEN)
+}
+
+fn particles(s: &str) -> Result<usize, String> {
+    at_most(s, 1, MAX_PARTICLES)
+}
+
+fn rank(s: &str) -> Result<usize, String> {
+    at_most(s, 0, MAX_RANK)
+        .map_err(|e| format!("{e} (a rank above the 784 inputs costs more than full rank, 0)"))
+}
+
+fn momentum(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        Ok(_) => Err("must be in [0, 1)".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn non_negative_f32(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(_) => Err("must be a finite number >= 0".into()),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -17,6 +17,7 @@ use ienk::optim::Adam;
 use ienk::seeds::{Stream, rng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use crate::buffers::{product, zeros};
 use crate::error::{CliError, Result};
 use crate::pool::Pool;
 use crate::train::{DenseRows, EnsembleSettings, Optimizer};
@@ -87,22 +88,22 @@ struct AdamState {
 }
 
 impl AdamState {
-    fn new(lr: f32, p: usize) -> Self {
-        AdamState {
+    fn new(lr: f32, p: usize) -> Result<Self> {
+        Ok(AdamState {
             rule: Adam::new(lr),
             step: 0,
-            m: vec![0.0; p],
-            v: vec![0.0; p],
-            estimate: vec![0.0; p],
-        }
+            m: zeros("Adam's first moments", p)?,
+            v: zeros("Adam's second moments", p)?,
+            estimate: zeros("the gradient estimate", p)?,
+        })
     }
 }
 
 impl IenkOptimizer {
     /// Buffers for `cfg` and the `ienk` settings of `e` (rank 0 is full rank; `e.store` keeps the
     /// M perturbations, M P floats, between the forward passes and the update instead of
-    /// regenerating them), with step size `lr`.
-    pub fn new(layout: Layout, cfg: EnsembleConfig, e: &EnsembleSettings, lr: f32) -> Self {
+    /// regenerating them), with step size `lr`. An error when the machine cannot hold them.
+    pub fn new(layout: Layout, cfg: EnsembleConfig, e: &EnsembleSettings, lr: f32) -> Result<Self> {
         let (form, rank, antithetic, momentum, store) = (e.form, e.rank, e.antithetic, e.momentum, e.store);
         let [s1, s2] = layout.glorot_std();
         let perturb = Perturbations {
@@ -121,40 +122,64 @@ impl IenkOptimizer {
             normalize: e.normalize,
         };
         let threads = cfg.threads.clamp(1, cfg.members.max(1));
-        let (b, h, o) = (cfg.batch, layout.hidden, layout.outputs);
-        let full_rank_buffer = |len: usize| if rank == 0 { vec![0.0; len] } else { Vec::new() };
-        IenkOptimizer {
-            dense: DenseRows::new(b),
-            normal: Normal::new(),
-            pool: Pool::new(threads),
-            step: 0,
-            pre: vec![0.0; b * h],
-            hidden: vec![0.0; b * h],
-            logits: vec![0.0; b * o],
-            probs: vec![0.0; b * o],
-            innovation: vec![0.0; b * o],
-            scratch: vec![0.0; layout.gemm_scratch_len(b)],
-            workspaces: (0..threads)
-                .map(|_| vec![0.0; rule.member_workspace_len(b)])
-                .collect(),
-            coeffs: vec![0.0; cfg.members],
-            stored: (store && rank == 0).then(|| vec![0.0; cfg.members * layout.num_params()]),
-            blocks: (0..threads).map(|_| vec![0.0; BLOCK]).collect(),
-            cols: vec![0; layout.inputs],
-            theta_sub: full_rank_buffer(layout.num_params()),
-            x_sub: full_rank_buffer(b * layout.inputs),
-            d_sub: full_rank_buffer(layout.num_params()),
-            direction: full_rank_buffer(layout.num_params()),
-            low_rank_update: if rank > 0 {
-                vec![0.0; rule.low_rank_update_len()]
+        let (b, h, o, p) = (cfg.batch, layout.hidden, layout.outputs, layout.num_params());
+        let bh = product("the hidden layer", &[b, h])?;
+        let bo = product("the logits", &[b, o])?;
+        let full_rank = |what: &str, len: usize| {
+            if rank == 0 {
+                zeros(what, len)
             } else {
-                Vec::new()
+                Ok(Vec::new())
+            }
+        };
+        Ok(IenkOptimizer {
+            dense: DenseRows::new(b)?,
+            normal: Normal::new(),
+            pool: Pool::new(threads)?,
+            step: 0,
+            pre: zeros("the pre-activations", bh)?,
+            hidden: zeros("the hidden layer", bh)?,
+            logits: zeros("the logits", bo)?,
+            probs: zeros("the probabilities", bo)?,
+            innovation: zeros("the innovations", bo)?,
+            scratch: zeros("the GEMM scratch", layout.gemm_scratch_len(b))?,
+            workspaces: (0..threads)
+                .map(|_| zeros("a member workspace", rule.member_workspace_len(b)))
+                .collect::<Result<_>>()?,
+            coeffs: zeros("the coefficients", cfg.members)?,
+            stored: match store && rank == 0 {
+                true => Some(zeros(
+                    "the stored perturbations",
+                    product("the stored perturbations", &[cfg.members, p])?,
+                )?),
+                false => None,
             },
-            velocity: (momentum != 0.0).then(|| vec![0.0; layout.num_params()]),
-            adam: e.adam.then(|| AdamState::new(lr, layout.num_params())),
+            blocks: (0..threads)
+                .map(|_| zeros("a perturbation block", BLOCK))
+                .collect::<Result<_>>()?,
+            cols: zeros("the active columns", layout.inputs)?,
+            theta_sub: full_rank("the restricted parameters", p)?,
+            x_sub: full_rank(
+                "the restricted batch",
+                product("the restricted batch", &[b, layout.inputs])?,
+            )?,
+            d_sub: full_rank("the restricted direction", p)?,
+            direction: full_rank("the direction", p)?,
+            low_rank_update: match rank {
+                0 => Vec::new(),
+                _ => zeros("the low-rank update", rule.low_rank_update_len())?,
+            },
+            velocity: match momentum != 0.0 {
+                true => Some(zeros("the velocity", p)?),
+                false => None,
+            },
+            adam: match e.adam {
+                true => Some(AdamState::new(lr, p)?),
+                false => None,
+            },
             clip: e.clip,
             rule,
-        }
+        })
     }
 }
 
@@ -352,7 +377,9 @@ pub struct EkiOptimizer {
     pool: Pool,
     randomize_every: u64,
     step: u64,
+    /// The members, `M x P`; drawn around theta at the first step.
     ensemble: Vec<f32>,
+    initialised: bool,
     logits: Vec<f32>,
     forward: Vec<Vec<f32>>,
     work: Vec<f32>,
@@ -372,7 +399,7 @@ impl EkiOptimizer {
         eps: f32,
         inflation: f32,
         randomize_every: u64,
-    ) -> Self {
+    ) -> Result<Self> {
         let [s1, s2] = layout.glorot_std();
         let eki = Eki {
             layout,
@@ -384,22 +411,34 @@ impl EkiOptimizer {
         };
         let threads = cfg.threads.clamp(1, cfg.members.max(1));
         let (w32, w64) = eki.update_workspace_len(cfg.batch);
-        EkiOptimizer {
-            dense: DenseRows::new(cfg.batch),
+        Ok(EkiOptimizer {
+            dense: DenseRows::new(cfg.batch)?,
             normal: Normal::new(),
             rng: rng(cfg.seed, Stream::Perturb),
-            pool: Pool::new(threads),
+            pool: Pool::new(threads)?,
             randomize_every,
             step: 0,
-            ensemble: Vec::new(),
-            logits: vec![0.0; cfg.members * cfg.batch * layout.outputs],
+            ensemble: zeros(
+                "the ensemble",
+                product("the ensemble", &[cfg.members, layout.num_params()])?,
+            )?,
+            logits: zeros(
+                "the members' logits",
+                product("the members' logits", &[cfg.members, cfg.batch, layout.outputs])?,
+            )?,
             forward: (0..threads)
-                .map(|_| vec![0.0; eki.forward_workspace_len(cfg.batch, EKI_CHUNK)])
-                .collect(),
-            work: vec![0.0; w32],
-            work64: vec![0.0; w64],
+                .map(|_| {
+                    zeros(
+                        "a forward workspace",
+                        eki.forward_workspace_len(cfg.batch, EKI_CHUNK),
+                    )
+                })
+                .collect::<Result<_>>()?,
+            work: zeros("the update workspace", w32)?,
+            work64: zeros("the update workspace", w64)?,
+            initialised: false,
             eki,
-        }
+        })
     }
 }
 
@@ -407,10 +446,10 @@ impl Optimizer for EkiOptimizer {
     fn step(&mut self, theta: &mut [f32], batch: &Batch<'_>) -> Result<BatchStats> {
         let (x, y) = self.dense.load(batch)?;
         let eki = &self.eki;
-        if self.ensemble.is_empty() {
+        if !self.initialised {
             // u_j = theta_0 + xi_j.
-            self.ensemble = vec![0.0; eki.ensemble_len()];
             eki.scatter(&self.normal, &mut self.rng, theta, &mut self.ensemble);
+            self.initialised = true;
         }
         let b = y.len();
         let bo = b * eki.layout.outputs;

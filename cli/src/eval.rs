@@ -117,12 +117,20 @@ pub fn evaluate(layout: &Layout, theta: &[f32], split: &Split<'_>, threads: usiz
     let parts: Vec<Result<Evaluation>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .step_by(per)
-            .map(|start| s.spawn(move || evaluate_rows(layout, theta, split, start..(start + per).min(n))))
+            .map(|start| {
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || {
+                        evaluate_rows(layout, theta, split, start..(start + per).min(n))
+                    })
+                    .map_err(|e| {
+                        CliError::BadInput(format!("cannot start an evaluation thread: {e}; lower --threads"))
+                    })
+            })
             .collect();
         handles
             .into_iter()
             .map(|h| {
-                h.join()
+                h?.join()
                     .unwrap_or_else(|_| Err(CliError::Failed("an evaluation thread panicked".into())))
             })
             .collect()

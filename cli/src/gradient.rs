@@ -17,6 +17,7 @@ use ienk::loss::{BatchStats, cross_entropy_grad};
 use ienk::mlp::{Layout, MlpError, PIXEL_SCALE};
 use ienk::sparse::{SplitBuffers, SplitRows, transpose};
 
+use crate::buffers::{product, zeros};
 use crate::error::{CliError, Result};
 use crate::pool::Pool;
 
@@ -78,31 +79,34 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(layout: &Layout, rows: usize) -> Self {
+    fn new(layout: &Layout, rows: usize) -> Result<Self> {
         let (i, h) = (layout.inputs, layout.hidden);
-        Worker {
-            x: vec![0.0; SplitBuffers::dense_len(rows, i)],
-            y: vec![0; rows],
-            ptr: vec![0; rows + 1],
-            idx: vec![0; rows * i],
-            vals: vec![0.0; rows * i],
-            t_ptr: vec![0; i + 1],
-            t_idx: vec![0; rows * i],
-            t_vals: vec![0.0; rows * i],
-            counts: vec![0; i],
-            dense_cols: vec![0; i],
-            masks: vec![0; i.div_ceil(32)],
-            panel: vec![0.0; i * h],
-            dense_theta: vec![0.0; layout.num_params()],
-            hidden: vec![0.0; rows * h],
-            logits: vec![0.0; rows * layout.outputs],
-            dlogits: vec![0.0; rows * layout.outputs],
-            dhidden: vec![0.0; rows * h],
-            dw1t: vec![0.0; i * h],
-            grad: vec![0.0; layout.num_params()],
-            scratch: vec![0.0; layout.gemm_scratch_len(rows)],
+        let cells = product("a worker's batch share", &[rows, i])?;
+        let hidden = product("a worker's hidden layer", &[rows, h])?;
+        let logits = product("a worker's logits", &[rows, layout.outputs])?;
+        Ok(Worker {
+            x: zeros("a worker's dense inputs", SplitBuffers::dense_len(rows, i))?,
+            y: zeros("a worker's labels", rows)?,
+            ptr: zeros("a worker's row pointers", rows + 1)?,
+            idx: zeros("a worker's sparse inputs", cells)?,
+            vals: zeros("a worker's sparse inputs", cells)?,
+            t_ptr: zeros("a worker's column pointers", i + 1)?,
+            t_idx: zeros("a worker's transposed inputs", cells)?,
+            t_vals: zeros("a worker's transposed inputs", cells)?,
+            counts: zeros("a worker's column counts", i)?,
+            dense_cols: zeros("a worker's dense columns", i)?,
+            masks: zeros("a worker's column masks", i.div_ceil(32))?,
+            panel: zeros("a worker's panel of W1", i * h)?,
+            dense_theta: zeros("a worker's parameters", layout.num_params())?,
+            hidden: zeros("a worker's hidden layer", hidden)?,
+            logits: zeros("a worker's logits", logits)?,
+            dlogits: zeros("a worker's logit gradients", logits)?,
+            dhidden: zeros("a worker's hidden gradients", hidden)?,
+            dw1t: zeros("a worker's gradient of W1", i * h)?,
+            grad: zeros("a worker's gradient", layout.num_params())?,
+            scratch: zeros("a worker's GEMM scratch", layout.gemm_scratch_len(rows))?,
             stats: BatchStats::default(),
-        }
+        })
     }
 
     /// Forward + backward on `share`, a share of a batch of `batch` examples, at the parameters
@@ -227,18 +231,19 @@ pub struct GradientEngine {
 impl GradientEngine {
     /// Buffers for batches of up to `batch` examples on up to `threads` threads, each given at
     /// least [`MIN_ROWS_PER_THREAD`] rows; with `sparse_inputs`, batches are split into dense
-    /// and sparse inputs for the input layer, else they take the dense passes.
-    pub fn new(layout: Layout, batch: usize, threads: usize, sparse_inputs: bool) -> Self {
+    /// and sparse inputs for the input layer, else they take the dense passes. An error when
+    /// the machine cannot hold the buffers.
+    pub fn new(layout: Layout, batch: usize, threads: usize, sparse_inputs: bool) -> Result<Self> {
         let threads = threads.clamp(1, batch.div_ceil(MIN_ROWS_PER_THREAD).max(1));
         let rows_per_worker = batch.div_ceil(threads);
-        GradientEngine {
+        Ok(GradientEngine {
             layout,
             workers: (0..threads)
                 .map(|_| Worker::new(&layout, rows_per_worker))
-                .collect(),
+                .collect::<Result<_>>()?,
             rows_per_worker,
             sparse_inputs,
-        }
+        })
     }
 
     /// The gradient of the mean loss of `examples` at `theta` with layer 1's weights `w1t` (W1

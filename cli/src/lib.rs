@@ -2,6 +2,7 @@
 //! commands, so that integration tests can drive them in-process.
 
 pub mod args;
+pub mod buffers;
 pub mod compare;
 pub mod data;
 pub mod ensemble;
@@ -40,9 +41,10 @@ where
     Ok(dispatch(cli, out))
 }
 
-/// All cores, or `requested`.
+/// `requested`, or all cores up to [`args::MAX_THREADS`].
 fn threads(requested: Option<usize>) -> usize {
-    requested.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    requested
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(args::MAX_THREADS)))
 }
 
 fn emit(out: &mut dyn Write, text: &str) -> Result<()> {

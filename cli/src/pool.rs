@@ -46,8 +46,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool of `threads` (at least 1; 1 runs everything on the calling thread, no worker).
-    pub fn new(threads: usize) -> Pool {
+    /// A pool of `threads` (at least 1; 1 runs everything on the calling thread, no worker), or
+    /// an error when the system refuses a thread (the ones started are stopped again).
+    pub fn new(threads: usize) -> Result<Pool> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 job: None,
@@ -63,13 +64,24 @@ impl Pool {
         });
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let spin = if threads <= cores { SPIN } else { Duration::ZERO };
-        let workers = (1..threads.max(1))
-            .map(|_| {
-                let shared = Arc::clone(&shared);
-                std::thread::spawn(move || worker(&shared, spin))
-            })
-            .collect();
-        Pool { shared, workers }
+        let mut pool = Pool {
+            shared,
+            workers: Vec::new(),
+        };
+        for started in 1..threads.max(1) {
+            let shared = Arc::clone(&pool.shared);
+            let handle = std::thread::Builder::new()
+                .name("ienk-worker".into())
+                .spawn(move || worker(&shared, spin))
+                .map_err(|e| {
+                    CliError::BadInput(format!(
+                        "cannot start worker thread {} of {threads}: {e}; lower --threads",
+                        started + 1
+                    ))
+                })?;
+            pool.workers.push(handle);
+        }
+        Ok(pool)
     }
 
     /// Threads that run tasks, the calling one included.
@@ -193,7 +205,7 @@ mod tests {
     #[test]
     fn every_item_runs_once_on_any_thread_count() {
         for threads in [1, 2, 3, 5] {
-            let pool = Pool::new(threads);
+            let pool = Pool::new(threads).unwrap();
             for items in [0usize, 1, 2, 7, 100] {
                 let hits: Vec<AtomicUsize> = (0..items).map(|_| AtomicUsize::new(0)).collect();
                 let mut out = vec![0usize; items];
@@ -215,7 +227,7 @@ mod tests {
 
     #[test]
     fn an_error_or_a_panic_is_reported_and_the_pool_keeps_working() {
-        let pool = Pool::new(3);
+        let pool = Pool::new(3).unwrap();
         let failed = pool.each((0..10).collect(), |i| {
             if i == 6 {
                 Err(CliError::Failed(format!("item {i}")))

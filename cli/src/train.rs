@@ -13,6 +13,7 @@ use ienk::normal::Normal;
 use ienk::optim::{Adam, Nag, Sgd};
 use ienk::seeds::{Stream, rng};
 
+use crate::buffers;
 use crate::ensemble::{EkiOptimizer, EnsembleConfig, IenkOptimizer};
 use crate::error::{CliError, Result};
 use crate::eval::evaluate;
@@ -184,11 +185,14 @@ pub(crate) struct DenseRows {
 
 impl DenseRows {
     /// Buffers for batches of up to `batch` examples.
-    pub(crate) fn new(batch: usize) -> Self {
-        DenseRows {
-            x: vec![0.0; batch * IMAGE_PIXELS],
-            y: vec![0; batch],
-        }
+    pub(crate) fn new(batch: usize) -> Result<Self> {
+        Ok(DenseRows {
+            x: buffers::zeros(
+                "the batch's rows",
+                buffers::product("the batch's rows", &[batch, IMAGE_PIXELS])?,
+            )?,
+            y: buffers::zeros("the batch's labels", batch)?,
+        })
     }
 
     /// `batch` as rows of pixels / 255 (`len x 784`) and labels. O(len x 784).
@@ -286,7 +290,7 @@ impl Optimizer for Baseline {
         let w1t = match &mut self.w1t {
             Some(w) => w,
             None => {
-                let mut w = vec![0.0; w1_len];
+                let mut w = buffers::zeros("W1 transposed", w1_len)?;
                 transpose(&theta[..w1_len], h, i, &mut w)
                     .map_err(|e| CliError::Failed(format!("cannot transpose W1: {e}")))?;
                 self.w1t.insert(w)
@@ -350,7 +354,8 @@ impl Optimizer for Baseline {
     }
 }
 
-fn make_optimizer(cfg: &TrainConfig, layout: Layout, batch: usize) -> Box<dyn Optimizer> {
+/// The optimizer of `cfg` with its buffers, for batches of up to `batch` examples.
+fn make_optimizer(cfg: &TrainConfig, layout: Layout, batch: usize) -> Result<Box<dyn Optimizer>> {
     let p = layout.num_params();
     let e = &cfg.ensemble;
     let ens = EnsembleConfig {
@@ -367,30 +372,35 @@ fn make_optimizer(cfg: &TrainConfig, layout: Layout, batch: usize) -> Box<dyn Op
                 lr: cfg.lr,
                 momentum: Nag::MOMENTUM,
             },
-            vec![0.0; p],
+            buffers::zeros("NAG's velocity", p)?,
         ),
-        OptimizerKind::Adam => Rule::Adam(Adam::new(cfg.lr), vec![0.0; p], vec![0.0; p], 0),
+        OptimizerKind::Adam => Rule::Adam(
+            Adam::new(cfg.lr),
+            buffers::zeros("Adam's first moments", p)?,
+            buffers::zeros("Adam's second moments", p)?,
+            0,
+        ),
         OptimizerKind::Ienk => {
-            return Box::new(IenkOptimizer::new(layout, ens, e, cfg.lr));
+            return Ok(Box::new(IenkOptimizer::new(layout, ens, e, cfg.lr)?));
         }
         OptimizerKind::Eki => {
-            return Box::new(EkiOptimizer::new(
+            return Ok(Box::new(EkiOptimizer::new(
                 layout,
                 ens,
                 cfg.lr,
                 e.eps,
                 e.inflation,
                 e.randomize_every,
-            ));
+            )?));
         }
     };
-    Box::new(Baseline {
-        engine: GradientEngine::new(layout, cfg.batch_size, cfg.threads, cfg.sparse_inputs),
-        pool: Pool::new(cfg.threads),
+    Ok(Box::new(Baseline {
+        engine: GradientEngine::new(layout, batch, cfg.threads, cfg.sparse_inputs)?,
+        pool: Pool::new(cfg.threads)?,
         rule,
         layout,
         w1t: None,
-    })
+    }))
 }
 
 /// The ensemble settings in force, for the opening line.
@@ -473,15 +483,16 @@ pub fn train(
         return Err(CliError::BadInput("the training split holds no example".into()));
     }
     let layout = Layout::mnist(cfg.hidden);
-    let mut theta = vec![0f32; layout.num_params()];
+    let batch = cfg.batch_size.min(n);
+    // The buffers first: a size the machine cannot hold fails before any work or file.
+    let mut theta = buffers::zeros("the parameters", layout.num_params())?;
+    let mut optimizer = make_optimizer(cfg, layout, batch)?;
     layout
         .init_glorot(&mut theta, &Normal::new(), &mut rng(cfg.seed, Stream::Init))
         .map_err(|e| CliError::Failed(format!("initialisation failed: {e}")))?;
     let mut metrics = cfg.log.as_deref().map(MetricsLog::create).transpose()?;
     let mut order_rng = rng(cfg.seed, Stream::Order);
     let mut order: Vec<u32> = (0..n as u32).collect();
-    let batch = cfg.batch_size.min(n);
-    let mut optimizer = make_optimizer(cfg, layout, batch);
     let steps_per_epoch = n.div_ceil(batch);
     let log_every = (steps_per_epoch / cfg.progress_lines.max(1)).max(1);
     let total_steps = u64::from(cfg.epochs) * steps_per_epoch as u64;

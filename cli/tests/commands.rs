@@ -476,3 +476,91 @@ fn ienk_models_do_not_depend_on_the_thread_count() {
         );
     }
 }
+
+#[test]
+fn sizes_and_rates_out_of_range_are_refused_with_the_flag_named() {
+    let d = TempDir::new("ranges");
+    dataset(&d.0);
+    let m = d.0.join("m.safetensors");
+    let out_path = m.to_str().unwrap();
+    for (optimizer, bad, flag) in [
+        ("adam", &["--hidden", "1048577"][..], "--hidden"),
+        ("adam", &["--threads", "1025"], "--threads"),
+        ("ienk", &["--particles", "16777217"], "--particles"),
+        ("ienk", &["--rank", "785"], "--rank"),
+        ("ienk", &["--momentum", "1"], "--momentum"),
+        ("ienk", &["--momentum=-0.5"], "--momentum"),
+        ("ienk", &["--momentum", "NaN"], "--momentum"),
+        ("eki", &["--inflation=-0.1"], "--inflation"),
+        ("eki", &["--inflation", "inf"], "--inflation"),
+    ] {
+        let mut args = vec![
+            "train",
+            "--optimizer",
+            optimizer,
+            "--epochs",
+            "1",
+            "--out",
+            out_path,
+        ];
+        args.extend_from_slice(bad);
+        let o = cli(&d.0, &args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {err}");
+        assert!(err.contains(flag), "{bad:?}: {err}");
+    }
+    assert!(
+        cli(&d.0, &["eval", "--model", out_path, "--threads", "1025"])
+            .status
+            .code()
+            == Some(2)
+    );
+    // The bounds themselves are accepted.
+    let o = cli(
+        &d.0,
+        &[
+            "train",
+            "--optimizer",
+            "ienk",
+            "--epochs",
+            "1",
+            "--rank",
+            "784",
+            "--out",
+            out_path,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(m.exists());
+}
+
+#[test]
+fn a_run_too_large_for_memory_stops_before_any_work_with_the_buffer_named() {
+    let d = TempDir::new("too-large");
+    dataset(&d.0);
+    let m = d.0.join("m.safetensors");
+    let log = d.0.join("m.csv");
+    // 16.7 M members of 52 M parameters: 3.5 PB, past any address space.
+    let out = cli(
+        &d.0,
+        &[
+            "train",
+            "--optimizer",
+            "eki",
+            "--particles",
+            "16777216",
+            "--hidden",
+            "65536",
+            "--out",
+            m.to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+        ],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot allocate the ensemble (3.5 PB)"), "{err}");
+    assert!(err.contains("--particles"), "{err}");
+    assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
+    assert!(!m.exists() && !log.exists());
+}
