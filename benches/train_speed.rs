@@ -115,6 +115,7 @@ fn main() {
             log: None,
             limit,
             progress_lines: 1,
+            save_every_epoch: false,
             lr_decay: None,
             sparse_inputs,
             ensemble,

@@ -19,6 +19,7 @@ fn config(optimizer: OptimizerKind, out: &std::path::Path) -> TrainConfig {
         log: None,
         limit: None,
         progress_lines: 1,
+        save_every_epoch: false,
         lr_decay: None,
         sparse_inputs: true,
         ensemble: Default::default(),

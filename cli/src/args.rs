@@ -72,8 +72,8 @@ pub enum Command {
     /// Progress lines follow the thesis: `=== Epoch: E/N === Iter:EXAMPLES === Loss: batch loss
     /// === BAcc: batch accuracy === TAcc: accuracy over the epoch so far === Remain: time left ===
     /// examples per second ===`. Loss and accuracies are measured before each update. A NaN,
-    /// infinite or exploded (above 1e4) loss stops the run with exit status 1 and no model is
-    /// written.
+    /// infinite or exploded (above 1e4) loss stops the run with exit status 1 and writes no model
+    /// (with --save-every-epoch, the model of the last finished epoch stays).
     Train(TrainArgs),
     /// Evaluate a saved model on the test split: accuracy, loss, per-class accuracy and the
     /// confusion matrix.
@@ -158,9 +158,15 @@ pub struct TrainArgs {
     /// not depend on the thread count). At most 1024.
     #[arg(long, value_parser = thread_count)]
     pub threads: Option<usize>,
-    /// Where to save the model (written atomically: a temporary file, then a rename).
+    /// Where to save the model (checked before training; written atomically: a temporary file,
+    /// then a rename).
     #[arg(long, default_value = "model.safetensors", value_name = "FILE")]
     pub out: PathBuf,
+    /// Also save the model to --out after every epoch (its metadata's `epochs` says how many
+    /// are done), so that a run stopped or diverged later keeps its last finished epoch. Costs
+    /// one write of the model per epoch.
+    #[arg(long)]
+    pub save_every_epoch: bool,
     /// Write a CSV of metrics: a row per progress line (kind=step) and per epoch (kind=epoch), with
     /// columns kind,epoch,step,examples,seconds,loss,accuracy,test_loss,test_accuracy.
     #[arg(long, value_name = "FILE")]

@@ -137,6 +137,7 @@ pub fn compare(
             log: Some(cfg.out_dir.join(format!("{}.csv", run.slug))),
             limit: cfg.limit,
             progress_lines: 2,
+            save_every_epoch: false,
             lr_decay: run.lr_decay,
             sparse_inputs: true,
             ensemble: run.ensemble,

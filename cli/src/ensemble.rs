@@ -278,7 +278,7 @@ impl Optimizer for IenkOptimizer {
         }
         if let Some(k) = self.coeffs.iter().position(|c| !c.is_finite()) {
             return Err(CliError::Failed(format!(
-                "training diverged at step {}: member {k}'s coefficient is {}; no model was written",
+                "training diverged at step {}: member {k}'s coefficient is {}",
                 self.step + 1,
                 self.coeffs[k]
             )));
@@ -480,7 +480,7 @@ impl Optimizer for EkiOptimizer {
             .map_err(failed)?;
         if !step.h.is_finite() || !step.d_norm.is_finite() {
             return Err(CliError::Failed(format!(
-                "training diverged at step {}: ||D|| = {}; no model was written",
+                "training diverged at step {}: ||D|| = {}",
                 self.step + 1,
                 step.d_norm
             )));

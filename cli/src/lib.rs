@@ -67,6 +67,7 @@ pub fn train_config(a: &TrainArgs) -> train::TrainConfig {
         log: a.log.clone(),
         limit: a.limit,
         progress_lines: a.progress,
+        save_every_epoch: a.save_every_epoch,
         sparse_inputs: true,
         lr_decay: a.lr_decay.map(|factor| train::LrDecay {
             factor,

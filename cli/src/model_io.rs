@@ -23,9 +23,9 @@ pub struct LoadedModel {
     pub optimizer: Option<String>,
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed to disk,
-/// then renamed over `path`. A crash leaves either the old file or the new one, never half of one.
-pub fn save_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// The temporary file [`save_atomic`] writes before renaming it to `path`: a hidden name in the
+/// same directory, unique to this process.
+fn temp_path(path: &Path) -> PathBuf {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -34,7 +34,26 @@ pub fn save_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    dir.join(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Checks, before a long run, that [`save_atomic`] will be able to write `path`: `path` is not a
+/// directory, and its temporary file can be created (then removed) in its directory. An error
+/// names `flag` and the reason (bad input: nothing has run yet). O(1) file operations.
+pub fn check_writable(path: &Path, flag: &str) -> Result<()> {
+    let refuse = |reason: String| CliError::BadInput(format!("{flag} {}: {reason}", path.display()));
+    if path.is_dir() {
+        return Err(refuse("is a directory; give a file name".into()));
+    }
+    let tmp = temp_path(path);
+    std::fs::File::create(&tmp).map_err(|e| refuse(format!("cannot write there: {e}")))?;
+    std::fs::remove_file(&tmp).map_err(|e| refuse(format!("cannot remove the probe {}: {e}", tmp.display())))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed to disk,
+/// then renamed over `path`. A crash leaves either the old file or the new one, never half of one.
+pub fn save_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

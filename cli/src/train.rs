@@ -83,6 +83,9 @@ pub struct TrainConfig {
     pub limit: Option<usize>,
     /// Progress lines per epoch.
     pub progress_lines: usize,
+    /// Also save the model to `out` after every epoch but the last, so that a run stopped or
+    /// diverged later keeps its last finished epoch.
+    pub save_every_epoch: bool,
     /// Settings of the ensemble optimizers.
     pub ensemble: EnsembleSettings,
     /// Step decay of the learning rate, if any.
@@ -466,8 +469,50 @@ pub struct TrainSummary {
     pub theta: Vec<f32>,
 }
 
+/// Saves `theta` to `cfg.out` (atomically) with the run's metadata, as trained for `epochs`
+/// epochs to `test_accuracy`. O(P).
+fn save(cfg: &TrainConfig, layout: &Layout, theta: &[f32], epochs: u32, test_accuracy: f64) -> Result<()> {
+    let (epochs, seed, hidden, lr, batch_s, acc) = (
+        epochs.to_string(),
+        cfg.seed.to_string(),
+        cfg.hidden.to_string(),
+        cfg.lr.to_string(),
+        cfg.batch_size.to_string(),
+        format!("{test_accuracy:.4}"),
+    );
+    let metadata = [
+        ("format", model_io::FORMAT),
+        ("optimizer", cfg.optimizer.name()),
+        ("epochs", epochs.as_str()),
+        ("seed", seed.as_str()),
+        ("hidden", hidden.as_str()),
+        ("lr", lr.as_str()),
+        ("batch_size", batch_s.as_str()),
+        ("test_accuracy", acc.as_str()),
+    ];
+    model_io::save_model(&cfg.out, layout, theta, &metadata)
+}
+
+/// A failed run's error `e`, completed with what became of the model: nothing was written, or
+/// `out` keeps the checkpoint `saved` (its epoch and test accuracy).
+fn with_model_status(e: CliError, out: &std::path::Path, saved: Option<(u32, f64)>) -> CliError {
+    let status = match saved {
+        None => "no model was written".to_string(),
+        Some((epoch, acc)) => format!(
+            "{} keeps the model of epoch {epoch} (test accuracy {acc:.4})",
+            out.display()
+        ),
+    };
+    match e {
+        CliError::Failed(msg) => CliError::Failed(format!("{msg}; {status}")),
+        other => other,
+    }
+}
+
 /// Trains from a fresh Glorot initialisation, printing progress to `out`, logging to the metrics
-/// file, and saving the model when done. A non-finite loss stops the run before anything is saved.
+/// file, and saving the model when done (and after every epoch with `save_every_epoch`). A
+/// non-finite or exploded loss stops the run; the model on disk is then the last checkpoint, or
+/// none.
 pub fn train(
     cfg: &TrainConfig,
     train: &Split<'_>,
@@ -484,7 +529,9 @@ pub fn train(
     }
     let layout = Layout::mnist(cfg.hidden);
     let batch = cfg.batch_size.min(n);
-    // The buffers first: a size the machine cannot hold fails before any work or file.
+    // What can fail without training first: an output that cannot be written, then a size the
+    // machine cannot hold, before any work or file.
+    model_io::check_writable(&cfg.out, "--out")?;
     let mut theta = buffers::zeros("the parameters", layout.num_params())?;
     let mut optimizer = make_optimizer(cfg, layout, batch)?;
     layout
@@ -519,6 +566,8 @@ pub fn train(
             + &ensemble_summary(cfg),
     );
     let start = Instant::now();
+    // The epoch and test accuracy of the checkpoint on disk, if any.
+    let mut saved: Option<(u32, f64)> = None;
     let mut train_time = 0.0;
     let mut step: u64 = 0;
     let mut results = Vec::new();
@@ -539,14 +588,22 @@ pub fn train(
                     "internal error: a batch index is out of range".into(),
                 ));
             };
-            let stats = optimizer.step(&mut theta, &batch)?;
+            let stats = optimizer
+                .step(&mut theta, &batch)
+                .map_err(|e| with_model_status(e, &cfg.out, saved))?;
             step += 1;
             let batch_loss = stats.mean_loss();
             if !batch_loss.is_finite() || batch_loss > EXPLODED_LOSS {
-                return Err(CliError::Failed(format!(
-                    "training diverged at epoch {epoch}, step {step}: the batch loss is {batch_loss}; no model \
-                     was written (try a smaller --lr)"
-                )));
+                return Err(with_model_status(
+                    CliError::Failed(format!(
+                        "training diverged in epoch {}/{}, step {step}: the batch loss is {batch_loss} (try a \
+                         smaller --lr)",
+                        epoch + 1,
+                        cfg.epochs
+                    )),
+                    &cfg.out,
+                    saved,
+                ));
             }
             running.merge(stats);
             if (s + 1) % log_every == 0 || s + 1 == steps_per_epoch {
@@ -582,11 +639,19 @@ pub fn train(
         }
         let epoch_secs = epoch_start.elapsed().as_secs_f64();
         train_time += epoch_secs;
-        optimizer.sync(&mut theta)?;
+        optimizer
+            .sync(&mut theta)
+            .map_err(|e| with_model_status(e, &cfg.out, saved))?;
         if theta.iter().any(|t| !t.is_finite()) {
-            return Err(CliError::Failed(format!(
-                "training diverged in epoch {epoch}: a parameter is not finite; no model was written"
-            )));
+            return Err(with_model_status(
+                CliError::Failed(format!(
+                    "training diverged in epoch {}/{}: a parameter is not finite",
+                    epoch + 1,
+                    cfg.epochs
+                )),
+                &cfg.out,
+                saved,
+            ));
         }
         let eval = evaluate(&layout, &theta, test, cfg.threads)?;
         let result = EpochResult {
@@ -623,31 +688,26 @@ pub fn train(
             })?;
         }
         results.push(result);
+        if cfg.save_every_epoch && epoch + 1 < cfg.epochs {
+            save(cfg, &layout, &theta, epoch + 1, result.test_accuracy)?;
+            saved = Some((epoch + 1, result.test_accuracy));
+            say(
+                out,
+                format!(
+                    "--- saved {} (epoch {}/{})",
+                    cfg.out.display(),
+                    epoch + 1,
+                    cfg.epochs
+                ),
+            );
+        }
     }
     let test_accuracy = results.last().map_or(f64::NAN, |r| r.test_accuracy);
-    let (epochs, seed, hidden, lr, batch_s, acc) = (
-        cfg.epochs.to_string(),
-        cfg.seed.to_string(),
-        cfg.hidden.to_string(),
-        cfg.lr.to_string(),
-        cfg.batch_size.to_string(),
-        format!("{test_accuracy:.4}"),
-    );
-    let metadata = [
-        ("format", model_io::FORMAT),
-        ("optimizer", cfg.optimizer.name()),
-        ("epochs", epochs.as_str()),
-        ("seed", seed.as_str()),
-        ("hidden", hidden.as_str()),
-        ("lr", lr.as_str()),
-        ("batch_size", batch_s.as_str()),
-        ("test_accuracy", acc.as_str()),
-    ];
-    model_io::save_model(&cfg.out, &layout, &theta, &metadata)?;
+    save(cfg, &layout, &theta, cfg.epochs, test_accuracy)?;
     say(
         out,
         format!(
-            "saved {} (test accuracy {acc}); training time {train_time:.2} s, {:.3} s per epoch",
+            "saved {} (test accuracy {test_accuracy:.4}); training time {train_time:.2} s, {:.3} s per epoch",
             cfg.out.display(),
             train_time / f64::from(cfg.epochs.max(1))
         ),

@@ -2,8 +2,9 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use common::{TempDir, idx};
 
@@ -152,23 +153,33 @@ fn bad_models_images_and_indices_are_exit_2_with_the_file_named() {
 }
 
 #[test]
-fn an_unwritable_output_is_exit_1_and_leaves_nothing_behind() {
+fn an_unwritable_output_is_refused_before_training_and_leaves_nothing_behind() {
     let d = TempDir::new("unwritable");
     dataset(&d.0);
-    let out = cli(
-        &d.0,
-        &[
-            "train",
-            "--optimizer",
-            "sgd",
-            "--epochs",
-            "1",
-            "--out",
-            "/nonexistent-dir/m.safetensors",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("/nonexistent-dir/m.safetensors: cannot write"));
+    let dir = d.0.to_str().unwrap().to_string();
+    for (target, reason) in [
+        ("/nonexistent-dir/m.safetensors", "cannot write there"),
+        (dir.as_str(), "is a directory"),
+    ] {
+        let out = cli(
+            &d.0,
+            &["train", "--optimizer", "sgd", "--epochs", "1", "--out", target],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(&format!("--out {target}: {reason}")), "{err}");
+        assert!(
+            text(&out.stdout).is_empty(),
+            "trained anyway: {}",
+            text(&out.stdout)
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&d.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -381,9 +392,55 @@ fn an_exploding_ensemble_stops_with_exit_1_and_no_model() {
             m.to_str().unwrap(),
         ],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("diverged"), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("training diverged in epoch 1/3"), "{err}");
+    assert!(err.contains("no model was written"), "{err}");
     assert!(!m.exists());
+}
+
+#[test]
+fn a_run_that_diverges_after_a_checkpoint_says_which_epoch_the_file_keeps() {
+    let d = TempDir::new("explode-late");
+    dataset(&d.0);
+    let m = d.0.join("x.safetensors");
+    let m_str = m.to_str().unwrap();
+    // EKI with a large h0 on this set blows up after a few epochs of one step each.
+    let out = cli(
+        &d.0,
+        &[
+            "train",
+            "--optimizer",
+            "eki",
+            "--particles",
+            "20",
+            "--batch-size",
+            "40",
+            "--lr",
+            "300",
+            "--epochs",
+            "60",
+            "--save-every-epoch",
+            "--out",
+            m_str,
+        ],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let kept = err
+        .split(&format!("{m_str} keeps the model of epoch "))
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no checkpoint named: {err}"));
+    let diverged: u32 = kept.parse::<u32>().unwrap() + 1;
+    assert!(
+        err.contains(&format!("training diverged in epoch {diverged}/60")),
+        "{err}"
+    );
+    let bytes = std::fs::read(&m).unwrap();
+    let model = ienk::safetensors::read(&bytes, 784, 10).unwrap();
+    assert_eq!(model.metadata("epochs"), Some(kept));
+    assert!(cli(&d.0, &["eval", "--model", m_str]).status.success());
 }
 
 #[test]
@@ -563,4 +620,63 @@ fn a_run_too_large_for_memory_stops_before_any_work_with_the_buffer_named() {
     assert!(err.contains("--particles"), "{err}");
     assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
     assert!(!m.exists() && !log.exists());
+}
+
+#[test]
+fn save_every_epoch_leaves_a_stopped_run_its_last_finished_epoch() {
+    let d = TempDir::new("checkpoint");
+    dataset(&d.0);
+    let (stopped, reference) = (d.0.join("stopped.safetensors"), d.0.join("reference.safetensors"));
+    let flags = [
+        "train",
+        "--optimizer",
+        "ienk",
+        "--particles",
+        "50",
+        "--batch-size",
+        "1",
+        "--threads",
+        "1",
+        "--progress",
+        "1",
+    ];
+    // A run of many epochs, killed once its first checkpoint is on disk.
+    let mut child = Command::new(BIN)
+        .args(flags)
+        .args(["--epochs", "100000", "--save-every-epoch", "--out"])
+        .arg(&stopped)
+        .arg("--data-dir")
+        .arg(&d.0)
+        .env_remove("IENK_DATA")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines
+        .find(|l| l.as_ref().is_ok_and(|l| l.starts_with("--- saved")))
+        .unwrap()
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(first.ends_with("(epoch 1/100000)"), "{first}");
+    // The checkpoint (epoch 1, or a later one written before the kill landed) is the model of an
+    // uninterrupted run of that many epochs, byte for byte.
+    let bytes = std::fs::read(&stopped).unwrap();
+    let epochs = ienk::safetensors::read(&bytes, 784, 10)
+        .unwrap()
+        .metadata("epochs")
+        .unwrap()
+        .to_string();
+    let mut args = flags.to_vec();
+    args.extend_from_slice(&["--epochs", &epochs, "--out", reference.to_str().unwrap()]);
+    let out = cli(&d.0, &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        bytes == std::fs::read(&reference).unwrap(),
+        "checkpoint of epoch {epochs} differs"
+    );
+    assert!(
+        !text(&out.stdout).contains("--- saved"),
+        "checkpoints without the flag"
+    );
 }
