@@ -195,6 +195,7 @@ fn help_explains_every_train_flag() {
         "--seed",
         "--threads",
         "--out",
+        "--save-every-epoch",
         "--log",
         "--limit",
         "--lr-decay",
