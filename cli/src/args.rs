@@ -232,7 +232,7 @@ pub struct EnsembleArgs {
     pub update: UpdateArg,
     /// ienk: clip each coefficient c_k to [-C, C] before the update; stabilises the thesis form,
     /// whose innovation -y / (p + 0.005) reaches 200 when the true class's probability collapses
-    /// (with the thesis's settings, 2 gave 0.886-0.890 after 10 epochs on four seeds).
+    /// (with the thesis's settings, 2 gave 0.8857-0.8921 after 10 epochs on eight seeds).
     #[arg(long, value_name = "C", value_parser = positive_f32)]
     pub clip: Option<f32>,
     /// ienk (full rank): keep the M perturbations in memory (M times the parameters the batch's
