@@ -669,6 +669,89 @@ fn normalize_divides_each_layer_by_m_s_squared() {
     }
 }
 
+/// Softmax of each row of `width` values, in f64.
+fn softmax_rows(z: &[f64], width: usize) -> Vec<f64> {
+    z.chunks(width)
+        .flat_map(|row| {
+            let m = row.iter().fold(f64::MIN, |a, &b| a.max(b));
+            let e: Vec<f64> = row.iter().map(|&u| (u - m).exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.into_iter().map(move |u| u / s)
+        })
+        .collect()
+}
+
+#[test]
+fn centred_coefficients_compare_each_member_with_the_ensemble_mean_output() {
+    let mut rng = TestRng::new(12);
+    let theta = rng.vec(TINY.num_params());
+    let x = rng.vec(3 * 9);
+    let y = [1, 3, 0];
+    let normal = Normal::new();
+    let members = 9;
+    for form in [Form::Thesis, Form::Logit] {
+        let r = Resampled {
+            perturb: perturbations(TINY, 0, false, 1.0),
+            members,
+            form,
+            lr: 0.01,
+            momentum: 0.0,
+            normalize: false,
+        };
+        let mean = Mean::new(&TINY, form, &theta, &x, &y);
+        let mut ws = vec![0f32; r.member_workspace_len(3)];
+        let mut coeffs = vec![0f64; members];
+        r.dense_coefficients(
+            &normal,
+            &theta,
+            &x,
+            &mean.view(),
+            0,
+            0..members,
+            &mut ws,
+            &mut coeffs,
+            None,
+        )
+        .unwrap();
+        ienk::ensemble::resampled::center_coefficients(&mut coeffs);
+        // Reference in f64: each member's output (logits, or probabilities for the thesis
+        // form), the ensemble's mean of them, and <output_k - ensemble mean, g>.
+        let outputs: Vec<Vec<f64>> = (0..members)
+            .map(|k| {
+                let mut delta = vec![0f32; TINY.num_params()];
+                r.perturb.fill_member(&normal, 0, k, &mut delta);
+                let member: Vec<f32> = theta.iter().zip(&delta).map(|(a, b)| a + b).collect();
+                let z: Vec<f64> = logits_of(&TINY, &member, &x).into_iter().map(f64::from).collect();
+                match form {
+                    Form::Logit => z,
+                    Form::Thesis => softmax_rows(&z, 4),
+                }
+            })
+            .collect();
+        let z0: Vec<f64> = mean.logits.iter().map(|&v| f64::from(v)).collect();
+        let p0 = softmax_rows(&z0, 4);
+        let ensemble_mean: Vec<f64> = (0..12)
+            .map(|i| outputs.iter().map(|o| o[i]).sum::<f64>() / members as f64)
+            .collect();
+        for (k, &c) in coeffs.iter().enumerate() {
+            let mut want = 0f64;
+            for (i, (&ok, &obar)) in outputs[k].iter().zip(&ensemble_mean).enumerate() {
+                let (b, o) = (i / 4, i % 4);
+                let yo = if usize::from(y[b]) == o { 1.0 } else { 0.0 };
+                let g = match form {
+                    Form::Logit => (p0[i] - yo) / 3.0,
+                    Form::Thesis => -yo / (p0[i] + 0.005) / 3.0,
+                };
+                want += (ok - obar) * g;
+            }
+            assert!(
+                (c - want).abs() < 1e-5 * (1.0 + want.abs()),
+                "{form:?} member {k}: {c} vs {want}"
+            );
+        }
+    }
+}
+
 #[test]
 fn clipping_bounds_every_coefficient_and_keeps_the_rest() {
     let mut c = [-250.0, -0.5, 0.0, 0.25, 3.0, f64::INFINITY];

@@ -230,6 +230,13 @@ pub struct EnsembleArgs {
     /// mostly noise.
     #[arg(long, value_enum, default_value_t = UpdateArg::Plain)]
     pub update: UpdateArg,
+    /// ienk: subtract the members' mean coefficient, c_k - mean_j c_j, before any clipping:
+    /// each member's output is compared with the ensemble's mean output instead of the mean
+    /// network's (the anomalies of the ensemble Kalman filter's sample covariance). Removes the
+    /// update's term mean_j c_j sum_k delta_k, noise that the thesis form makes large when the
+    /// true class's probability collapses; no change with --antithetic (sum_k delta_k = 0).
+    #[arg(long)]
+    pub center: bool,
     /// ienk: clip each coefficient c_k to [-C, C] before the update; stabilises the thesis form,
     /// whose innovation -y / (p + 0.005) reaches 200 when the true class's probability collapses
     /// (with the thesis's settings, 2 gave 0.8857-0.8921 after 10 epochs on eight seeds).

@@ -9,7 +9,7 @@ use ienk::ensemble::collapse::{
 };
 use ienk::ensemble::eki::Eki;
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
-use ienk::ensemble::resampled::{MeanView, Resampled, clip_coefficients, innovation};
+use ienk::ensemble::resampled::{MeanView, Resampled, center_coefficients, clip_coefficients, innovation};
 use ienk::loss::BatchStats;
 use ienk::mlp::{Layout, MlpError};
 use ienk::normal::Normal;
@@ -75,6 +75,7 @@ pub struct IenkOptimizer {
     velocity: Option<Vec<f32>>,
     adam: Option<AdamState>,
     clip: Option<f32>,
+    center: bool,
 }
 
 /// Adam on the ensemble's gradient estimate (`--update adam`).
@@ -178,6 +179,7 @@ impl IenkOptimizer {
                 false => None,
             },
             clip: e.clip,
+            center: e.center,
             rule,
         })
     }
@@ -273,6 +275,9 @@ impl Optimizer for IenkOptimizer {
             };
             r.map_err(failed)
         })?;
+        if self.center {
+            center_coefficients(&mut self.coeffs);
+        }
         if let Some(limit) = self.clip {
             clip_coefficients(&mut self.coeffs, f64::from(limit));
         }

@@ -83,6 +83,7 @@ pub fn train_config(a: &TrainArgs) -> train::TrainConfig {
             antithetic: a.ensemble.antithetic,
             rank: a.ensemble.rank,
             store: a.ensemble.store_perturbations,
+            center: a.ensemble.center,
             momentum: a.ensemble.momentum,
             normalize: a.ensemble.normalize,
             adam: a.ensemble.update == args::UpdateArg::Adam,

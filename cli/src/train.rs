@@ -128,6 +128,9 @@ pub struct EnsembleSettings {
     pub rank: usize,
     /// `ienk`: keep the M perturbations in memory between forward and update.
     pub store: bool,
+    /// `ienk`: subtract the members' mean coefficient (compare each member with the ensemble's
+    /// mean output rather than the mean network's).
+    pub center: bool,
     /// `ienk`: heavy-ball momentum on the ensemble direction (0 = the thesis's update).
     pub momentum: f32,
     /// `ienk`: divide each layer's direction by `M (c s_l)^2` (an SGD-like learning rate).
@@ -153,6 +156,7 @@ impl Default for EnsembleSettings {
             antithetic: false,
             rank: 0,
             store: false,
+            center: false,
             momentum: 0.0,
             normalize: false,
             adam: false,
@@ -424,7 +428,8 @@ fn ensemble_summary(cfg: &TrainConfig) -> String {
                 if e.antithetic { ", antithetic" } else { "" },
                 if e.store { ", stored perturbations" } else { "" },
             ) + &format!(
-                "{}{}",
+                "{}{}{}",
+                if e.center { ", centred coefficients" } else { "" },
                 if e.normalize { ", normalized" } else { "" },
                 if e.adam { ", Adam on the estimate" } else { "" },
             ) + &e

@@ -196,6 +196,7 @@ fn help_explains_every_train_flag() {
         "--threads",
         "--out",
         "--save-every-epoch",
+        "--center",
         "--log",
         "--limit",
         "--lr-decay",
@@ -680,4 +681,35 @@ fn save_every_epoch_leaves_a_stopped_run_its_last_finished_epoch() {
         !text(&out.stdout).contains("--- saved"),
         "checkpoints without the flag"
     );
+}
+
+#[test]
+fn center_changes_the_update_and_is_announced() {
+    let d = TempDir::new("center");
+    dataset(&d.0);
+    let (a, b) = (d.0.join("a.safetensors"), d.0.join("b.safetensors"));
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--optimizer",
+            "ienk",
+            "--form",
+            "thesis",
+            "--particles",
+            "4",
+            "--batch-size",
+            "1",
+            "--epochs",
+            "1",
+            "--out",
+        ];
+        args.push(out.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let o = cli(&d.0, &args);
+        assert!(o.status.success(), "{extra:?}: {}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    assert!(!run(&a, &[]).contains("centred"));
+    assert!(run(&b, &["--center"]).contains(", centred coefficients"));
+    assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
 }

@@ -81,6 +81,19 @@ pub fn clip_coefficients(coeffs: &mut [f64], limit: f64) {
     coeffs.iter_mut().for_each(|c| *c = c.clamp(-limit, limit));
 }
 
+/// Subtracts the members' mean coefficient from each, `c_k - (1/M) sum_j c_j`: as `c_k` is linear
+/// in the member's output (its logits in the logit form, its probabilities in the thesis form),
+/// this compares each member with the ensemble's mean output instead of the mean network's, the
+/// anomalies of the ensemble Kalman filter's sample covariance. The update loses the term
+/// `cbar sum_k delta_k`, noise with no direction in it, which is large when every member's
+/// coefficient has the same sign (the thesis form, when the true class's probability has
+/// collapsed). With antithetic pairs `sum_k delta_k = 0` and nothing changes but rounding.
+/// O(M), in f64.
+pub fn center_coefficients(coeffs: &mut [f64]) {
+    let mean = coeffs.iter().sum::<f64>() / coeffs.len().max(1) as f64;
+    coeffs.iter_mut().for_each(|c| *c -= mean);
+}
+
 /// The coefficient `c_k` of one member from its logits (`B x outputs`), in f64.
 pub fn coefficient(form: Form, member_logits: &[f32], mean: &MeanView<'_>, outputs: usize) -> f64 {
     let mut c = 0f64;
