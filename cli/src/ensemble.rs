@@ -148,13 +148,14 @@ impl IenkOptimizer {
                 .map(|_| zeros("a member workspace", rule.member_workspace_len(b)))
                 .collect::<Result<_>>()?,
             coeffs: zeros("the coefficients", cfg.members)?,
-            stored: match store && rank == 0 {
-                true => Some(zeros(
-                    "the stored perturbations",
-                    product("the stored perturbations", &[cfg.members, p])?,
-                )?),
-                false => None,
-            },
+            stored: (store && rank == 0)
+                .then(|| {
+                    zeros(
+                        "the stored perturbations",
+                        product("the stored perturbations", &[cfg.members, p])?,
+                    )
+                })
+                .transpose()?,
             blocks: (0..threads)
                 .map(|_| zeros("a perturbation block", BLOCK))
                 .collect::<Result<_>>()?,
@@ -170,14 +171,8 @@ impl IenkOptimizer {
                 0 => Vec::new(),
                 _ => zeros("the low-rank update", rule.low_rank_update_len())?,
             },
-            velocity: match momentum != 0.0 {
-                true => Some(zeros("the velocity", p)?),
-                false => None,
-            },
-            adam: match e.adam {
-                true => Some(AdamState::new(lr, p)?),
-                false => None,
-            },
+            velocity: (momentum != 0.0).then(|| zeros("the velocity", p)).transpose()?,
+            adam: e.adam.then(|| AdamState::new(lr, p)).transpose()?,
             clip: e.clip,
             center: e.center,
             rule,
