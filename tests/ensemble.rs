@@ -146,6 +146,28 @@ fn regenerated_update_equals_stored_update() {
     }
 }
 
+/// The mean network's state and the coefficients of all of `r`'s members at `theta` on
+/// `(x, y)` (step 0), as the trainer computes them.
+fn all_coefficients(r: &Resampled, theta: &[f32], x: &[f32], y: &[u8]) -> (Mean, Vec<f64>) {
+    let layout = r.perturb.layout;
+    let mean = Mean::new(&layout, r.form, theta, x, y);
+    let mut ws = vec![0f32; r.member_workspace_len(y.len())];
+    let mut coeffs = vec![0f64; r.members];
+    r.dense_coefficients(
+        &Normal::new(),
+        theta,
+        x,
+        &mean.view(),
+        0,
+        0..r.members,
+        &mut ws,
+        &mut coeffs,
+        None,
+    )
+    .unwrap();
+    (mean, coeffs)
+}
+
 #[test]
 fn dense_coefficients_match_a_naive_member_forward() {
     let mut rng = TestRng::new(3);
@@ -162,21 +184,7 @@ fn dense_coefficients_match_a_naive_member_forward() {
             momentum: 0.0,
             normalize: false,
         };
-        let mean = Mean::new(&TINY, form, &theta, &x, &y);
-        let mut ws = vec![0f32; r.member_workspace_len(3)];
-        let mut coeffs = vec![0f64; 11];
-        r.dense_coefficients(
-            &normal,
-            &theta,
-            &x,
-            &mean.view(),
-            0,
-            0..11,
-            &mut ws,
-            &mut coeffs,
-            None,
-        )
-        .unwrap();
+        let (mean, coeffs) = all_coefficients(&r, &theta, &x, &y);
         for (k, &c) in coeffs.iter().enumerate() {
             let mut delta = vec![0f32; TINY.num_params()];
             r.perturb.fill_member(&normal, 0, k, &mut delta);
@@ -246,21 +254,7 @@ fn ensemble_estimate_points_along_the_gradient() {
             momentum: 0.0,
             normalize: false,
         };
-        let mean = Mean::new(&layout, form, &theta, &x, &y);
-        let mut ws = vec![0f32; r.member_workspace_len(4)];
-        let mut coeffs = vec![0f64; members];
-        r.dense_coefficients(
-            &normal,
-            &theta,
-            &x,
-            &mean.view(),
-            0,
-            0..members,
-            &mut ws,
-            &mut coeffs,
-            None,
-        )
-        .unwrap();
+        let (_, coeffs) = all_coefficients(&r, &theta, &x, &y);
         // theta - 1.0 * sum c delta, so the estimate is (theta0 - theta1).
         let mut moved = theta.clone();
         let mut tmp = vec![0f32; BLOCK];
@@ -698,21 +692,7 @@ fn centred_coefficients_compare_each_member_with_the_ensemble_mean_output() {
             momentum: 0.0,
             normalize: false,
         };
-        let mean = Mean::new(&TINY, form, &theta, &x, &y);
-        let mut ws = vec![0f32; r.member_workspace_len(3)];
-        let mut coeffs = vec![0f64; members];
-        r.dense_coefficients(
-            &normal,
-            &theta,
-            &x,
-            &mean.view(),
-            0,
-            0..members,
-            &mut ws,
-            &mut coeffs,
-            None,
-        )
-        .unwrap();
+        let (mean, mut coeffs) = all_coefficients(&r, &theta, &x, &y);
         ienk::ensemble::resampled::center_coefficients(&mut coeffs);
         // Reference in f64: each member's output (logits, or probabilities for the thesis
         // form), the ensemble's mean of them, and <output_k - ensemble mean, g>.
