@@ -220,7 +220,7 @@ fn compare_writes_the_table_the_csv_and_the_plot() {
             "--epochs",
             "2",
             "--runs",
-            "sgd,adam",
+            "sgd,adam,ienk-thesis,ienk-thesis-clip",
             "--out-dir",
             o,
             "--threads",
@@ -237,14 +237,21 @@ fn compare_writes_the_table_the_csv_and_the_plot() {
         stdout.contains("| Adam | batch 500, lr 0.001 | 0.9699 |"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(
+            "| IEnK (thesis scheme, clip 2) | 10 particles, batch 1, lr 0.001, thesis form, c_k clipped to 2 | 0.8860 |"
+        ),
+        "{stdout}"
+    );
     let csv = std::fs::read_to_string(out_dir.join("compare.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 2 * 2, "{csv}");
+    assert_eq!(csv.lines().count(), 1 + 4 * 2, "{csv}");
     let svg = std::fs::read_to_string(out_dir.join("accuracy.svg")).unwrap();
     assert!(
-        svg.starts_with("<svg") && svg.matches("<polyline").count() == 2,
+        svg.starts_with("<svg") && svg.matches("<polyline").count() == 4,
         "{svg}"
     );
     assert!(out_dir.join("adam.safetensors").exists() && out_dir.join("sgd.csv").exists());
+    assert!(out_dir.join("ienk-thesis-clip.safetensors").exists());
 }
 
 #[test]
