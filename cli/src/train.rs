@@ -542,7 +542,16 @@ pub fn train(
     layout
         .init_glorot(&mut theta, &Normal::new(), &mut rng(cfg.seed, Stream::Init))
         .map_err(|e| CliError::Failed(format!("initialisation failed: {e}")))?;
-    let mut metrics = cfg.log.as_deref().map(MetricsLog::create).transpose()?;
+    let mut metrics = match cfg.log.as_deref() {
+        Some(path) => Some(MetricsLog::create(path).map_err(|e| match e {
+            // Nothing has run yet: a --log that cannot be created is a bad flag, like --out.
+            CliError::Io { source, .. } => {
+                CliError::BadInput(format!("--log {}: cannot write there: {source}", path.display()))
+            }
+            other => other,
+        })?),
+        None => None,
+    };
     let mut order_rng = rng(cfg.seed, Stream::Order);
     let mut order: Vec<u32> = (0..n as u32).collect();
     let steps_per_epoch = n.div_ceil(batch);

@@ -157,23 +157,29 @@ fn an_unwritable_output_is_refused_before_training_and_leaves_nothing_behind() {
     let d = TempDir::new("unwritable");
     dataset(&d.0);
     let dir = d.0.to_str().unwrap().to_string();
-    for (target, reason) in [
-        ("/nonexistent-dir/m.safetensors", "cannot write there"),
-        (dir.as_str(), "is a directory"),
+    let model = d.0.join("m.safetensors");
+    let model = model.to_str().unwrap();
+    for (flag, target, reason) in [
+        ("--out", "/nonexistent-dir/m.safetensors", "cannot write there"),
+        ("--out", dir.as_str(), "is a directory"),
+        ("--log", "/nonexistent-dir/m.csv", "cannot write there"),
     ] {
-        let out = cli(
-            &d.0,
-            &["train", "--optimizer", "sgd", "--epochs", "1", "--out", target],
-        );
+        let mut args = vec!["train", "--optimizer", "sgd", "--epochs", "1"];
+        if flag == "--log" {
+            args.extend_from_slice(&["--out", model]);
+        }
+        args.extend_from_slice(&[flag, target]);
+        let out = cli(&d.0, &args);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.contains(&format!("--out {target}: {reason}")), "{err}");
+        assert!(err.contains(&format!("{flag} {target}: {reason}")), "{err}");
         assert!(
             text(&out.stdout).is_empty(),
             "trained anyway: {}",
             text(&out.stdout)
         );
     }
+    assert!(!Path::new(model).exists());
     let left: Vec<_> = std::fs::read_dir(&d.0)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
