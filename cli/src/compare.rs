@@ -75,43 +75,38 @@ fn runs() -> Vec<Run> {
         lr_decay: None,
         ensemble: base,
     };
+    let ienk_thesis = Run {
+        name: RunName::IenkThesis,
+        slug: "ienk-thesis",
+        label: "IEnK (thesis scheme)",
+        thesis: Some(0.886),
+        optimizer: OptimizerKind::Ienk,
+        batch: 1,
+        lr: 0.001,
+        lr_decay: None,
+        ensemble: EnsembleSettings {
+            particles: 10,
+            form: Form::Thesis,
+            store: true,
+            ..base
+        },
+    };
+    let ienk_thesis_clip = Run {
+        name: RunName::IenkThesisClip,
+        slug: "ienk-thesis-clip",
+        label: "IEnK (thesis scheme, clip 2)",
+        ensemble: EnsembleSettings {
+            clip: Some(2.0),
+            ..ienk_thesis.ensemble
+        },
+        ..ienk_thesis
+    };
     vec![
         plain(RunName::Sgd, "sgd", "SGD", 0.8922, OptimizerKind::Sgd),
         plain(RunName::Nag, "nag", "NAG", 0.936, OptimizerKind::Nag),
         plain(RunName::Adam, "adam", "Adam", 0.9699, OptimizerKind::Adam),
-        Run {
-            name: RunName::IenkThesis,
-            slug: "ienk-thesis",
-            label: "IEnK (thesis scheme)",
-            thesis: Some(0.886),
-            optimizer: OptimizerKind::Ienk,
-            batch: 1,
-            lr: 0.001,
-            lr_decay: None,
-            ensemble: EnsembleSettings {
-                particles: 10,
-                form: Form::Thesis,
-                store: true,
-                ..base
-            },
-        },
-        Run {
-            name: RunName::IenkThesisClip,
-            slug: "ienk-thesis-clip",
-            label: "IEnK (thesis scheme, clip 2)",
-            thesis: Some(0.886),
-            optimizer: OptimizerKind::Ienk,
-            batch: 1,
-            lr: 0.001,
-            lr_decay: None,
-            ensemble: EnsembleSettings {
-                particles: 10,
-                form: Form::Thesis,
-                store: true,
-                clip: Some(2.0),
-                ..base
-            },
-        },
+        ienk_thesis,
+        ienk_thesis_clip,
         Run {
             name: RunName::IenkBest,
             slug: "ienk-best",
