@@ -585,137 +585,132 @@ pub fn train(
     let mut train_time = 0.0;
     let mut step: u64 = 0;
     let mut results = Vec::new();
-    for epoch in 0..cfg.epochs {
-        if let Some(decay) = cfg.lr_decay {
-            let lr = decay.lr_at(cfg.lr, epoch);
-            if epoch > 0 && lr != decay.lr_at(cfg.lr, epoch - 1) {
-                say(out, format!("--- epoch {}: learning rate now {lr}", epoch + 1));
+    // The epochs, in a closure so that whatever stops them is reported once, with what became
+    // of the model (no file yet, or the last checkpoint).
+    let mut run_epochs = || -> Result<()> {
+        for epoch in 0..cfg.epochs {
+            if let Some(decay) = cfg.lr_decay {
+                let lr = decay.lr_at(cfg.lr, epoch);
+                if epoch > 0 && lr != decay.lr_at(cfg.lr, epoch - 1) {
+                    say(out, format!("--- epoch {}: learning rate now {lr}", epoch + 1));
+                }
+                optimizer.set_lr(lr);
             }
-            optimizer.set_lr(lr);
-        }
-        shuffle(&mut order, &mut order_rng);
-        let epoch_start = Instant::now();
-        let mut running = BatchStats::default();
-        for (s, idx) in order.chunks(batch).enumerate() {
-            let Some(batch) = Batch::new(train, idx) else {
-                return Err(CliError::Failed(
-                    "internal error: a batch index is out of range".into(),
-                ));
-            };
-            let stats = optimizer
-                .step(&mut theta, &batch)
-                .map_err(|e| with_model_status(e, &cfg.out, saved))?;
-            step += 1;
-            let batch_loss = stats.mean_loss();
-            if !batch_loss.is_finite() || batch_loss > EXPLODED_LOSS {
-                return Err(with_model_status(
-                    CliError::Failed(format!(
+            shuffle(&mut order, &mut order_rng);
+            let epoch_start = Instant::now();
+            let mut running = BatchStats::default();
+            for (s, idx) in order.chunks(batch).enumerate() {
+                let Some(batch) = Batch::new(train, idx) else {
+                    return Err(CliError::Failed(
+                        "internal error: a batch index is out of range".into(),
+                    ));
+                };
+                let stats = optimizer.step(&mut theta, &batch)?;
+                step += 1;
+                let batch_loss = stats.mean_loss();
+                if !batch_loss.is_finite() || batch_loss > EXPLODED_LOSS {
+                    return Err(CliError::Failed(format!(
                         "training diverged in epoch {}/{}, step {step}: the batch loss is {batch_loss} (try a \
-                         smaller --lr)",
+                     smaller --lr)",
                         epoch + 1,
                         cfg.epochs
-                    )),
-                    &cfg.out,
-                    saved,
-                ));
-            }
-            running.merge(stats);
-            if (s + 1) % log_every == 0 || s + 1 == steps_per_epoch {
-                let elapsed = start.elapsed();
-                let epoch_secs = epoch_start.elapsed().as_secs_f64();
-                let left = progress::remaining(elapsed, step, total_steps);
-                say(
-                    out,
-                    progress::line(
-                        epoch,
-                        cfg.epochs,
-                        running.count,
-                        stats.mean_loss(),
-                        stats.accuracy(),
-                        running.accuracy(),
-                        left,
-                        running.count as f64 / epoch_secs.max(1e-9),
-                    ),
-                );
-                if let Some(m) = metrics.as_mut() {
-                    m.row(&Row {
-                        kind: "step",
-                        epoch,
-                        step,
-                        examples: u64::from(epoch) * n as u64 + running.count as u64,
-                        seconds: elapsed.as_secs_f64(),
-                        loss: stats.mean_loss(),
-                        accuracy: stats.accuracy(),
-                        test: None,
-                    })?;
+                    )));
+                }
+                running.merge(stats);
+                if (s + 1) % log_every == 0 || s + 1 == steps_per_epoch {
+                    let elapsed = start.elapsed();
+                    let epoch_secs = epoch_start.elapsed().as_secs_f64();
+                    let left = progress::remaining(elapsed, step, total_steps);
+                    say(
+                        out,
+                        progress::line(
+                            epoch,
+                            cfg.epochs,
+                            running.count,
+                            stats.mean_loss(),
+                            stats.accuracy(),
+                            running.accuracy(),
+                            left,
+                            running.count as f64 / epoch_secs.max(1e-9),
+                        ),
+                    );
+                    if let Some(m) = metrics.as_mut() {
+                        m.row(&Row {
+                            kind: "step",
+                            epoch,
+                            step,
+                            examples: u64::from(epoch) * n as u64 + running.count as u64,
+                            seconds: elapsed.as_secs_f64(),
+                            loss: stats.mean_loss(),
+                            accuracy: stats.accuracy(),
+                            test: None,
+                        })?;
+                    }
                 }
             }
-        }
-        let epoch_secs = epoch_start.elapsed().as_secs_f64();
-        train_time += epoch_secs;
-        optimizer
-            .sync(&mut theta)
-            .map_err(|e| with_model_status(e, &cfg.out, saved))?;
-        if theta.iter().any(|t| !t.is_finite()) {
-            return Err(with_model_status(
-                CliError::Failed(format!(
+            let epoch_secs = epoch_start.elapsed().as_secs_f64();
+            train_time += epoch_secs;
+            optimizer.sync(&mut theta)?;
+            if theta.iter().any(|t| !t.is_finite()) {
+                return Err(CliError::Failed(format!(
                     "training diverged in epoch {}/{}: a parameter is not finite",
                     epoch + 1,
                     cfg.epochs
-                )),
-                &cfg.out,
-                saved,
-            ));
-        }
-        let eval = evaluate(&layout, &theta, test, cfg.threads)?;
-        let result = EpochResult {
-            train_loss: running.mean_loss(),
-            train_accuracy: running.accuracy(),
-            test_loss: eval.stats.mean_loss(),
-            test_accuracy: eval.stats.accuracy(),
-            train_seconds: epoch_secs,
-        };
-        say(
-            out,
-            format!(
-                "--- epoch {}/{}: train loss {:.4} acc {:.4} | test loss {:.4} acc {:.4} | {:.2} s ({:.0} ex/s)",
-                epoch + 1,
-                cfg.epochs,
-                result.train_loss,
-                result.train_accuracy,
-                result.test_loss,
-                result.test_accuracy,
-                epoch_secs,
-                n as f64 / epoch_secs.max(1e-9)
-            ),
-        );
-        if let Some(m) = metrics.as_mut() {
-            m.row(&Row {
-                kind: "epoch",
-                epoch,
-                step,
-                examples: u64::from(epoch + 1) * n as u64,
-                seconds: start.elapsed().as_secs_f64(),
-                loss: result.train_loss,
-                accuracy: result.train_accuracy,
-                test: Some((result.test_loss, result.test_accuracy)),
-            })?;
-        }
-        results.push(result);
-        if cfg.save_every_epoch && epoch + 1 < cfg.epochs {
-            save(cfg, &layout, &theta, epoch + 1, result.test_accuracy)?;
-            saved = Some((epoch + 1, result.test_accuracy));
+                )));
+            }
+            let eval = evaluate(&layout, &theta, test, cfg.threads)?;
+            let result = EpochResult {
+                train_loss: running.mean_loss(),
+                train_accuracy: running.accuracy(),
+                test_loss: eval.stats.mean_loss(),
+                test_accuracy: eval.stats.accuracy(),
+                train_seconds: epoch_secs,
+            };
             say(
                 out,
                 format!(
-                    "--- saved {} (epoch {}/{})",
-                    cfg.out.display(),
+                    "--- epoch {}/{}: train loss {:.4} acc {:.4} | test loss {:.4} acc {:.4} | {:.2} s ({:.0} ex/s)",
                     epoch + 1,
-                    cfg.epochs
+                    cfg.epochs,
+                    result.train_loss,
+                    result.train_accuracy,
+                    result.test_loss,
+                    result.test_accuracy,
+                    epoch_secs,
+                    n as f64 / epoch_secs.max(1e-9)
                 ),
             );
+            if let Some(m) = metrics.as_mut() {
+                m.row(&Row {
+                    kind: "epoch",
+                    epoch,
+                    step,
+                    examples: u64::from(epoch + 1) * n as u64,
+                    seconds: start.elapsed().as_secs_f64(),
+                    loss: result.train_loss,
+                    accuracy: result.train_accuracy,
+                    test: Some((result.test_loss, result.test_accuracy)),
+                })?;
+            }
+            results.push(result);
+            if cfg.save_every_epoch && epoch + 1 < cfg.epochs {
+                save(cfg, &layout, &theta, epoch + 1, result.test_accuracy)?;
+                saved = Some((epoch + 1, result.test_accuracy));
+                say(
+                    out,
+                    format!(
+                        "--- saved {} (epoch {}/{})",
+                        cfg.out.display(),
+                        epoch + 1,
+                        cfg.epochs
+                    ),
+                );
+            }
         }
-    }
+        Ok(())
+    };
+    let outcome = run_epochs();
+    outcome.map_err(|e| with_model_status(e, &cfg.out, saved))?;
     let test_accuracy = results.last().map_or(f64::NAN, |r| r.test_accuracy);
     save(cfg, &layout, &theta, cfg.epochs, test_accuracy)?;
     say(
