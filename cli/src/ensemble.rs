@@ -379,7 +379,6 @@ pub struct EkiOptimizer {
     step: u64,
     /// The members, `M x P`; drawn around theta at the first step.
     ensemble: Vec<f32>,
-    initialised: bool,
     logits: Vec<f32>,
     forward: Vec<Vec<f32>>,
     work: Vec<f32>,
@@ -418,10 +417,7 @@ impl EkiOptimizer {
             pool: Pool::new(threads)?,
             randomize_every,
             step: 0,
-            ensemble: zeros(
-                "the ensemble",
-                product("the ensemble", &[cfg.members, layout.num_params()])?,
-            )?,
+            ensemble: zeros("the ensemble", eki.ensemble_len())?,
             logits: zeros(
                 "the members' logits",
                 product("the members' logits", &[cfg.members, cfg.batch, layout.outputs])?,
@@ -436,7 +432,6 @@ impl EkiOptimizer {
                 .collect::<Result<_>>()?,
             work: zeros("the update workspace", w32)?,
             work64: zeros("the update workspace", w64)?,
-            initialised: false,
             eki,
         })
     }
@@ -446,10 +441,9 @@ impl Optimizer for EkiOptimizer {
     fn step(&mut self, theta: &mut [f32], batch: &Batch<'_>) -> Result<BatchStats> {
         let (x, y) = self.dense.load(batch)?;
         let eki = &self.eki;
-        if !self.initialised {
+        if self.step == 0 {
             // u_j = theta_0 + xi_j.
             eki.scatter(&self.normal, &mut self.rng, theta, &mut self.ensemble);
-            self.initialised = true;
         }
         let b = y.len();
         let bo = b * eki.layout.outputs;
