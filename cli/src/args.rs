@@ -320,7 +320,7 @@ pub const MAX_PARTICLES: usize = 1 << 24;
 /// than a full-rank one.
 pub const MAX_RANK: usize = ienk::idx::IMAGE_PIXELS;
 
-fn at_most(s: &str, min: usize, max: usize) -> Result<usize, String> {
+fn in_range(s: &str, min: usize, max: usize) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(v) if (min..=max).contains(&v) => Ok(v),
         Ok(_) => Err(format!("must be in {min}..={max}")),
@@ -333,19 +333,19 @@ fn at_most(s: &str, min: usize, max: usize) -> Result<usize, String> {
 pub const MAX_THREADS: usize = 1024;
 
 fn thread_count(s: &str) -> Result<usize, String> {
-    at_most(s, 1, MAX_THREADS)
+    in_range(s, 1, MAX_THREADS)
 }
 
 fn hidden_units(s: &str) -> Result<usize, String> {
-    at_most(s, 1, MAX_HIDDEN)
+    in_range(s, 1, MAX_HIDDEN)
 }
 
 fn particles(s: &str) -> Result<usize, String> {
-    at_most(s, 1, MAX_PARTICLES)
+    in_range(s, 1, MAX_PARTICLES)
 }
 
 fn rank(s: &str) -> Result<usize, String> {
-    at_most(s, 0, MAX_RANK)
+    in_range(s, 0, MAX_RANK)
         .map_err(|e| format!("{e} (a rank above the 784 inputs costs more than full rank, 0)"))
 }
 
