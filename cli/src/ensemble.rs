@@ -9,12 +9,12 @@ use ienk::ensemble::collapse::{
 };
 use ienk::ensemble::eki::Eki;
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
-use ienk::ensemble::resampled::{MeanView, Resampled, center_coefficients, clip_coefficients, innovation};
+use ienk::ensemble::resampled::{MeanView, Resampled, Stabiliser, innovation};
 use ienk::loss::BatchStats;
 use ienk::mlp::{Layout, MlpError};
 use ienk::normal::Normal;
 use ienk::optim::Adam;
-use ienk::seeds::{Stream, rng};
+use ienk::seeds::{Stream, perturbation_seed, rng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::buffers::{product, zeros};
@@ -74,8 +74,7 @@ pub struct IenkOptimizer {
     low_rank_update: Vec<f32>,
     velocity: Option<Vec<f32>>,
     adam: Option<AdamState>,
-    clip: Option<f32>,
-    center: bool,
+    stabiliser: Stabiliser,
 }
 
 /// Adam on the ensemble's gradient estimate (`--update adam`).
@@ -112,7 +111,7 @@ impl IenkOptimizer {
             std: [cfg.sigma_scale * s1, cfg.sigma_scale * s2],
             rank,
             antithetic,
-            seed: rng_seed(cfg.seed),
+            seed: perturbation_seed(cfg.seed),
         };
         let rule = Resampled {
             perturb,
@@ -173,17 +172,13 @@ impl IenkOptimizer {
             },
             velocity: (momentum != 0.0).then(|| zeros("the velocity", p)).transpose()?,
             adam: e.adam.then(|| AdamState::new(lr, p)).transpose()?,
-            clip: e.clip,
-            center: e.center,
+            stabiliser: Stabiliser {
+                center: e.center,
+                clip: e.clip.map(f64::from),
+            },
             rule,
         })
     }
-}
-
-/// The perturbation stream's seed for a run seed.
-fn rng_seed(seed: u64) -> u64 {
-    use rand_core::Rng;
-    rng(seed, Stream::Perturb).next_u64()
 }
 
 impl Optimizer for IenkOptimizer {
@@ -270,17 +265,10 @@ impl Optimizer for IenkOptimizer {
             };
             r.map_err(failed)
         })?;
-        if self.center {
-            center_coefficients(&mut self.coeffs);
-        }
-        if let Some(limit) = self.clip {
-            clip_coefficients(&mut self.coeffs, f64::from(limit));
-        }
-        if let Some(k) = self.coeffs.iter().position(|c| !c.is_finite()) {
+        if let Err(e) = self.stabiliser.apply(&mut self.coeffs) {
             return Err(CliError::Failed(format!(
-                "training diverged at step {}: member {k}'s coefficient is {}",
-                self.step + 1,
-                self.coeffs[k]
+                "training diverged at step {}: {e}",
+                self.step + 1
             )));
         }
 

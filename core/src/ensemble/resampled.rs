@@ -10,6 +10,7 @@
 //! member ranges, then [`Resampled::update_blocks`] over parameter blocks (full rank) or
 //! [`Resampled::low_rank_update`] (low rank).
 
+use core::fmt;
 use core::ops::Range;
 
 use super::particles::{self, Factors, LowRankBuffers};
@@ -94,6 +95,53 @@ pub fn center_coefficients(coeffs: &mut [f64]) {
     coeffs.iter_mut().for_each(|c| *c -= mean);
 }
 
+/// What is done to the coefficients between the member phase and the update (`ienk-cli train
+/// --center`, `--clip`): centring first, then clipping. The default does nothing, the thesis's
+/// update.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stabiliser {
+    /// Subtract the members' mean coefficient ([`center_coefficients`]).
+    pub center: bool,
+    /// Clip each coefficient to `[-clip, clip]` ([`clip_coefficients`]).
+    pub clip: Option<f64>,
+}
+
+impl Stabiliser {
+    /// Centres, then clips, `coeffs` as configured, then checks that every coefficient is
+    /// finite (a NaN survives both): the first that is not is the error, and the update must not
+    /// be made. O(M).
+    pub fn apply(&self, coeffs: &mut [f64]) -> Result<(), NonFiniteCoefficient> {
+        if self.center {
+            center_coefficients(coeffs);
+        }
+        if let Some(limit) = self.clip {
+            clip_coefficients(coeffs, limit);
+        }
+        match coeffs.iter().position(|c| !c.is_finite()) {
+            Some(member) => Err(NonFiniteCoefficient {
+                member,
+                value: coeffs[member],
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A member whose coefficient is NaN or infinite: the step diverged.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NonFiniteCoefficient {
+    /// The first such member.
+    pub member: usize,
+    /// Its coefficient.
+    pub value: f64,
+}
+
+impl fmt::Display for NonFiniteCoefficient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "member {}'s coefficient is {}", self.member, self.value)
+    }
+}
+
 /// The coefficient `c_k` of one member from its logits (`B x outputs`), in f64.
 pub fn coefficient(form: Form, member_logits: &[f32], mean: &MeanView<'_>, outputs: usize) -> f64 {
     let mut c = 0f64;
@@ -175,7 +223,13 @@ impl Resampled {
 
     /// Applies the direction `d` of the entries `start .. start + d.len()` of theta (`part`),
     /// with each layer's step.
-    fn apply_layers(&self, part: &mut [f32], d: &[f32], velocity: Option<&mut [f32]>, start: usize) {
+    pub(crate) fn apply_layers(
+        &self,
+        part: &mut [f32],
+        d: &[f32],
+        velocity: Option<&mut [f32]>,
+        start: usize,
+    ) {
         let [h1, h2] = self.layer_steps();
         let cut = self.perturb.layout.layer_ranges()[0]
             .end
@@ -212,10 +266,11 @@ fn apply(theta: &mut [f32], d: &[f32], velocity: Option<&mut [f32]>, lr: f32, mu
 }
 
 /// Carves one caller buffer into named parts.
-struct Carver<'a>(&'a mut [f32]);
+pub(crate) struct Carver<'a>(pub(crate) &'a mut [f32]);
 
 impl<'a> Carver<'a> {
-    fn take(&mut self, len: usize) -> &'a mut [f32] {
+    /// The next `len` floats.
+    pub(crate) fn take(&mut self, len: usize) -> &'a mut [f32] {
         let buf = core::mem::take(&mut self.0);
         let (head, tail) = buf.split_at_mut(len);
         self.0 = tail;
