@@ -6,3 +6,4 @@ pub mod eki;
 pub mod particles;
 pub mod perturb;
 pub mod resampled;
+pub mod step;
