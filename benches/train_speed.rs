@@ -116,6 +116,7 @@ fn main() {
             limit,
             progress_lines: 1,
             save_every_epoch: false,
+            resume: false,
             lr_decay: None,
             sparse_inputs,
             ensemble,

@@ -20,6 +20,7 @@ fn config(optimizer: OptimizerKind, out: &std::path::Path) -> TrainConfig {
         limit: None,
         progress_lines: 1,
         save_every_epoch: false,
+        resume: false,
         lr_decay: None,
         sparse_inputs: true,
         ensemble: Default::default(),

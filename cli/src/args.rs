@@ -168,6 +168,16 @@ pub struct TrainArgs {
     /// one write of the model per epoch.
     #[arg(long)]
     pub save_every_epoch: bool,
+    /// Continue the run whose model is --out (a finished run, or the last epoch
+    /// --save-every-epoch saved before the run stopped) up to --epochs: give the same command
+    /// with --resume. The file's record of its run's settings must match this command's (the
+    /// thread count aside); the data order and the perturbations continue as if the run had
+    /// not stopped, so sgd and ienk write the uninterrupted run's model, bit for bit (sgd: with
+    /// the same --threads). nag, adam, eki, and ienk with --momentum or --update adam keep
+    /// state between steps that the model file does not hold, and are refused. --log is
+    /// appended to (its seconds restart from 0).
+    #[arg(long)]
+    pub resume: bool,
     /// Write a CSV of metrics: a row per progress line (kind=step) and per epoch (kind=epoch), with
     /// columns kind,epoch,step,examples,seconds,loss,accuracy,test_loss,test_accuracy.
     #[arg(long, value_name = "FILE")]

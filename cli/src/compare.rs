@@ -153,6 +153,7 @@ pub fn compare(
             limit: cfg.limit,
             progress_lines: 2,
             save_every_epoch: false,
+            resume: false,
             lr_decay: run.lr_decay,
             sparse_inputs: true,
             ensemble: run.ensemble,

@@ -20,7 +20,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use crate::buffers::{product, zeros};
 use crate::error::{CliError, Result};
 use crate::pool::Pool;
-use crate::train::{DenseRows, EnsembleSettings, Optimizer};
+use crate::train::{DenseRows, EnsembleSettings, Optimizer, cannot_resume};
 
 /// Settings shared by both ensemble optimizers.
 #[derive(Clone, Copy, Debug)]
@@ -354,6 +354,21 @@ impl Optimizer for IenkOptimizer {
             a.rule.lr = lr;
         }
     }
+
+    /// The perturbations of step t depend on t alone: the plain update resumes exactly.
+    fn resume_at(&mut self, steps: u64) -> Result<()> {
+        if self.velocity.is_some() {
+            return Err(cannot_resume("ienk with --momentum", "a velocity"));
+        }
+        if self.adam.is_some() {
+            return Err(cannot_resume(
+                "ienk with --update adam",
+                "Adam's moment estimates",
+            ));
+        }
+        self.step = steps;
+        Ok(())
+    }
 }
 
 /// Kovachki & Stuart's EKI, with EKI(R) randomisation.
@@ -477,5 +492,9 @@ impl Optimizer for EkiOptimizer {
 
     fn set_lr(&mut self, lr: f32) {
         self.eki.h0 = lr;
+    }
+
+    fn resume_at(&mut self, _steps: u64) -> Result<()> {
+        Err(cannot_resume("eki", "its ensemble"))
     }
 }

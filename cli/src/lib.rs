@@ -17,6 +17,7 @@ pub mod pgm;
 pub mod pool;
 pub mod predict;
 pub mod progress;
+pub mod resume;
 pub mod svg;
 pub mod train;
 
@@ -68,6 +69,7 @@ pub fn train_config(a: &TrainArgs) -> train::TrainConfig {
         limit: a.limit,
         progress_lines: a.progress,
         save_every_epoch: a.save_every_epoch,
+        resume: a.resume,
         sparse_inputs: true,
         lr_decay: a.lr_decay.map(|factor| train::LrDecay {
             factor,

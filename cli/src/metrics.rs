@@ -57,6 +57,35 @@ impl MetricsLog {
         Ok(log)
     }
 
+    /// Opens the file to add rows after those it holds (`train --resume`): a new or empty file
+    /// gets the header; a file that does not start with it is refused, unchanged.
+    pub fn append(path: &Path) -> Result<MetricsLog> {
+        let held = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(CliError::read(path, e)),
+        };
+        if !held.is_empty() && held.lines().next() != Some(HEADER) {
+            return Err(CliError::bad_file(
+                path,
+                "not a metrics log of ienk-cli train (its first line is not the header); rows are only appended to one",
+            ));
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| CliError::write(path, e))?;
+        let mut log = MetricsLog {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+        };
+        if held.is_empty() {
+            log.write_line(HEADER)?;
+        }
+        Ok(log)
+    }
+
     fn write_line(&mut self, line: &str) -> Result<()> {
         writeln!(self.out, "{line}")
             .and_then(|()| self.out.flush())

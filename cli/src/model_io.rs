@@ -19,8 +19,21 @@ pub struct LoadedModel {
     pub layout: Layout,
     /// Its parameters.
     pub theta: Vec<f32>,
-    /// Its metadata, as (key, raw value) pairs of interest.
+    /// The metadata entries `train` writes, as found (raw strings, absent when missing).
+    pub metadata: ModelMetadata,
+}
+
+/// The metadata entries of a model file that `ienk-cli` reads back.
+#[derive(Debug, Default)]
+pub struct ModelMetadata {
+    /// The optimizer that trained it.
     pub optimizer: Option<String>,
+    /// The record of the run's settings (`resume::settings_record`).
+    pub settings: Option<String>,
+    /// Epochs done.
+    pub epochs: Option<String>,
+    /// Test accuracy after them.
+    pub test_accuracy: Option<String>,
 }
 
 /// The temporary file [`save_atomic`] writes before renaming it to `path`: a hidden name in the
@@ -86,6 +99,11 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
     Ok(LoadedModel {
         layout: model.layout,
         theta,
-        optimizer: model.metadata("optimizer").map(str::to_owned),
+        metadata: ModelMetadata {
+            optimizer: model.metadata("optimizer").map(str::to_owned),
+            settings: model.metadata("settings").map(str::to_owned),
+            epochs: model.metadata("epochs").map(str::to_owned),
+            test_accuracy: model.metadata("test_accuracy").map(str::to_owned),
+        },
     })
 }

@@ -22,6 +22,7 @@ use crate::metrics::{MetricsLog, Row};
 use crate::model_io;
 use crate::pool::Pool;
 use crate::progress;
+use crate::resume;
 use ienk::sparse::transpose;
 
 /// A mean batch cross-entropy above this has exploded: the chance level is ln 10 = 2.3, and a
@@ -86,6 +87,9 @@ pub struct TrainConfig {
     /// Also save the model to `out` after every epoch but the last, so that a run stopped or
     /// diverged later keeps its last finished epoch.
     pub save_every_epoch: bool,
+    /// Continue the run saved in `out` (`--resume`) instead of starting from a fresh
+    /// initialisation.
+    pub resume: bool,
     /// Settings of the ensemble optimizers.
     pub ensemble: EnsembleSettings,
     /// Step decay of the learning rate, if any.
@@ -176,6 +180,11 @@ pub trait Optimizer {
 
     /// Sets the learning rate (`--lr`'s meaning for this optimizer) for the next steps.
     fn set_lr(&mut self, lr: f32);
+
+    /// Makes the next step number `steps` of the run, for parameters saved after `steps` steps
+    /// (`--resume`). An error, before any step, when the optimizer keeps state between steps
+    /// that a model file does not hold: its run could not continue as it would have. O(1).
+    fn resume_at(&mut self, steps: u64) -> Result<()>;
 
     /// Writes back into `theta` what the optimizer keeps in a layout of its own between steps;
     /// the trainer calls it before it reads theta (evaluation, saving). O(P) at most.
@@ -359,6 +368,22 @@ impl Optimizer for Baseline {
             Rule::Adam(opt, ..) => opt.lr = lr,
         }
     }
+
+    fn resume_at(&mut self, _steps: u64) -> Result<()> {
+        match self.rule {
+            Rule::Sgd(_) => Ok(()),
+            Rule::Nag(..) => Err(cannot_resume("nag", "its velocity")),
+            Rule::Adam(..) => Err(cannot_resume("adam", "its moment estimates")),
+        }
+    }
+}
+
+/// The refusal of `--resume` for an optimizer that keeps `state` between steps.
+pub(crate) fn cannot_resume(optimizer: &str, state: &str) -> CliError {
+    CliError::BadInput(format!(
+        "--resume: {optimizer} keeps {state} between steps, which the model file does not hold, so the run \
+         cannot continue as it would have; train it again from the start"
+    ))
 }
 
 /// The optimizer of `cfg` with its buffers, for batches of up to `batch` examples.
@@ -485,6 +510,7 @@ fn save(cfg: &TrainConfig, layout: &Layout, theta: &[f32], epochs: u32, test_acc
         cfg.batch_size.to_string(),
         format!("{test_accuracy:.4}"),
     );
+    let settings = resume::settings_record(cfg);
     let metadata = [
         ("format", model_io::FORMAT),
         ("optimizer", cfg.optimizer.name()),
@@ -494,6 +520,7 @@ fn save(cfg: &TrainConfig, layout: &Layout, theta: &[f32], epochs: u32, test_acc
         ("lr", lr.as_str()),
         ("batch_size", batch_s.as_str()),
         ("test_accuracy", acc.as_str()),
+        ("settings", settings.as_str()),
     ];
     model_io::save_model(&cfg.out, layout, theta, &metadata)
 }
@@ -537,13 +564,31 @@ pub fn train(
     // What can fail without training first: an output that cannot be written, then a size the
     // machine cannot hold, before any work or file.
     model_io::check_writable(&cfg.out, "--out")?;
-    let mut theta = buffers::zeros("the parameters", layout.num_params())?;
+    let checkpoint = match cfg.resume {
+        true => Some(resume::load_checkpoint(&cfg.out, cfg, &layout)?),
+        false => None,
+    };
+    let steps_per_epoch = n.div_ceil(batch);
+    // Epochs and steps already done (by the run being resumed).
+    let first_epoch = checkpoint.as_ref().map_or(0, |c| c.epochs);
+    let first_step = u64::from(first_epoch) * steps_per_epoch as u64;
     let mut optimizer = make_optimizer(cfg, layout, batch)?;
-    layout
-        .init_glorot(&mut theta, &Normal::new(), &mut rng(cfg.seed, Stream::Init))
-        .map_err(|e| CliError::Failed(format!("initialisation failed: {e}")))?;
+    if checkpoint.is_some() {
+        optimizer.resume_at(first_step)?;
+    }
+    let mut theta = buffers::zeros("the parameters", layout.num_params())?;
+    match &checkpoint {
+        Some(c) => theta.copy_from_slice(&c.theta),
+        None => layout
+            .init_glorot(&mut theta, &Normal::new(), &mut rng(cfg.seed, Stream::Init))
+            .map_err(|e| CliError::Failed(format!("initialisation failed: {e}")))?,
+    }
+    let open_log = |path: &std::path::Path| match cfg.resume {
+        true => MetricsLog::append(path),
+        false => MetricsLog::create(path),
+    };
     let mut metrics = match cfg.log.as_deref() {
-        Some(path) => Some(MetricsLog::create(path).map_err(|e| match e {
+        Some(path) => Some(open_log(path).map_err(|e| match e {
             // Nothing has run yet: a --log that cannot be created is a bad flag, like --out.
             CliError::Io { source, .. } => {
                 CliError::BadInput(format!("--log {}: cannot write there: {source}", path.display()))
@@ -554,7 +599,10 @@ pub fn train(
     };
     let mut order_rng = rng(cfg.seed, Stream::Order);
     let mut order: Vec<u32> = (0..n as u32).collect();
-    let steps_per_epoch = n.div_ceil(batch);
+    // The orders of the epochs done: the next epoch's order is the uninterrupted run's.
+    for _ in 0..first_epoch {
+        shuffle(&mut order, &mut order_rng);
+    }
     let log_every = (steps_per_epoch / cfg.progress_lines.max(1)).max(1);
     let total_steps = u64::from(cfg.epochs) * steps_per_epoch as u64;
     let say = |out: &mut dyn Write, line: String| {
@@ -579,16 +627,28 @@ pub fn train(
             .unwrap_or_default()
             + &ensemble_summary(cfg),
     );
+    if let Some(c) = &checkpoint {
+        say(
+            out,
+            format!(
+                "resuming {} after epoch {}/{} (test accuracy {:.4})",
+                cfg.out.display(),
+                c.epochs,
+                cfg.epochs,
+                c.test_accuracy
+            ),
+        );
+    }
     let start = Instant::now();
     // The epoch and test accuracy of the checkpoint on disk, if any.
-    let mut saved: Option<(u32, f64)> = None;
+    let mut saved: Option<(u32, f64)> = checkpoint.as_ref().map(|c| (c.epochs, c.test_accuracy));
     let mut train_time = 0.0;
-    let mut step: u64 = 0;
+    let mut step = first_step;
     let mut results = Vec::new();
     // The epochs, in a closure so that whatever stops them is reported once, with what became
     // of the model (no file yet, or the last checkpoint).
     let mut run_epochs = || -> Result<()> {
-        for epoch in 0..cfg.epochs {
+        for epoch in first_epoch..cfg.epochs {
             if let Some(decay) = cfg.lr_decay {
                 let lr = decay.lr_at(cfg.lr, epoch);
                 if epoch > 0 && lr != decay.lr_at(cfg.lr, epoch - 1) {
@@ -620,7 +680,7 @@ pub fn train(
                 if (s + 1) % log_every == 0 || s + 1 == steps_per_epoch {
                     let elapsed = start.elapsed();
                     let epoch_secs = epoch_start.elapsed().as_secs_f64();
-                    let left = progress::remaining(elapsed, step, total_steps);
+                    let left = progress::remaining(elapsed, step - first_step, total_steps - first_step);
                     say(
                         out,
                         progress::line(
@@ -718,7 +778,7 @@ pub fn train(
         format!(
             "saved {} (test accuracy {test_accuracy:.4}); training time {train_time:.2} s, {:.3} s per epoch",
             cfg.out.display(),
-            train_time / f64::from(cfg.epochs.max(1))
+            train_time / f64::from((cfg.epochs - first_epoch).max(1))
         ),
     );
     Ok(TrainSummary {

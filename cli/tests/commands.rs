@@ -299,12 +299,19 @@ fn lr_decay_steps_the_rate_down_at_the_stated_epochs() {
         "{decayed}"
     );
     assert!(!decayed.contains("epoch 2: learning rate"), "{decayed}");
-    // A factor of 1 is no decay; a factor below 1 changes the model.
+    // A factor of 1 is no decay (the same parameters; the files' records of the settings
+    // differ); a factor below 1 changes the model.
     run(&["--lr-decay", "1"], &b);
     run(&[], &c);
-    let read = |p: &str| std::fs::read(p).unwrap();
-    assert_eq!(read(&b), read(&c));
-    assert_ne!(read(&a), read(&c));
+    let params = |p: &str| {
+        let bytes = std::fs::read(p).unwrap();
+        let model = ienk::safetensors::read(&bytes, 784, 10).unwrap();
+        let mut theta = vec![0f32; model.layout.num_params()];
+        model.copy_params(&mut theta).unwrap();
+        theta.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+    };
+    assert_eq!(params(&b), params(&c));
+    assert_ne!(params(&a), params(&c));
     // Bad values and a period without a factor are refused with exit 2.
     for bad in [
         &["--lr-decay", "1.5"][..],
@@ -695,6 +702,169 @@ fn save_every_epoch_leaves_a_stopped_run_its_last_finished_epoch() {
         !text(&out.stdout).contains("--- saved"),
         "checkpoints without the flag"
     );
+
+    // Resumed for two more epochs, the stopped run ends where an uninterrupted run does.
+    let more = (epochs.parse::<u32>().unwrap() + 2).to_string();
+    let mut args = flags.to_vec();
+    args.extend_from_slice(&["--epochs", &more, "--resume", "--out", stopped.to_str().unwrap()]);
+    let out = cli(&d.0, &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "resuming {} after epoch {epochs}/{more}",
+            stopped.display()
+        )),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut args = flags.to_vec();
+    args.extend_from_slice(&["--epochs", &more, "--out", reference.to_str().unwrap()]);
+    assert!(cli(&d.0, &args).status.success());
+    assert!(
+        std::fs::read(&stopped).unwrap() == std::fs::read(&reference).unwrap(),
+        "the resumed run differs from the uninterrupted one"
+    );
+}
+
+/// `train` flags of a short SGD run with a step decay, on one thread (bit-reproducible).
+const SGD_DECAY: [&str; 12] = [
+    "train",
+    "--optimizer",
+    "sgd",
+    "--batch-size",
+    "8",
+    "--threads",
+    "1",
+    "--lr-decay",
+    "0.5",
+    "--lr-decay-every",
+    "1",
+    "--lr=0.05",
+];
+
+#[test]
+fn resume_continues_the_run_to_the_uninterrupted_model_and_log() {
+    let d = TempDir::new("resume");
+    dataset(&d.0);
+    let (run, reference) = (d.0.join("run.safetensors"), d.0.join("reference.safetensors"));
+    let (log, reference_log) = (d.0.join("run.csv"), d.0.join("reference.csv"));
+    let train = |epochs: &str, out: &Path, log: &Path, resume: bool| {
+        let mut args = SGD_DECAY.to_vec();
+        args.extend_from_slice(&["--epochs", epochs, "--out", out.to_str().unwrap()]);
+        args.extend_from_slice(&["--log", log.to_str().unwrap()]);
+        if resume {
+            args.push("--resume");
+        }
+        let o = cli(&d.0, &args);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    train("2", &run, &log, false);
+    let resumed = train("4", &run, &log, true);
+    // The third epoch runs at the rate of the third epoch.
+    assert!(
+        resumed.contains("--- epoch 3: learning rate now 0.0125"),
+        "{resumed}"
+    );
+    train("4", &reference, &reference_log, false);
+    assert!(std::fs::read(&run).unwrap() == std::fs::read(&reference).unwrap());
+    // One header, then the rows of epochs 0 to 3, as in the uninterrupted run's log (but for
+    // the seconds, which restart with the resumed process).
+    let rows = |path: &Path| -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut fields: Vec<&str> = l.split(',').collect();
+                if fields.len() > 4 && fields[0] != "kind" {
+                    fields[4] = "_";
+                }
+                fields.join(",")
+            })
+            .collect()
+    };
+    assert_eq!(rows(&log), rows(&reference_log));
+    assert_eq!(rows(&log).iter().filter(|l| l.starts_with("kind,")).count(), 1);
+}
+
+#[test]
+fn resume_refuses_what_cannot_continue_the_run_and_leaves_the_file() {
+    let d = TempDir::new("resume_refusals");
+    dataset(&d.0);
+    let m = d.0.join("m.safetensors");
+    let path = m.to_str().unwrap();
+    let mut args = SGD_DECAY.to_vec();
+    args.extend_from_slice(&["--epochs", "2", "--out", path]);
+    assert!(cli(&d.0, &args).status.success());
+    let before = std::fs::read(&m).unwrap();
+    let refused = |extra: &[&str], needle: &str| {
+        let mut args = SGD_DECAY.to_vec();
+        args.extend_from_slice(&["--out", path, "--resume"]);
+        args.extend_from_slice(extra);
+        let o = cli(&d.0, &args);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).contains(needle), "{extra:?}: {}", text(&o.stderr));
+        assert!(text(&o.stdout).is_empty(), "{extra:?}: {}", text(&o.stdout));
+        assert!(std::fs::read(&m).unwrap() == before, "{extra:?} changed the file");
+    };
+    refused(&["--epochs", "2"], "has had 2 epoch(s) already");
+    refused(
+        &["--epochs", "4", "--seed", "3", "--limit", "30"],
+        "--seed 0 there, 3 here; --limit none there, 30 here",
+    );
+    refused(
+        &["--epochs", "4", "--hidden", "16"],
+        "--hidden 128 there, 16 here",
+    );
+    let log = d.0.join("notes.csv");
+    std::fs::write(&log, "my notes\n").unwrap();
+    refused(
+        &["--epochs", "4", "--log", log.to_str().unwrap()],
+        "not a metrics log of ienk-cli train",
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "my notes\n");
+
+    // Optimizers whose state the file does not hold.
+    for (optimizer, needle) in [
+        ("nag", "nag keeps its velocity"),
+        ("adam", "adam keeps its moment estimates"),
+    ] {
+        let args = ["train", "--optimizer", optimizer, "--epochs", "1", "--out", path];
+        assert!(cli(&d.0, &args).status.success());
+        let o = cli(&d.0, &[&args[..4], &["2", "--out", path, "--resume"]].concat());
+        assert_eq!(o.status.code(), Some(2));
+        assert!(text(&o.stderr).contains(needle), "{}", text(&o.stderr));
+    }
+
+    // A file without the record of its settings, and no file at all.
+    let layout = ienk::mlp::Layout::mnist(128);
+    let theta = vec![0f32; layout.num_params()];
+    let metadata = [("epochs", "1"), ("test_accuracy", "0.5")];
+    let mut bytes = vec![0u8; ienk::safetensors::serialized_len(&layout, &metadata)];
+    ienk::safetensors::write(&layout, &theta, &metadata, &mut bytes).unwrap();
+    std::fs::write(&m, &bytes).unwrap();
+    let o = cli(
+        &d.0,
+        &[&SGD_DECAY[..], &["--epochs", "4", "--out", path, "--resume"]].concat(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("does not record its run's settings"),
+        "{}",
+        text(&o.stderr)
+    );
+    let gone = d.0.join("gone.safetensors");
+    let o = cli(
+        &d.0,
+        &[
+            &SGD_DECAY[..],
+            &["--epochs", "4", "--out", gone.to_str().unwrap(), "--resume"],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("no such file"), "{}", text(&o.stderr));
+    assert!(!gone.exists());
 }
 
 #[test]
