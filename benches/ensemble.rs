@@ -3,12 +3,17 @@
 //!   product (what EKI runs every step);
 //! - `particles/low_rank/M`: M rank-1 members forwarded on a batch of 500 (the mean's X W^T once,
 //!   then each member's correction), coefficients included;
-//! - `ienk_step/{rng,forward,update,step}/M/B`: one resampled IEnK step split into drawing the
-//!   perturbations, the members' forward passes (from stored perturbations), the update (from
-//!   stored perturbations), and the whole step as `ienk-cli train` runs it (regenerating).
+//! - `ienk_step/{rng,forward,update}/M/B`: one resampled IEnK step's parts: drawing the
+//!   perturbations, the members' forward passes (from stored perturbations) and the update (from
+//!   stored perturbations), all on every input column;
+//! - `ienk_step/step/M/B`: the whole step as `ienk-cli train` runs it, on one thread
+//!   (`Resampled::step`: the mean's forward pass, the members restricted to the input columns
+//!   the batch uses, perturbations regenerated for the update).
 //!
 //! Full rank for M <= 100; rank 1 for M = 1000, where `forward` includes drawing the (small)
-//! factors and `rng` times the factors alone.
+//! factors and `rng` times the factors alone. The batches are digit-like: each row non-zero in
+//! a 13 x 11 blob (143 of 784 pixels, an MNIST digit has about 150) whose place moves by up to 3
+//! pixels from row to row, so a batch of 500 uses 323 columns.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -16,7 +21,8 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ienk::ensemble::particles::{Stacked, dense_scratch_len, forward_dense};
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
-use ienk::ensemble::resampled::{Form, MeanView, Resampled, innovation};
+use ienk::ensemble::resampled::{Form, MeanView, Resampled, Stabiliser, innovation};
+use ienk::ensemble::step::StepBuffers;
 use ienk::mlp::Layout;
 use ienk::normal::Normal;
 
@@ -47,6 +53,23 @@ fn resampled(members: usize, rank: usize) -> Resampled {
     }
 }
 
+/// `batch` rows of 28 x 28 pixels in (0, 1], non-zero in a 13 x 11 blob near the centre whose
+/// place moves from row to row.
+fn digit_like(batch: usize) -> Vec<f32> {
+    let values = fill(batch * 784, 1);
+    let mut x = vec![0f32; batch * 784];
+    for (r, row) in x.chunks_exact_mut(784).enumerate() {
+        let (ci, cj) = (11 + (r * 3) % 7, 11 + (r * 5) % 7);
+        for (k, v) in row.iter_mut().enumerate() {
+            let (i, j) = (k / 28, k % 28);
+            if i.abs_diff(ci) < 7 && j.abs_diff(cj) < 6 {
+                *v = 0.001 + values[r * 784 + k];
+            }
+        }
+    }
+    x
+}
+
 /// The mean network's state on a batch.
 struct Mean {
     theta: Vec<f32>,
@@ -63,7 +86,7 @@ impl Mean {
         let mut theta = fill(LAYOUT.num_params(), 3);
         theta.iter_mut().for_each(|t| *t = (*t - 0.5) * 0.1);
         let (x, y) = (
-            fill(batch * 784, 1),
+            digit_like(batch),
             (0..batch).map(|i| (i % 10) as u8).collect::<Vec<_>>(),
         );
         let mut m = Mean {
@@ -223,25 +246,6 @@ fn ienk_step(c: &mut Criterion) {
                         .unwrap()
                 })
             });
-            group.bench_function(BenchmarkId::new("step", &id), |b| {
-                b.iter(|| {
-                    let view = mean.view();
-                    r.dense_coefficients(
-                        &normal,
-                        &mean.theta,
-                        &mean.x,
-                        &view,
-                        0,
-                        0..members,
-                        &mut ws,
-                        &mut coeffs,
-                        None,
-                    )
-                    .unwrap();
-                    r.update_blocks(&normal, &mut theta, None, 0, &coeffs, 0, None, &mut tmp)
-                        .unwrap();
-                })
-            });
         } else {
             let mut uw = vec![0f32; r.low_rank_update_len()];
             let mut factors = vec![0f32; r.perturb.factor_len()];
@@ -271,6 +275,23 @@ fn ienk_step(c: &mut Criterion) {
                 })
             });
         }
+        let mut theta = mean.theta.clone();
+        let mut work = vec![0f32; r.step_workspace_len(batch)];
+        let mut columns = vec![0u32; LAYOUT.inputs];
+        group.bench_function(BenchmarkId::new("step", &id), |b| {
+            b.iter(|| {
+                let buffers = StepBuffers {
+                    work: &mut work,
+                    columns: &mut columns,
+                    coefficients: &mut coeffs,
+                };
+                let stabiliser = Stabiliser::default();
+                r.step(
+                    &normal, stabiliser, &mut theta, None, &mean.x, &mean.y, 0, buffers,
+                )
+                .unwrap()
+            })
+        });
     }
     group.finish();
 }
