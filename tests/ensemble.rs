@@ -5,9 +5,10 @@ mod common;
 
 use common::{Mean, TestRng, logits_of};
 use ienk::ensemble::eki::Eki;
-use ienk::ensemble::particles::{Factors, LowRankBuffers, forward_low_rank_member, low_rank_scratch_len};
+use ienk::ensemble::particles::{Factors, forward_low_rank_member_on, low_rank_scratch_len};
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{Form, Resampled};
+use ienk::gemm::KernelPath;
 use ienk::loss::cross_entropy_grad;
 use ienk::mlp::Layout;
 use ienk::normal::Normal;
@@ -29,19 +30,78 @@ fn perturbations(layout: Layout, rank: usize, antithetic: bool, scale: f32) -> P
     }
 }
 
+/// One low-rank member's logits on `path`, from the batch's projections `X b1^T` computed here
+/// naively (leading dimension `ld`).
+#[allow(clippy::too_many_arguments)]
+fn low_rank_logits(
+    path: KernelPath,
+    layout: &Layout,
+    rank: usize,
+    theta: &[f32],
+    x: &[f32],
+    factors: &[f32],
+    fr: &ienk::ensemble::perturb::FactorRanges,
+    ld: usize,
+) -> Vec<f32> {
+    let batch = x.len() / layout.inputs;
+    let mean = Mean::new(layout, Form::Logit, theta, x, &vec![0; batch]);
+    let b1 = &factors[fr.b1.clone()];
+    let mut xb = vec![f32::NAN; batch * ld];
+    for b in 0..batch {
+        for q in 0..rank {
+            xb[b * ld + q] = (0..layout.inputs)
+                .map(|i| x[b * layout.inputs + i] * b1[q * layout.inputs + i])
+                .sum();
+        }
+    }
+    let f = Factors {
+        a1: &factors[fr.a1.clone()],
+        db1: &factors[fr.db1.clone()],
+        a2: &factors[fr.a2.clone()],
+        b2: &factors[fr.b2.clone()],
+        db2: &factors[fr.db2.clone()],
+    };
+    let mut scratch = vec![f32::NAN; low_rank_scratch_len(layout, rank)];
+    let mut got = vec![0f32; batch * layout.outputs];
+    forward_low_rank_member_on(
+        path,
+        layout,
+        rank,
+        theta,
+        &mean.pre,
+        &xb,
+        ld,
+        f,
+        &mut scratch,
+        &mut got,
+    )
+    .unwrap();
+    got
+}
+
 #[test]
 fn low_rank_forward_equals_dense_forward_of_the_expanded_perturbation() {
-    let layout = Layout {
-        inputs: 23,
-        hidden: 11,
-        outputs: 5,
-    };
-    let mut rng = TestRng::new(1);
-    let theta = rng.vec(layout.num_params());
-    let batch = 7;
-    let x = rng.vec(batch * layout.inputs);
     let normal = Normal::new();
-    for rank in [1, 3] {
+    // Hidden sizes around the 8 lanes (and the thesis's 128), outputs below and past a group of
+    // 8 dot products, ranks 1 to 3, batches of 0, 1 and 5.
+    for (hidden, outputs, rank, batch) in [
+        (11, 5, 1, 7),
+        (11, 5, 3, 7),
+        (1, 1, 1, 1),
+        (7, 3, 2, 5),
+        (8, 10, 1, 5),
+        (13, 10, 1, 0),
+        (17, 9, 3, 5),
+        (128, 10, 1, 5),
+    ] {
+        let layout = Layout {
+            inputs: 23,
+            hidden,
+            outputs,
+        };
+        let mut rng = TestRng::new(1);
+        let theta = rng.vec(layout.num_params());
+        let x = rng.vec(batch * layout.inputs);
         let pt = perturbations(layout, rank, false, 1.0);
         let fr = pt.factor_ranges();
         let mut factors = vec![0f32; pt.factor_len()];
@@ -51,39 +111,29 @@ fn low_rank_forward_equals_dense_forward_of_the_expanded_perturbation() {
         pt.expand_factors(&factors, &mut delta);
         let perturbed: Vec<f32> = theta.iter().zip(&delta).map(|(a, b)| a + b).collect();
         let want = logits_of(&layout, &perturbed, &x);
-        // Low rank: X b1^T once, then the member's corrections.
-        let mean = Mean::new(&layout, Form::Logit, &theta, &x, &[0; 7]);
-        let b1 = &factors[fr.b1.clone()];
-        let xb: Vec<f32> = (0..batch)
-            .flat_map(|b| (0..rank).map(move |q| (b, q)))
-            .map(|(b, q)| {
-                (0..layout.inputs)
-                    .map(|i| x[b * layout.inputs + i] * b1[q * layout.inputs + i])
-                    .sum()
-            })
-            .collect();
-        let f = Factors {
-            a1: &factors[fr.a1.clone()],
-            db1: &factors[fr.db1.clone()],
-            a2: &factors[fr.a2.clone()],
-            b2: &factors[fr.b2.clone()],
-            db2: &factors[fr.db2.clone()],
-        };
-        let (mut hidden, mut proj, mut bias) =
-            (vec![0f32; batch * 11], vec![0f32; batch * rank], vec![0f32; 5]);
-        let mut scratch = vec![0f32; low_rank_scratch_len(&layout, batch, rank)];
-        let buf = LowRankBuffers {
-            hidden: &mut hidden,
-            proj: &mut proj,
-            bias: &mut bias,
-            scratch: &mut scratch,
-        };
-        let mut got = vec![0f32; batch * 5];
-        forward_low_rank_member(&layout, rank, &theta, &mean.pre, &xb, rank, f, buf, &mut got).unwrap();
-        for (a, b) in got.iter().zip(&want) {
+        let portable = low_rank_logits(
+            KernelPath::Portable,
+            &layout,
+            rank,
+            &theta,
+            &x,
+            &factors,
+            &fr,
+            rank + 2,
+        );
+        for (a, b) in portable.iter().zip(&want) {
             assert!(
                 (a - b).abs() < 1e-4 * (1.0 + b.abs()),
-                "rank {rank}: {got:?} vs {want:?}"
+                "H {hidden}, rank {rank}: {portable:?} vs {want:?}"
+            );
+        }
+        // Every kernel path gives the portable path's numbers, bit for bit.
+        for path in common::supported_paths("low-rank member forward") {
+            let got = low_rank_logits(path, &layout, rank, &theta, &x, &factors, &fr, rank + 2);
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{path:?}, H {hidden}, outputs {outputs}, rank {rank}"
             );
         }
     }

@@ -172,36 +172,14 @@ pub struct Factors<'a> {
     pub db2: &'a [f32],
 }
 
-/// Buffers of one low-rank member's forward pass.
-#[derive(Debug)]
-pub struct LowRankBuffers<'a> {
-    /// `B x H`: the member's hidden activation.
-    pub hidden: &'a mut [f32],
-    /// `B x r`: `hidden b2^T`.
-    pub proj: &'a mut [f32],
-    /// `outputs`: `b2 + db2`.
-    pub bias: &'a mut [f32],
-    /// GEMM scratch ([`low_rank_scratch_len`]).
-    pub scratch: &'a mut [f32],
-}
-
-/// Floats of GEMM scratch one low-rank member's forward needs.
-pub fn low_rank_scratch_len(layout: &Layout, batch: usize, rank: usize) -> usize {
-    let (h, o) = (layout.hidden, layout.outputs);
-    [
-        gemm::scratch_len(batch, h, rank),
-        gemm::scratch_len(batch, o, h),
-        gemm::scratch_len(batch, rank, h),
-        gemm::scratch_len(batch, o, rank),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0)
-}
-
 /// Logits (`B x outputs`) of the network `theta + low-rank perturbation`, given the mean's
 /// pre-activation `pre` (`B x H`) and this member's projections `xb` (`B` rows of `r`, leading
-/// dimension `ld_xb`: `X b1^T`). Costs `2 B (H r + H outputs + H r + r outputs)` flops.
+/// dimension `ld_xb`: `X b1^T`); `scratch` holds [`low_rank_scratch_len`] floats. Costs
+/// `2 B (2 H r + H outputs + r outputs)` flops, one example at a time: the member's hidden row
+/// is built (`relu(pre_b + db1 + xb_b a1^T)`), then each logit is `b2 + db2 + W2 h + (h b2^T)
+/// a2^T`, the dot products over H in 8 partial sums, eight rows of `[W2; b2]` (copied once per
+/// call) side by side. Everything stays in L1; 8 lanes at a time on AVX CPUs (chosen like the
+/// GEMM kernels), with the same IEEE results on every path.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_low_rank_member(
     layout: &Layout,
@@ -211,57 +189,298 @@ pub fn forward_low_rank_member(
     xb: &[f32],
     ld_xb: usize,
     f: Factors<'_>,
-    buf: LowRankBuffers<'_>,
+    scratch: &mut [f32],
+    logits: &mut [f32],
+) -> Result<(), MlpError> {
+    let path = gemm::active_kernel();
+    forward_low_rank_member_on(path, layout, rank, theta, pre, xb, ld_xb, f, scratch, logits)
+}
+
+/// Floats of scratch [`forward_low_rank_member`] needs: a hidden row and the `(outputs + r) x H`
+/// rows of `[W2; b2]`. O(1).
+pub fn low_rank_scratch_len(layout: &Layout, rank: usize) -> usize {
+    layout.hidden * (1 + layout.outputs + rank)
+}
+
+/// [`forward_low_rank_member`] on a chosen path (the AVX build where `path` runs it, else the
+/// portable one); the results are the same on every path. For tests and benches.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_low_rank_member_on(
+    path: gemm::KernelPath,
+    layout: &Layout,
+    rank: usize,
+    theta: &[f32],
+    pre: &[f32],
+    xb: &[f32],
+    ld_xb: usize,
+    f: Factors<'_>,
+    scratch: &mut [f32],
     logits: &mut [f32],
 ) -> Result<(), MlpError> {
     let p = layout.split(theta)?;
     let (h, o, r) = (layout.hidden, layout.outputs, rank);
     let batch = pre.len() / h.max(1);
-    check_len("hidden", buf.hidden.len(), batch * h)?;
-    check_len("projection", buf.proj.len(), batch * r)?;
+    check_len("pre-activation", pre.len(), batch * h)?;
+    check_len("low-rank scratch", scratch.len(), low_rank_scratch_len(layout, r))?;
     check_len("logits", logits.len(), batch * o)?;
-    // hidden = relu(pre + xb a1^T + db1).
-    buf.hidden.copy_from_slice(pre);
-    gemm::gemm(
-        1.0,
-        MatRef::new(xb, batch, r, ld_xb),
-        MatRef::new(f.a1, h, r, r).t(),
-        1.0,
-        MatMut::new(buf.hidden, batch, h, h),
-        Epilogue::BiasRelu(f.db1),
-        buf.scratch,
-    )?;
-    // logits = hidden W2^T + (b2 + db2) + (hidden b2f^T) a2^T.
-    buf.bias
-        .iter_mut()
-        .zip(p.b2.iter().zip(f.db2))
-        .for_each(|(s, (a, b))| *s = a + b);
-    gemm::gemm(
-        1.0,
-        MatRef::new(buf.hidden, batch, h, h),
-        MatRef::new(p.w2, o, h, h).t(),
-        0.0,
-        MatMut::new(logits, batch, o, o),
-        Epilogue::Bias(buf.bias),
-        buf.scratch,
-    )?;
-    gemm::gemm(
-        1.0,
-        MatRef::new(buf.hidden, batch, h, h),
-        MatRef::new(f.b2, r, h, h).t(),
-        0.0,
-        MatMut::new(buf.proj, batch, r, r),
-        Epilogue::None,
-        buf.scratch,
-    )?;
-    gemm::gemm(
-        1.0,
-        MatRef::new(buf.proj, batch, r, r),
-        MatRef::new(f.a2, o, r, r).t(),
-        1.0,
-        MatMut::new(logits, batch, o, o),
-        Epilogue::None,
-        buf.scratch,
-    )?;
+    check_len("a1", f.a1.len(), h * r)?;
+    check_len("db1", f.db1.len(), h)?;
+    check_len("a2", f.a2.len(), o * r)?;
+    check_len("b2", f.b2.len(), r * h)?;
+    check_len("db2", f.db2.len(), o)?;
+    let xb_len = if batch == 0 { 0 } else { (batch - 1) * ld_xb + r };
+    if ld_xb < r || xb.len() < xb_len {
+        return check_len("projections", xb.len(), xb_len.max(batch * r));
+    }
+    let (hidden, rows) = scratch.split_at_mut(h);
+    let (w2_rows, b2_rows) = rows.split_at_mut(o * h);
+    w2_rows.copy_from_slice(p.w2);
+    b2_rows.copy_from_slice(f.b2);
+    let member = LowRankMember {
+        rows,
+        b2: p.b2,
+        f,
+        rank: r,
+    };
+    #[cfg(target_arch = "x86_64")]
+    if path.runs_avx2_build() {
+        // SAFETY: runs_avx2_build checked that the CPU has AVX2, hence AVX.
+        unsafe { avx::rows(&member, pre, xb, ld_xb, hidden, logits) };
+        return Ok(());
+    }
+    let _ = path;
+    low_rank_rows::<Portable>(&member, pre, xb, ld_xb, hidden, logits);
     Ok(())
+}
+
+/// What one low-rank member's rows need besides the batch: `[W2; b2]` (`(outputs + r) x H`), the
+/// mean's output bias, and the factors.
+struct LowRankMember<'a> {
+    rows: &'a [f32],
+    b2: &'a [f32],
+    f: Factors<'a>,
+    rank: usize,
+}
+
+/// How the row loop does its two kernels: the hidden row of a rank-1 member and the dot products
+/// over H. [`Portable`] is plain Rust; the AVX build does the same operations in the same order.
+trait RowKernels {
+    /// `out_j = relu((pre_j + db1_j) + x a1_j)` (a NaN stays a NaN).
+    fn hidden_rank1(pre: &[f32], db1: &[f32], a1: &[f32], x: f32, out: &mut [f32]);
+    /// `out_g = dot8(row g of mat, h)` for each of the `out.len()` (at most 8) rows of `mat`
+    /// (`out.len() x h.len()`), computed side by side.
+    fn dots(mat: &[f32], h: &[f32], out: &mut [f32]);
+}
+
+/// `sum_i a_i b_i` in 8 partial sums (lane `i mod 8`), reduced as `((l0 + l4) + (l2 + l6)) +
+/// ((l1 + l5) + (l3 + l7))`, then the tail past the last multiple of 8 added in order.
+#[inline(always)]
+fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    let (a8, a_tail) = a.as_chunks::<8>();
+    let (b8, b_tail) = b.as_chunks::<8>();
+    let mut l = [0f32; 8];
+    for (x, y) in a8.iter().zip(b8) {
+        for i in 0..8 {
+            l[i] += x[i] * y[i];
+        }
+    }
+    let mut sum = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+    for (x, y) in a_tail.iter().zip(b_tail) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// Rows whose dot products with the hidden row are computed side by side.
+const GROUP: usize = 8;
+
+/// The reference kernels, in plain Rust.
+struct Portable;
+
+impl RowKernels for Portable {
+    #[inline(always)]
+    fn hidden_rank1(pre: &[f32], db1: &[f32], a1: &[f32], x: f32, out: &mut [f32]) {
+        for (((o, &p), &d), &a) in out.iter_mut().zip(pre).zip(db1).zip(a1) {
+            let t = (p + d) + x * a;
+            *o = if t < 0.0 { 0.0 } else { t };
+        }
+    }
+
+    #[inline(always)]
+    fn dots(mat: &[f32], h: &[f32], out: &mut [f32]) {
+        for (o, row) in out.iter_mut().zip(mat.chunks_exact(h.len().max(1))) {
+            *o = dot8(row, h);
+        }
+    }
+}
+
+/// The rows of [`forward_low_rank_member`] with kernels `K`; the lengths are checked by the
+/// caller.
+#[inline(always)]
+fn low_rank_rows<K: RowKernels>(
+    m: &LowRankMember<'_>,
+    pre: &[f32],
+    xb: &[f32],
+    ld_xb: usize,
+    hidden: &mut [f32],
+    logits: &mut [f32],
+) {
+    let (h, r) = (hidden.len(), m.rank);
+    let o = m.b2.len();
+    let rows = pre.chunks_exact(h.max(1)).zip(logits.chunks_exact_mut(o.max(1)));
+    for (b, (pre_b, z)) in rows.enumerate() {
+        let xb_b = &xb[b * ld_xb..b * ld_xb + r];
+        if r == 1 {
+            K::hidden_rank1(pre_b, m.f.db1, m.f.a1, xb_b[0], hidden);
+        } else {
+            for ((v, &p), (&d, a)) in hidden
+                .iter_mut()
+                .zip(pre_b)
+                .zip(m.f.db1.iter().zip(m.f.a1.chunks_exact(r)))
+            {
+                let t = xb_b.iter().zip(a).fold(p + d, |t, (x, a)| t + x * a);
+                *v = if t < 0.0 { 0.0 } else { t };
+            }
+        }
+        // The dot products of W2's o rows, then of b2's r rows, GROUP at a time: logit k is
+        // b2 + db2 + W2_k h, then gets (b2_q h) a2_kq for q = 0, 1, ... in turn.
+        let mut first = 0;
+        while first < o + r {
+            let n = GROUP.min(o + r - first);
+            let mut sums = [0f32; GROUP];
+            K::dots(&m.rows[first * h..(first + n) * h], hidden, &mut sums[..n]);
+            for (i, &sum) in (first..).zip(&sums[..n]) {
+                if i < o {
+                    z[i] = (m.b2[i] + m.f.db2[i]) + sum;
+                } else {
+                    let q = i - o;
+                    for (k, zk) in z.iter_mut().enumerate() {
+                        *zk += sum * m.f.a2[k * r + q];
+                    }
+                }
+            }
+            first += n;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use core::arch::x86_64::{
+        __m256, _CMP_LT_OQ, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps, _mm_shuffle_ps,
+        _mm256_add_ps, _mm256_blendv_ps, _mm256_castps256_ps128, _mm256_cmp_ps, _mm256_extractf128_ps,
+        _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+
+    use super::{LowRankMember, RowKernels, low_rank_rows};
+
+    /// The AVX kernels: 8 lanes, the portable kernels' operations in the same order.
+    struct Avx;
+
+    /// 8 floats from a chunk.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    fn load(x: &[f32; 8]) -> __m256 {
+        // SAFETY: `x` holds the 8 floats of the unaligned load; the CPU has AVX (this function's
+        // target feature).
+        unsafe { _mm256_loadu_ps(x.as_ptr()) }
+    }
+
+    impl RowKernels for Avx {
+        #[inline(always)]
+        fn hidden_rank1(pre: &[f32], db1: &[f32], a1: &[f32], x: f32, out: &mut [f32]) {
+            // SAFETY: only reached from `rows`, compiled for (and called on) a CPU with AVX.
+            unsafe { hidden_rank1(pre, db1, a1, x, out) }
+        }
+
+        #[inline(always)]
+        fn dots(mat: &[f32], h: &[f32], out: &mut [f32]) {
+            // SAFETY: only reached from `rows`, compiled for (and called on) a CPU with AVX.
+            unsafe {
+                match out.len() {
+                    1 => dots_n::<1>(mat, h, out),
+                    2 => dots_n::<2>(mat, h, out),
+                    3 => dots_n::<3>(mat, h, out),
+                    4 => dots_n::<4>(mat, h, out),
+                    5 => dots_n::<5>(mat, h, out),
+                    6 => dots_n::<6>(mat, h, out),
+                    7 => dots_n::<7>(mat, h, out),
+                    _ => dots_n::<8>(mat, h, out),
+                }
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx")]
+    fn hidden_rank1(pre: &[f32], db1: &[f32], a1: &[f32], x: f32, out: &mut [f32]) {
+        let n = out.len().min(pre.len()).min(db1.len()).min(a1.len());
+        let (o8, _) = out[..n].as_chunks_mut::<8>();
+        let (p8, p_tail) = pre[..n].as_chunks::<8>();
+        let (d8, d_tail) = db1[..n].as_chunks::<8>();
+        let (a8, a_tail) = a1[..n].as_chunks::<8>();
+        let (xs, zero) = (_mm256_set1_ps(x), _mm256_setzero_ps());
+        for (((o, p), d), a) in o8.iter_mut().zip(p8).zip(d8).zip(a8) {
+            let t = _mm256_add_ps(_mm256_add_ps(load(p), load(d)), _mm256_mul_ps(xs, load(a)));
+            // t < 0 -> 0; a NaN compares false and stays.
+            let r = _mm256_blendv_ps(t, zero, _mm256_cmp_ps::<_CMP_LT_OQ>(t, zero));
+            // SAFETY: `o` holds the 8 floats of the unaligned store; the CPU has AVX.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), r) };
+        }
+        let done = 8 * p8.len();
+        let tails = out[done..n].iter_mut().zip(p_tail).zip(d_tail).zip(a_tail);
+        for (((o, &p), &d), &a) in tails {
+            let t = (p + d) + x * a;
+            *o = if t < 0.0 { 0.0 } else { t };
+        }
+    }
+
+    /// `out_g = dot8(row g of mat, h)` for the N rows of `mat` (`N x h.len()`), with N
+    /// accumulators side by side (one dependency chain each), every sum in `dot8`'s order.
+    /// Nothing is written when the lengths are not those.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    fn dots_n<const N: usize>(mat: &[f32], h: &[f32], out: &mut [f32]) {
+        let n = h.len();
+        if mat.len() != N * n || out.len() != N {
+            return;
+        }
+        let chunks = n / 8;
+        let base = mat.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); N];
+        for c in 0..chunks {
+            // SAFETY: 8 c + 8 <= n = h.len(): the 8 floats of the unaligned load are h's; the
+            // CPU has AVX (this function's target feature).
+            let hv = unsafe { _mm256_loadu_ps(h.as_ptr().add(8 * c)) };
+            for (g, a) in acc.iter_mut().enumerate() {
+                // SAFETY: row g is mat[g n .. g n + n] (mat holds N n floats), and 8 c + 8 <= n.
+                let rv = unsafe { _mm256_loadu_ps(base.add(g * n + 8 * c)) };
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(rv, hv));
+            }
+        }
+        let done = 8 * chunks;
+        for ((a, row), o) in acc.iter().zip(mat.chunks_exact(n.max(1))).zip(out) {
+            // [l0 + l4, l1 + l5, l2 + l6, l3 + l7], then [(l0 + l4) + (l2 + l6), (l1 + l5) + (l3 + l7)].
+            let s = _mm_add_ps(_mm256_castps256_ps128(*a), _mm256_extractf128_ps::<1>(*a));
+            let t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let mut sum = _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps::<1>(t, t)));
+            for (x, y) in row[done..].iter().zip(&h[done..]) {
+                sum += x * y;
+            }
+            *o = sum;
+        }
+    }
+
+    /// [`low_rank_rows`] with the AVX kernels.
+    #[target_feature(enable = "avx")]
+    pub(super) fn rows(
+        m: &LowRankMember<'_>,
+        pre: &[f32],
+        xb: &[f32],
+        ld_xb: usize,
+        hidden: &mut [f32],
+        logits: &mut [f32],
+    ) {
+        low_rank_rows::<Avx>(m, pre, xb, ld_xb, hidden, logits);
+    }
 }

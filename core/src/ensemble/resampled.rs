@@ -13,7 +13,7 @@
 use core::fmt;
 use core::ops::Range;
 
-use super::particles::{self, Factors, LowRankBuffers};
+use super::particles::{self, Factors};
 use super::perturb::{BLOCK, Perturbations};
 use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::loss::{self, BatchStats};
@@ -24,8 +24,9 @@ use crate::normal::Normal;
 /// when the true class's probability collapses.
 pub const THESIS_STABILISER: f64 = 0.005;
 
-/// Low-rank members whose `X b^T` projections share one product.
-pub const LOW_RANK_CHUNK: usize = 8;
+/// Low-rank members whose `X b^T` projections share one product (at rank 1, a product `B x 32`
+/// wide: two of the AVX2 kernel's 16-column tiles).
+pub const LOW_RANK_CHUNK: usize = 32;
 
 /// How the data misfit enters the coefficients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -289,18 +290,17 @@ fn dense_parts(layout: &Layout, batch: usize) -> [usize; 5] {
     ]
 }
 
-/// Lengths of the parts of a low-rank member-phase workspace.
-fn low_rank_parts(p: &Perturbations, batch: usize) -> [usize; 8] {
+/// Lengths of the parts of a low-rank member-phase workspace: the chunk's factors, their stacked
+/// `b1`, the projections `X b1^T`, a member's forward scratch, its logits, the GEMM scratch.
+fn low_rank_parts(p: &Perturbations, batch: usize) -> [usize; 6] {
     let (l, r, c) = (&p.layout, p.rank, LOW_RANK_CHUNK);
     [
         c * p.factor_len(),
         c * r * l.inputs,
         batch * c * r,
-        batch * l.hidden,
-        batch * r,
-        l.outputs,
+        particles::low_rank_scratch_len(l, r),
         batch * l.outputs,
-        particles::low_rank_scratch_len(l, batch, r).max(gemm::scratch_len(batch, c * r, l.inputs)),
+        gemm::scratch_len(batch, c * r, l.inputs),
     ]
 }
 
@@ -436,8 +436,7 @@ impl Resampled {
         let fr = pt.factor_ranges();
         let mut carve = Carver(workspace);
         let (factors, bstack, xb) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
-        let (hidden, proj, bias) = (carve.take(parts[3]), carve.take(parts[4]), carve.take(parts[5]));
-        let (logits, scratch) = (carve.take(parts[6]), carve.take(parts[7]));
+        let (hidden, logits, scratch) = (carve.take(parts[3]), carve.take(parts[4]), carve.take(parts[5]));
         let mut done = 0;
         while done < members.len() {
             let chunk = LOW_RANK_CHUNK.min(members.len() - done);
@@ -465,18 +464,12 @@ impl Resampled {
                     b2: &fj[fr.b2.clone()],
                     db2: &fj[fr.db2.clone()],
                 };
-                let buf = LowRankBuffers {
-                    hidden,
-                    proj,
-                    bias,
-                    scratch,
-                };
                 let xbj = if batch == 0 {
                     &xb[..0]
                 } else {
                     &xb[j * r..batch * cr]
                 };
-                particles::forward_low_rank_member(layout, r, theta, mean.pre, xbj, cr, f, buf, logits)?;
+                particles::forward_low_rank_member(layout, r, theta, mean.pre, xbj, cr, f, hidden, logits)?;
                 coeffs[done + j] = coefficient(self.form, logits, mean, o);
             }
             done += chunk;
