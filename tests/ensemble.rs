@@ -812,3 +812,69 @@ fn inflation_scales_the_spread_around_an_unchanged_mean() {
         }
     }
 }
+
+#[test]
+fn low_rank_forward_refuses_short_projections() {
+    let layout = Layout {
+        inputs: 5,
+        hidden: 4,
+        outputs: 3,
+    };
+    let (rank, batch) = (2, 3);
+    let theta = vec![0.1f32; layout.num_params()];
+    let pre = vec![0.2f32; batch * layout.hidden];
+    let pt = perturbations(layout, rank, false, 1.0);
+    let fr = pt.factor_ranges();
+    let factors = vec![0.3f32; pt.factor_len()];
+    let f = Factors {
+        a1: &factors[fr.a1.clone()],
+        db1: &factors[fr.db1.clone()],
+        a2: &factors[fr.a2.clone()],
+        b2: &factors[fr.b2.clone()],
+        db2: &factors[fr.db2.clone()],
+    };
+    let mut scratch = vec![0f32; low_rank_scratch_len(&layout, rank)];
+    let mut logits = vec![7f32; batch * layout.outputs];
+    let run = |xb: &[f32], ld: usize, scratch: &mut [f32], logits: &mut [f32]| {
+        forward_low_rank_member_on(
+            KernelPath::Portable,
+            &layout,
+            rank,
+            &theta,
+            &pre,
+            xb,
+            ld,
+            f,
+            scratch,
+            logits,
+        )
+    };
+    // A leading dimension below the rank, even with enough floats, and too few floats.
+    let too_narrow = run(&[0.5; 6], 1, &mut scratch, &mut logits);
+    assert!(
+        matches!(
+            too_narrow,
+            Err(ienk::mlp::MlpError::Length {
+                expected: 2,
+                found: 1,
+                ..
+            })
+        ),
+        "{too_narrow:?}"
+    );
+    let too_short = run(&[0.5; 7], 3, &mut scratch, &mut logits);
+    assert!(
+        matches!(
+            too_short,
+            Err(ienk::mlp::MlpError::Length {
+                expected: 8,
+                found: 7,
+                ..
+            })
+        ),
+        "{too_short:?}"
+    );
+    assert!(logits.iter().all(|&z| z == 7.0), "written before refusing");
+    run(&[0.5; 8], 3, &mut scratch, &mut logits).unwrap();
+    assert!(logits.iter().all(|&z| z != 7.0));
+}

@@ -228,9 +228,20 @@ pub fn forward_low_rank_member_on(
     check_len("a2", f.a2.len(), o * r)?;
     check_len("b2", f.b2.len(), r * h)?;
     check_len("db2", f.db2.len(), o)?;
+    if batch > 0 && ld_xb < r {
+        return Err(MlpError::Length {
+            what: "projections' leading dimension",
+            expected: r,
+            found: ld_xb,
+        });
+    }
     let xb_len = if batch == 0 { 0 } else { (batch - 1) * ld_xb + r };
-    if ld_xb < r || xb.len() < xb_len {
-        return check_len("projections", xb.len(), xb_len.max(batch * r));
+    if xb.len() < xb_len {
+        return Err(MlpError::Length {
+            what: "projections",
+            expected: xb_len,
+            found: xb.len(),
+        });
     }
     let (hidden, rows) = scratch.split_at_mut(h);
     let (w2_rows, b2_rows) = rows.split_at_mut(o * h);
