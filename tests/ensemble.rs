@@ -5,7 +5,7 @@ mod common;
 
 use common::{Mean, TestRng, logits_of};
 use ienk::ensemble::eki::Eki;
-use ienk::ensemble::particles::{Factors, forward_low_rank_member_on, low_rank_scratch_len};
+use ienk::ensemble::particles::{forward_low_rank_member_on, low_rank_scratch_len};
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{Form, Resampled};
 use ienk::gemm::KernelPath;
@@ -54,13 +54,7 @@ fn low_rank_logits(
                 .sum();
         }
     }
-    let f = Factors {
-        a1: &factors[fr.a1.clone()],
-        db1: &factors[fr.db1.clone()],
-        a2: &factors[fr.a2.clone()],
-        b2: &factors[fr.b2.clone()],
-        db2: &factors[fr.db2.clone()],
-    };
+    let f = fr.factors(factors);
     let mut scratch = vec![f32::NAN; low_rank_scratch_len(layout, rank)];
     let mut got = vec![0f32; batch * layout.outputs];
     forward_low_rank_member_on(
@@ -826,13 +820,7 @@ fn low_rank_forward_refuses_short_projections() {
     let pt = perturbations(layout, rank, false, 1.0);
     let fr = pt.factor_ranges();
     let factors = vec![0.3f32; pt.factor_len()];
-    let f = Factors {
-        a1: &factors[fr.a1.clone()],
-        db1: &factors[fr.db1.clone()],
-        a2: &factors[fr.a2.clone()],
-        b2: &factors[fr.b2.clone()],
-        db2: &factors[fr.db2.clone()],
-    };
+    let f = fr.factors(&factors);
     let mut scratch = vec![0f32; low_rank_scratch_len(&layout, rank)];
     let mut logits = vec![7f32; batch * layout.outputs];
     let run = |xb: &[f32], ld: usize, scratch: &mut [f32], logits: &mut [f32]| {

@@ -15,6 +15,7 @@
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use super::particles::Factors;
 use crate::mlp::Layout;
 use crate::normal::{Lanes, Normal};
 
@@ -73,6 +74,21 @@ pub struct FactorRanges {
     pub b2: core::ops::Range<usize>,
     /// Bias perturbation of layer 2, `outputs`.
     pub db2: core::ops::Range<usize>,
+}
+
+impl FactorRanges {
+    /// The factors of one member, views into its factor vector `member` (as
+    /// [`Perturbations::fill_factors`] writes it). Panics if `member` is shorter than the
+    /// ranges. O(1).
+    pub fn factors<'a>(&self, member: &'a [f32]) -> Factors<'a> {
+        Factors {
+            a1: &member[self.a1.clone()],
+            db1: &member[self.db1.clone()],
+            a2: &member[self.a2.clone()],
+            b2: &member[self.b2.clone()],
+            db2: &member[self.db2.clone()],
+        }
+    }
 }
 
 impl Perturbations {

@@ -13,7 +13,7 @@
 use core::fmt;
 use core::ops::Range;
 
-use super::particles::{self, Factors};
+use super::particles;
 use super::perturb::{BLOCK, Perturbations};
 use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::loss::{self, BatchStats};
@@ -457,13 +457,7 @@ impl Resampled {
             )?;
             for j in 0..chunk {
                 let fj = &factors[j * f_len..(j + 1) * f_len];
-                let f = Factors {
-                    a1: &fj[fr.a1.clone()],
-                    db1: &fj[fr.db1.clone()],
-                    a2: &fj[fr.a2.clone()],
-                    b2: &fj[fr.b2.clone()],
-                    db2: &fj[fr.db2.clone()],
-                };
+                let f = fr.factors(fj);
                 let xbj = if batch == 0 {
                     &xb[..0]
                 } else {
