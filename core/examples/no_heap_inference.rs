@@ -11,11 +11,14 @@
 //! prints `test accuracy: 0.9723 (9723/10000)`, the line `ienk-cli eval` prints for the same
 //! model (CI checks that they agree).
 
+mod support;
+
 use std::process::ExitCode;
 
 use ienk::idx::{IMAGE_PIXELS, NUM_CLASSES, Split};
-use ienk::mlp::{Layout, pixels_to_unit};
+use ienk::mlp::Layout;
 use ienk::safetensors;
+use support::{EvalBuffers, correct_answers};
 
 /// The network this firmware is built for.
 const LAYOUT: Layout = Layout::mnist(HIDDEN);
@@ -69,33 +72,14 @@ fn accuracy(model: &[u8], images: &[u8], labels: &[u8]) -> Result<(usize, usize)
     if need > SCRATCH {
         return Err(format!("GEMM scratch: {need} floats needed, {SCRATCH} reserved"));
     }
-    let mut scratch = [0f32; SCRATCH];
-    let mut x = [0f32; BATCH * IMAGE_PIXELS];
-    let mut hidden = [0f32; BATCH * HIDDEN];
-    let mut logits = [0f32; BATCH * NUM_CLASSES];
-    let mut correct = 0;
-    for start in (0..test.len()).step_by(BATCH) {
-        let n = BATCH.min(test.len() - start);
-        for (r, row) in x.chunks_exact_mut(IMAGE_PIXELS).take(n).enumerate() {
-            let pixels = test
-                .image(start + r)
-                .ok_or("test set: image index out of range")?;
-            pixels_to_unit(pixels, row);
-        }
-        LAYOUT
-            .forward(
-                &theta,
-                &x[..n * IMAGE_PIXELS],
-                &mut hidden[..n * HIDDEN],
-                &mut logits[..n * NUM_CLASSES],
-                &mut scratch[..need],
-            )
-            .map_err(|e| format!("forward pass: {e}"))?;
-        for (r, z) in logits.chunks_exact(NUM_CLASSES).take(n).enumerate() {
-            // The first largest logit, as `ienk-cli eval` takes it.
-            let best = (1..NUM_CLASSES).fold(0, |b, k| if z[k] > z[b] { k } else { b });
-            correct += usize::from(test.label(start + r) == Some(best as u8));
-        }
-    }
+    let (mut scratch, mut x) = ([0f32; SCRATCH], [0f32; BATCH * IMAGE_PIXELS]);
+    let (mut hidden, mut logits) = ([0f32; BATCH * HIDDEN], [0f32; BATCH * NUM_CLASSES]);
+    let buffers = EvalBuffers {
+        x: &mut x,
+        hidden: &mut hidden,
+        logits: &mut logits,
+        scratch: &mut scratch[..need],
+    };
+    let correct = correct_answers(&LAYOUT, &theta, &test, buffers)?;
     Ok((correct, test.len()))
 }

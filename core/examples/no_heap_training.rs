@@ -18,6 +18,8 @@
 //! (CI checks it): one seed fixes the initial weights, the data order and the perturbations the
 //! same way in both.
 
+mod support;
+
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -31,6 +33,7 @@ use ienk::mlp::{Layout, pixels_to_unit};
 use ienk::normal::Normal;
 use ienk::safetensors;
 use ienk::seeds::{Stream, perturbation_seed, rng};
+use support::{EvalBuffers, correct_answers};
 
 /// The thesis's network.
 const HIDDEN: usize = 128;
@@ -253,27 +256,12 @@ fn accuracy(theta: &[f32], test: &Split<'_>, work: &mut [f32]) -> Result<(usize,
     let (x, rest) = work.split_at_mut(lens[0]);
     let (hidden, rest) = rest.split_at_mut(lens[1]);
     let (logits, rest) = rest.split_at_mut(lens[2]);
-    let scratch = &mut rest[..scratch_len];
-    let mut correct = 0;
-    for start in (0..test.len()).step_by(EVAL_BATCH) {
-        let n = EVAL_BATCH.min(test.len() - start);
-        for (r, row) in x.chunks_exact_mut(IMAGE_PIXELS).take(n).enumerate() {
-            pixels_to_unit(test.image(start + r).ok_or("test image out of range")?, row);
-        }
-        LAYOUT
-            .forward(
-                theta,
-                &x[..n * IMAGE_PIXELS],
-                &mut hidden[..n * HIDDEN],
-                &mut logits[..n * NUM_CLASSES],
-                scratch,
-            )
-            .map_err(|e| format!("forward pass: {e}"))?;
-        for (r, z) in logits.chunks_exact(NUM_CLASSES).take(n).enumerate() {
-            // The first largest logit, as `ienk-cli eval` takes it.
-            let best = (1..NUM_CLASSES).fold(0, |b, k| if z[k] > z[b] { k } else { b });
-            correct += usize::from(test.label(start + r) == Some(best as u8));
-        }
-    }
+    let buffers = EvalBuffers {
+        x,
+        hidden,
+        logits,
+        scratch: &mut rest[..scratch_len],
+    };
+    let correct = correct_answers(&LAYOUT, theta, test, buffers)?;
     Ok((correct, test.len()))
 }
