@@ -10,7 +10,7 @@
 //! - `test_loss`, `test_accuracy`: on the test split, epoch rows only (empty on step rows).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{CliError, Result};
@@ -60,12 +60,19 @@ impl MetricsLog {
     /// Opens the file to add rows after those it holds (`train --resume`): a new or empty file
     /// gets the header; a file that does not start with it is refused, unchanged.
     pub fn append(path: &Path) -> Result<MetricsLog> {
-        let held = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        // The first line is enough to tell: an empty (or new) file, or a log.
+        let mut first = String::new();
+        match File::open(path) {
+            Ok(f) => {
+                BufReader::new(f)
+                    .read_line(&mut first)
+                    .map_err(|e| CliError::read(path, e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(CliError::read(path, e)),
-        };
-        if !held.is_empty() && held.lines().next() != Some(HEADER) {
+        }
+        let empty = first.is_empty();
+        if !empty && first.trim_end_matches(['\n', '\r']) != HEADER {
             return Err(CliError::bad_file(
                 path,
                 "not a metrics log of ienk-cli train (its first line is not the header); rows are only appended to one",
@@ -80,7 +87,7 @@ impl MetricsLog {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
         };
-        if held.is_empty() {
+        if empty {
             log.write_line(HEADER)?;
         }
         Ok(log)

@@ -576,13 +576,18 @@ pub fn train(
     if checkpoint.is_some() {
         optimizer.resume_at(first_step)?;
     }
-    let mut theta = buffers::zeros("the parameters", layout.num_params())?;
-    match &checkpoint {
-        Some(c) => theta.copy_from_slice(&c.theta),
-        None => layout
-            .init_glorot(&mut theta, &Normal::new(), &mut rng(cfg.seed, Stream::Init))
-            .map_err(|e| CliError::Failed(format!("initialisation failed: {e}")))?,
-    }
+    // The resumed run's parameters, or a fresh initialisation; and the epoch and test accuracy
+    // of the model on disk, if any.
+    let (mut theta, mut saved) = match checkpoint {
+        Some(c) => (c.theta, Some((c.epochs, c.test_accuracy))),
+        None => {
+            let mut theta = buffers::zeros("the parameters", layout.num_params())?;
+            layout
+                .init_glorot(&mut theta, &Normal::new(), &mut rng(cfg.seed, Stream::Init))
+                .map_err(|e| CliError::Failed(format!("initialisation failed: {e}")))?;
+            (theta, None)
+        }
+    };
     let open_log = |path: &std::path::Path| match cfg.resume {
         true => MetricsLog::append(path),
         false => MetricsLog::create(path),
@@ -627,21 +632,17 @@ pub fn train(
             .unwrap_or_default()
             + &ensemble_summary(cfg),
     );
-    if let Some(c) = &checkpoint {
+    if let Some((epochs, accuracy)) = saved {
         say(
             out,
             format!(
-                "resuming {} after epoch {}/{} (test accuracy {:.4})",
+                "resuming {} after epoch {epochs}/{} (test accuracy {accuracy:.4})",
                 cfg.out.display(),
-                c.epochs,
                 cfg.epochs,
-                c.test_accuracy
             ),
         );
     }
     let start = Instant::now();
-    // The epoch and test accuracy of the checkpoint on disk, if any.
-    let mut saved: Option<(u32, f64)> = checkpoint.as_ref().map(|c| (c.epochs, c.test_accuracy));
     let mut train_time = 0.0;
     let mut step = first_step;
     let mut results = Vec::new();

@@ -202,6 +202,7 @@ fn help_explains_every_train_flag() {
         "--threads",
         "--out",
         "--save-every-epoch",
+        "--resume",
         "--center",
         "--log",
         "--limit",
