@@ -202,7 +202,6 @@ fn direction(r: &Resampled, theta: &[f32], x: &[f32], y: &[u8], step: u64, colla
             layout: sub,
             ..r.perturb
         },
-        lr: -1.0,
         ..*r
     };
     let (th, xm) = if collapsed {
@@ -226,11 +225,10 @@ fn direction(r: &Resampled, theta: &[f32], x: &[f32], y: &[u8], step: u64, colla
             None,
         )
         .unwrap();
-    // With h = -1 the update of a zero vector is the direction.
     let mut d_sub = vec![0f32; sub.num_params()];
     let mut tmp = vec![0f32; BLOCK];
     member_rule
-        .update_blocks(&normal, &mut d_sub, None, 0, &coeffs, step, None, &mut tmp)
+        .direction_blocks(&normal, &mut d_sub, 0, &coeffs, step, None, &mut tmp)
         .unwrap();
     if !collapsed {
         return d_sub.into_iter().map(f64::from).collect();

@@ -289,18 +289,11 @@ impl Optimizer for IenkOptimizer {
             None => (rule, &mut *theta, self.velocity.as_deref_mut()),
         };
         if full_rank {
-            // The restricted direction sum_k c_k delta_k, by parameter blocks over the threads
-            // (the update of a zero vector with h = -1), then the full one.
-            let summing = Resampled {
-                lr: -1.0,
-                normalize: false,
-                momentum: 0.0,
-                ..sub_rule
-            };
+            // The restricted direction sum_k c_k delta_k, by parameter blocks over the threads,
+            // then the full one.
             let d_sub = &mut self.d_sub[..pm];
-            d_sub.fill(0.0);
             let stored = self.stored.as_deref().map(|s| &s[..rule.members * pm]);
-            let per_thread = summing.perturb.blocks().div_ceil(self.blocks.len()).max(1);
+            let per_thread = sub_rule.perturb.blocks().div_ceil(self.blocks.len()).max(1);
             let span = per_thread * BLOCK;
             let jobs: Vec<_> = d_sub
                 .chunks_mut(span)
@@ -308,8 +301,8 @@ impl Optimizer for IenkOptimizer {
                 .enumerate()
                 .collect();
             pool.each(jobs, |(t, (part, tmp))| {
-                summing
-                    .update_blocks(normal, part, None, t * per_thread, coeffs, step, stored, tmp)
+                sub_rule
+                    .direction_blocks(normal, part, t * per_thread, coeffs, step, stored, tmp)
                     .map_err(failed)
             })?;
             let noise_std = rule.perturb.std[0] * draw_coefficient_norm(&rule.perturb, coeffs) as f32;

@@ -410,6 +410,31 @@ impl Resampled {
         Ok(())
     }
 
+    /// The direction `sum_k c_k delta_k` itself over the parameter blocks `first_block ..`,
+    /// written to `part` (overwritten): [`Resampled::update_blocks`] of a zero vector with
+    /// step -1, without momentum or normalisation, so the same sums bit for bit. O(as the
+    /// update).
+    #[allow(clippy::too_many_arguments)]
+    pub fn direction_blocks(
+        &self,
+        normal: &Normal,
+        part: &mut [f32],
+        first_block: usize,
+        coeffs: &[f64],
+        step: u64,
+        stored: Option<&[f32]>,
+        tmp: &mut [f32],
+    ) -> Result<(), MlpError> {
+        let summing = Resampled {
+            lr: -1.0,
+            normalize: false,
+            momentum: 0.0,
+            ..*self
+        };
+        part.fill(0.0);
+        summing.update_blocks(normal, part, None, first_block, coeffs, step, stored, tmp)
+    }
+
     /// Low-rank member phase: the coefficients of `members`, given the mean's pre-activation.
     /// Costs `members (factor_len)` normal draws and about `2 B members (r inputs + 2 H r + H
     /// outputs)` flops.

@@ -174,15 +174,8 @@ impl Resampled {
         sub_rule.dense_coefficients(normal, theta_sub, x_sub, &mean, step, all, ws, coeffs, None)?;
         stabiliser.apply(coeffs)?;
 
-        // The restricted direction sum_k c_k delta_k: the update of a zero vector with h = -1.
-        let summing = Resampled {
-            lr: -1.0,
-            normalize: false,
-            momentum: 0.0,
-            ..sub_rule
-        };
-        d_sub.fill(0.0);
-        summing.update_blocks(normal, d_sub, None, 0, coeffs, step, None, block)?;
+        // The restricted direction sum_k c_k delta_k.
+        sub_rule.direction_blocks(normal, d_sub, 0, coeffs, step, None, block)?;
 
         // theta -= h d: W1 a row at a time (the inactive columns drawn at once), then b1, W2 and
         // b2, which the restricted network shares.
