@@ -76,7 +76,7 @@ pub enum Command {
     /// (with --save-every-epoch, the model of the last finished epoch stays).
     Train(TrainArgs),
     /// Evaluate a saved model on the test split: accuracy, loss, per-class accuracy and the
-    /// confusion matrix.
+    /// confusion matrix, then the training record in its metadata (optimizer, epochs, settings).
     Eval(EvalArgs),
     /// Predict the digit of one image: a test example by index, or a 28x28 PGM file.
     Predict(PredictArgs),
@@ -86,7 +86,7 @@ pub enum Command {
     /// write compare.csv (per epoch), accuracy.svg (test accuracy against epoch), and each run's
     /// metrics CSV and model into --out-dir. Each thesis IEnK run makes 600,000 updates of 10
     /// particles (about 5 minutes on two cores) and our best derivative-free run trains 12000
-    /// particles (about 50 minutes on two cores, an hour and a half on one); their results do
+    /// particles (about 22 minutes on two cores, 35 on one); their results do
     /// not depend on the thread count; leave them out with --runs.
     Compare(CompareArgs),
 }

@@ -141,7 +141,10 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let model = model_io::load_model(&a.model)?;
             let test = data::SplitFiles::load(data_dir, data::SplitName::Test)?;
             let evaluation = eval::evaluate(&model.layout, &model.theta, &test.view()?, threads(a.threads))?;
-            emit(out, &evaluation.report())
+            emit(
+                out,
+                &(evaluation.report() + &model.metadata.describe(&model.layout)),
+            )
         }
         Command::Predict(a) => {
             let model = model_io::load_model(&a.model)?;

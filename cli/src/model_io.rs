@@ -36,6 +36,31 @@ pub struct ModelMetadata {
     pub test_accuracy: Option<String>,
 }
 
+impl ModelMetadata {
+    /// Where a model came from, for `ienk-cli eval`: its layout, then, when `train` wrote it,
+    /// the optimizer, the epochs, the test accuracy recorded when it was saved and the run's
+    /// settings (a line each). O(length of the settings).
+    pub fn describe(&self, layout: &Layout) -> String {
+        let shape = format!("{}-{}-{}", layout.inputs, layout.hidden, layout.outputs);
+        let Some(optimizer) = &self.optimizer else {
+            return format!("model: {shape} MLP, no training record (not written by ienk-cli train)\n");
+        };
+        let mut out = format!("model: {shape} MLP trained by {optimizer}");
+        if let Some(epochs) = &self.epochs {
+            let unit = if epochs == "1" { "epoch" } else { "epochs" };
+            out += &format!(" for {epochs} {unit}");
+        }
+        if let Some(accuracy) = &self.test_accuracy {
+            out += &format!(", test accuracy {accuracy} when saved");
+        }
+        out.push('\n');
+        if let Some(settings) = &self.settings {
+            out += &format!("settings: {settings}\n");
+        }
+        out
+    }
+}
+
 /// The temporary file [`save_atomic`] writes before renaming it to `path`: a hidden name in the
 /// same directory, unique to this process.
 fn temp_path(path: &Path) -> PathBuf {
@@ -106,4 +131,30 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
             test_accuracy: model.metadata("test_accuracy").map(str::to_owned),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_names_the_layout_and_what_train_recorded() {
+        let layout = Layout::mnist(64);
+        let foreign = ModelMetadata::default();
+        assert_eq!(
+            foreign.describe(&layout),
+            "model: 784-64-10 MLP, no training record (not written by ienk-cli train)\n"
+        );
+        let trained = ModelMetadata {
+            optimizer: Some("ienk".into()),
+            settings: Some("optimizer=ienk lr=0.001".into()),
+            epochs: Some("10".into()),
+            test_accuracy: Some("0.8865".into()),
+        };
+        assert_eq!(
+            trained.describe(&layout),
+            "model: 784-64-10 MLP trained by ienk for 10 epochs, test accuracy 0.8865 when saved\n\
+             settings: optimizer=ienk lr=0.001\n"
+        );
+    }
 }

@@ -85,6 +85,15 @@ fn train_eval_predict_round_trip() {
         report.contains("/20)") && report.contains("confusion matrix"),
         "{report}"
     );
+    // The model's provenance, from the command above.
+    assert!(
+        report.contains("model: 784-128-10 MLP trained by adam for 3 epochs, test accuracy "),
+        "{report}"
+    );
+    assert!(
+        report.contains("\nsettings: optimizer=adam lr=0.01 batch-size=8 hidden=128 seed=0"),
+        "{report}"
+    );
 
     let out = cli(&d.0, &["predict", "--model", m, "--index", "3"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
