@@ -15,7 +15,8 @@ use ienk::mlp::{Layout, MlpError, pixels_to_unit};
 use ienk::normal::Normal;
 use ienk::seeds::{Stream, perturbation_seed, rng};
 use ienk_cli::ensemble::{EnsembleConfig, IenkOptimizer};
-use ienk_cli::train::{EnsembleSettings, Optimizer};
+use ienk_cli::optimizer::Optimizer;
+use ienk_cli::train::EnsembleSettings;
 
 const HIDDEN: usize = 7;
 const SEED: u64 = 5;

@@ -19,8 +19,9 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::buffers::{product, zeros};
 use crate::error::{CliError, Result};
+use crate::optimizer::{DenseRows, Optimizer, cannot_resume};
 use crate::pool::Pool;
-use crate::train::{DenseRows, EnsembleSettings, Optimizer, cannot_resume};
+use crate::train::EnsembleSettings;
 
 /// Settings shared by both ensemble optimizers.
 #[derive(Clone, Copy, Debug)]

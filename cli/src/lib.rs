@@ -2,6 +2,7 @@
 //! commands, so that integration tests can drive them in-process.
 
 pub mod args;
+pub mod baseline;
 pub mod buffers;
 pub mod compare;
 pub mod data;
@@ -13,6 +14,7 @@ pub mod huge_pages;
 pub mod info;
 pub mod metrics;
 pub mod model_io;
+pub mod optimizer;
 pub mod pgm;
 pub mod pool;
 pub mod predict;

@@ -6,24 +6,23 @@ use std::time::Instant;
 
 use ienk::batch::{Batch, shuffle};
 use ienk::ensemble::resampled::Form;
-use ienk::idx::{IMAGE_PIXELS, Split};
+use ienk::idx::Split;
 use ienk::loss::BatchStats;
 use ienk::mlp::Layout;
 use ienk::normal::Normal;
 use ienk::optim::{Adam, Nag, Sgd};
 use ienk::seeds::{Stream, rng};
 
+use crate::baseline::{Baseline, Rule};
 use crate::buffers;
 use crate::ensemble::{EkiOptimizer, EnsembleConfig, IenkOptimizer};
 use crate::error::{CliError, Result};
 use crate::eval::evaluate;
-use crate::gradient::GradientEngine;
 use crate::metrics::{MetricsLog, Row};
 use crate::model_io;
-use crate::pool::Pool;
+use crate::optimizer::Optimizer;
 use crate::progress;
 use crate::resume;
-use ienk::sparse::transpose;
 
 /// A mean batch cross-entropy above this has exploded: the chance level is ln 10 = 2.3, and a
 /// loss of 1e4 means logits thousands apart. Training stops there rather than saving garbage.
@@ -172,220 +171,6 @@ impl Default for EnsembleSettings {
     }
 }
 
-/// One update rule: moves `theta` on a batch and reports the batch's loss and accuracy measured
-/// before the move.
-pub trait Optimizer {
-    /// One update on `batch`.
-    fn step(&mut self, theta: &mut [f32], batch: &Batch<'_>) -> Result<BatchStats>;
-
-    /// Sets the learning rate (`--lr`'s meaning for this optimizer) for the next steps.
-    fn set_lr(&mut self, lr: f32);
-
-    /// Makes the next step number `steps` of the run, for parameters saved after `steps` steps
-    /// (`--resume`). An error, before any step, when the optimizer keeps state between steps
-    /// that a model file does not hold: its run could not continue as it would have. O(1).
-    fn resume_at(&mut self, steps: u64) -> Result<()>;
-
-    /// Writes back into `theta` what the optimizer keeps in a layout of its own between steps;
-    /// the trainer calls it before it reads theta (evaluation, saving). O(P) at most.
-    fn sync(&mut self, _theta: &mut [f32]) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// Buffers for a batch as dense f32 rows and labels, for the optimizers that read it that way.
-pub(crate) struct DenseRows {
-    x: Vec<f32>,
-    y: Vec<u8>,
-}
-
-impl DenseRows {
-    /// Buffers for batches of up to `batch` examples.
-    pub(crate) fn new(batch: usize) -> Result<Self> {
-        Ok(DenseRows {
-            x: buffers::zeros(
-                "the batch's rows",
-                buffers::product("the batch's rows", &[batch, IMAGE_PIXELS])?,
-            )?,
-            y: buffers::zeros("the batch's labels", batch)?,
-        })
-    }
-
-    /// `batch` as rows of pixels / 255 (`len x 784`) and labels. O(len x 784).
-    pub(crate) fn load(&mut self, batch: &Batch<'_>) -> Result<(&[f32], &[u8])> {
-        let n = batch.len();
-        if let (Some(x), Some(y)) = (self.x.get_mut(..n * IMAGE_PIXELS), self.y.get_mut(..n))
-            && batch.gather(x, y)
-        {
-            return Ok((x, y));
-        }
-        Err(CliError::Failed(format!(
-            "internal error: a batch of {n} exceeds the optimizer's buffers"
-        )))
-    }
-}
-
-/// SGD, NAG or Adam on back-propagated gradients. Layer 1's weights live transposed in `w1t`
-/// from the first step on (theta's W1 is stale until [`Optimizer::sync`]), and the rule updates
-/// them there with the transposed gradient: the same numbers, element by element, without two
-/// transposes per step.
-struct Baseline {
-    engine: GradientEngine,
-    /// Runs the gradient's row shares and the update's parameter ranges.
-    pool: Pool,
-    rule: Rule,
-    layout: Layout,
-    /// W1^T once the first step has taken it from theta.
-    w1t: Option<Vec<f32>>,
-}
-
-enum Rule {
-    Sgd(Sgd),
-    Nag(Nag, Vec<f32>),
-    Adam(Adam, Vec<f32>, Vec<f32>, u32),
-}
-
-/// One step of the rule, as applied to any range of the parameters.
-#[derive(Clone, Copy)]
-enum Kind {
-    Sgd(Sgd),
-    Nag(Nag),
-    /// With the step number (1 for the first), for the bias correction.
-    Adam(Adam, u32),
-}
-
-/// A contiguous range of the parameters, its gradient and its state (none for SGD, the velocity
-/// for NAG, the two moments for Adam; unused ones are empty).
-struct Piece<'a> {
-    theta: &'a mut [f32],
-    grad: &'a [f32],
-    s1: &'a mut [f32],
-    s2: &'a mut [f32],
-}
-
-/// Elements per range at least, so that a range's update outweighs handing it to a thread.
-const MIN_PIECE: usize = 8192;
-
-impl<'a> Piece<'a> {
-    /// Cuts a piece into ranges of `per` elements (the state vectors alike, when not empty).
-    fn cut(self, per: usize, out: &mut Vec<Piece<'a>>) {
-        let Piece {
-            theta,
-            grad,
-            mut s1,
-            mut s2,
-        } = self;
-        for (theta, grad) in theta.chunks_mut(per).zip(grad.chunks(per)) {
-            let (n1, n2) = (theta.len().min(s1.len()), theta.len().min(s2.len()));
-            let (a, rest1) = core::mem::take(&mut s1).split_at_mut(n1);
-            let (b, rest2) = core::mem::take(&mut s2).split_at_mut(n2);
-            (s1, s2) = (rest1, rest2);
-            out.push(Piece {
-                theta,
-                grad,
-                s1: a,
-                s2: b,
-            });
-        }
-    }
-
-    /// Applies one step of `kind` to the range.
-    fn apply(self, kind: Kind) {
-        match kind {
-            Kind::Sgd(opt) => opt.step(self.theta, self.grad),
-            Kind::Nag(opt) => opt.step(self.theta, self.grad, self.s1),
-            Kind::Adam(opt, t) => opt.step(t, self.theta, self.grad, self.s1, self.s2),
-        }
-    }
-}
-
-impl Optimizer for Baseline {
-    fn step(&mut self, theta: &mut [f32], batch: &Batch<'_>) -> Result<BatchStats> {
-        let (i, h) = (self.layout.inputs, self.layout.hidden);
-        let w1_len = i * h;
-        let w1t = match &mut self.w1t {
-            Some(w) => w,
-            None => {
-                let mut w = buffers::zeros("W1 transposed", w1_len)?;
-                transpose(&theta[..w1_len], h, i, &mut w)
-                    .map_err(|e| CliError::Failed(format!("cannot transpose W1: {e}")))?;
-                self.w1t.insert(w)
-            }
-        };
-        let (grad, stats) = self.engine.gradient(&self.pool, theta, w1t, batch)?;
-        // The rule is elementwise: W1^T with dW1^T, then the rest with the rest, the state
-        // vectors split the same way, each cut into ranges for the pool's threads. Every
-        // element gets the same operations whatever the cut, so the model does not depend on
-        // the thread count.
-        let (kind, s1, s2): (Kind, &mut [f32], &mut [f32]) = match &mut self.rule {
-            Rule::Sgd(opt) => (Kind::Sgd(*opt), &mut [], &mut []),
-            Rule::Nag(opt, v) => (Kind::Nag(*opt), v, &mut []),
-            Rule::Adam(opt, m, v, t) => {
-                *t += 1;
-                (Kind::Adam(*opt, *t), m, v)
-            }
-        };
-        let (s1_w1, s1_rest) = s1.split_at_mut(w1_len.min(s1.len()));
-        let (s2_w1, s2_rest) = s2.split_at_mut(w1_len.min(s2.len()));
-        let per = (theta.len().div_ceil(self.pool.threads()))
-            .max(MIN_PIECE)
-            .next_multiple_of(8);
-        let mut pieces = Vec::new();
-        let layer1 = Piece {
-            theta: w1t,
-            grad: grad.w1t,
-            s1: s1_w1,
-            s2: s2_w1,
-        };
-        layer1.cut(per, &mut pieces);
-        let others = Piece {
-            theta: &mut theta[w1_len..],
-            grad: &grad.rest[w1_len..],
-            s1: s1_rest,
-            s2: s2_rest,
-        };
-        others.cut(per, &mut pieces);
-        self.pool.each(pieces, |piece| {
-            piece.apply(kind);
-            Ok(())
-        })?;
-        Ok(stats)
-    }
-
-    fn sync(&mut self, theta: &mut [f32]) -> Result<()> {
-        let (i, h) = (self.layout.inputs, self.layout.hidden);
-        if let Some(w1t) = &self.w1t {
-            transpose(w1t, i, h, &mut theta[..i * h])
-                .map_err(|e| CliError::Failed(format!("cannot transpose W1: {e}")))?;
-        }
-        Ok(())
-    }
-
-    fn set_lr(&mut self, lr: f32) {
-        match &mut self.rule {
-            Rule::Sgd(opt) => opt.lr = lr,
-            Rule::Nag(opt, _) => opt.lr = lr,
-            Rule::Adam(opt, ..) => opt.lr = lr,
-        }
-    }
-
-    fn resume_at(&mut self, _steps: u64) -> Result<()> {
-        match self.rule {
-            Rule::Sgd(_) => Ok(()),
-            Rule::Nag(..) => Err(cannot_resume("nag", "its velocity")),
-            Rule::Adam(..) => Err(cannot_resume("adam", "its moment estimates")),
-        }
-    }
-}
-
-/// The refusal of `--resume` for an optimizer that keeps `state` between steps.
-pub(crate) fn cannot_resume(optimizer: &str, state: &str) -> CliError {
-    CliError::BadInput(format!(
-        "--resume: {optimizer} keeps {state} between steps, which the model file does not hold, so the run \
-         cannot continue as it would have; train it again from the start"
-    ))
-}
-
 /// The optimizer of `cfg` with its buffers, for batches of up to `batch` examples.
 fn make_optimizer(cfg: &TrainConfig, layout: Layout, batch: usize) -> Result<Box<dyn Optimizer>> {
     let p = layout.num_params();
@@ -426,13 +211,13 @@ fn make_optimizer(cfg: &TrainConfig, layout: Layout, batch: usize) -> Result<Box
             )?));
         }
     };
-    Ok(Box::new(Baseline {
-        engine: GradientEngine::new(layout, batch, cfg.threads, cfg.sparse_inputs)?,
-        pool: Pool::new(cfg.threads)?,
+    Ok(Box::new(Baseline::new(
         rule,
         layout,
-        w1t: None,
-    }))
+        batch,
+        cfg.threads,
+        cfg.sparse_inputs,
+    )?))
 }
 
 /// The ensemble settings in force, for the opening line.
