@@ -73,7 +73,9 @@ pub enum Command {
     /// === BAcc: batch accuracy === TAcc: accuracy over the epoch so far === Remain: time left ===
     /// examples per second ===`. Loss and accuracies are measured before each update. A NaN,
     /// infinite or exploded (above 1e4) loss stops the run with exit status 1 and writes no model
-    /// (with --save-every-epoch, the model of the last finished epoch stays).
+    /// (with --save-every-epoch, the model of the last finished epoch stays). A flag the chosen
+    /// optimizer does not read (each ensemble flag's help names the optimizer that reads it), or
+    /// one that another flag would make it ignore, is refused (exit 2) rather than ignored.
     Train(TrainArgs),
     /// Evaluate a saved model on the test split: accuracy, loss, per-class accuracy and the
     /// confusion matrix, then the training record in its metadata (optimizer, epochs, settings).
@@ -211,7 +213,8 @@ pub struct EnsembleArgs {
     /// the thesis's update; `logit`: c_k = (1/B) sum_b <z_kb - z_b, p_b - y_b> (bounded, safer).
     #[arg(long, value_enum, default_value_t = FormArg::Logit)]
     pub form: FormArg,
-    /// ienk: antithetic pairs (member 2j+1 = -member 2j), which cancels curvature in c_k.
+    /// ienk: antithetic pairs (member 2j+1 = -member 2j), which cancels curvature in c_k;
+    /// --particles must be even.
     #[arg(long)]
     pub antithetic: bool,
     /// ienk: rank r of each weight perturbation (delta_W = c s_l a b^T / sqrt(r)); 0 = full rank.
@@ -238,7 +241,7 @@ pub struct EnsembleArgs {
     /// --momentum and --normalize as given; the thesis's rule). `adam`: Adam (0.9, 0.999, 1e-8) with
     /// learning rate --lr on the gradient estimate sum_k c_k delta_k / (M (c s_l)^2), as OpenAI's
     /// evolution strategies did; Adam's per-parameter scaling shrinks steps where the estimate is
-    /// mostly noise.
+    /// mostly noise (--momentum and --normalize do not apply to it).
     #[arg(long, value_enum, default_value_t = UpdateArg::Plain)]
     pub update: UpdateArg,
     /// ienk: subtract the members' mean coefficient, c_k - mean_j c_j, before any clipping:

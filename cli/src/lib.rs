@@ -22,11 +22,13 @@ pub mod progress;
 pub mod resume;
 pub mod svg;
 pub mod train;
+pub mod train_flags;
 
 use std::ffi::OsString;
 use std::io::Write;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 
 use args::{Cli, Command, TrainArgs};
 use error::{CliError, Result};
@@ -40,7 +42,18 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = Cli::try_parse_from(argv)?;
+    let matches = Cli::command().try_get_matches_from(argv)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    if let (Command::Train(a), Some(m)) = (&cli.command, matches.subcommand_matches("train")) {
+        let given: Vec<String> = m
+            .ids()
+            .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.to_string())
+            .collect();
+        if let Err(why) = train_flags::check(a, &given) {
+            return Ok(Err(CliError::BadInput(why)));
+        }
+    }
     Ok(dispatch(cli, out))
 }
 

@@ -907,3 +907,87 @@ fn center_changes_the_update_and_is_announced() {
     assert!(run(&b, &["--center"]).contains(", centred coefficients"));
     assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
 }
+
+#[test]
+fn flags_the_optimizer_would_ignore_are_refused_before_anything_runs() {
+    let d = TempDir::new("ignored_flags");
+    dataset(&d.0);
+    let model = d.0.join("m.safetensors");
+    let m = model.to_str().unwrap();
+    for (flags, needle) in [
+        (
+            &["--optimizer", "sgd", "--particles", "100"][..],
+            "--particles is read by the ensemble optimizers (ienk, eki) only, not by --optimizer sgd",
+        ),
+        (
+            &[
+                "--optimizer",
+                "adam",
+                "--clip",
+                "2",
+                "--inflation",
+                "1",
+                "--sigma-scale",
+                "2",
+            ],
+            "--sigma-scale, --clip and --inflation are read by",
+        ),
+        (
+            &["--optimizer", "eki", "--rank", "1", "--form", "thesis"],
+            "--form and --rank are read by ienk only, not by --optimizer eki",
+        ),
+        (
+            &["--optimizer", "ienk", "--randomize-every", "5"],
+            "--randomize-every is read by eki only, not by --optimizer ienk",
+        ),
+        (
+            &["--optimizer", "ienk", "--rank", "2", "--store-perturbations"],
+            "--store-perturbations applies to full-rank members (--rank 0) only",
+        ),
+        (
+            &["--optimizer", "ienk", "--update", "adam", "--normalize"],
+            "--normalize works with --update plain only",
+        ),
+        (
+            &["--optimizer", "ienk", "--update", "adam", "--momentum", "0"],
+            "--momentum works with --update plain only",
+        ),
+        (
+            &["--optimizer", "ienk", "--antithetic", "--particles", "7"],
+            "--particles must be even, not 7",
+        ),
+    ] {
+        let args = [&["train", "--epochs", "1", "--out", m][..], flags].concat();
+        assert_bad_input(&cli(&d.0, &args), needle);
+        assert!(!model.exists(), "{flags:?} wrote a model");
+    }
+    // The same flags where they are read, and the default values typed out, run.
+    for flags in [
+        &["--optimizer", "eki", "--particles", "4", "--inflation", "0.1"][..],
+        &[
+            "--optimizer",
+            "ienk",
+            "--particles",
+            "4",
+            "--antithetic",
+            "--rank",
+            "1",
+            "--clip",
+            "2",
+        ],
+        &[
+            "--optimizer",
+            "ienk",
+            "--update",
+            "plain",
+            "--momentum",
+            "0.5",
+            "--normalize",
+        ],
+        &["--optimizer", "sgd", "--lr", "0.01", "--batch-size", "8"],
+    ] {
+        let args = [&["train", "--epochs", "1", "--out", m][..], flags].concat();
+        let out = cli(&d.0, &args);
+        assert!(out.status.success(), "{flags:?}: {}", text(&out.stderr));
+    }
+}
