@@ -190,6 +190,8 @@ impl fmt::Display for IdxError {
     }
 }
 
+impl core::error::Error for IdxError {}
+
 /// `60000x28x28` or `60000`, for messages.
 fn record_shape(kind: IdxKind, count: u32) -> RecordShape {
     RecordShape { kind, count }

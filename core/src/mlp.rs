@@ -79,6 +79,8 @@ impl fmt::Display for MlpError {
     }
 }
 
+impl core::error::Error for MlpError {}
+
 impl From<GemmError> for MlpError {
     fn from(e: GemmError) -> Self {
         MlpError::Gemm(e)

@@ -170,6 +170,8 @@ impl fmt::Display for SafetensorsError<'_> {
     }
 }
 
+impl core::error::Error for SafetensorsError<'_> {}
+
 /// Shapes of the four tensors for a layout (unused trailing dims are 0).
 fn shapes(layout: &Layout) -> [([usize; 2], usize); 4] {
     [

@@ -143,6 +143,8 @@ impl fmt::Display for NonFiniteCoefficient {
     }
 }
 
+impl core::error::Error for NonFiniteCoefficient {}
+
 /// The coefficient `c_k` of one member from its logits (`B x outputs`), in f64.
 pub fn coefficient(form: Form, member_logits: &[f32], mean: &MeanView<'_>, outputs: usize) -> f64 {
     let mut c = 0f64;

@@ -37,6 +37,8 @@ impl fmt::Display for StepError {
     }
 }
 
+impl core::error::Error for StepError {}
+
 impl From<MlpError> for StepError {
     fn from(e: MlpError) -> Self {
         StepError::Mlp(e)

@@ -258,6 +258,8 @@ impl fmt::Display for GemmError {
     }
 }
 
+impl core::error::Error for GemmError {}
+
 fn check_storage(operand: Operand, len: usize, rows: usize, cols: usize, ld: usize) -> Result<(), GemmError> {
     if rows > 1 && ld < cols {
         return Err(GemmError::LeadingDimension { operand, ld, cols });
