@@ -261,6 +261,27 @@ fn compare_writes_the_table_the_csv_and_the_plot() {
     );
     let csv = std::fs::read_to_string(out_dir.join("compare.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 4 * 2, "{csv}");
+    // Each row's best epoch: the CSV's highest test accuracy of that run, first epoch reaching it.
+    for (slug, label) in [
+        ("sgd", "SGD"),
+        ("adam", "Adam"),
+        ("ienk-thesis", "IEnK (thesis scheme)"),
+    ] {
+        let mut best = (0, f64::NEG_INFINITY);
+        for line in csv.lines().filter(|l| l.starts_with(&format!("{slug},"))) {
+            let fields: Vec<&str> = line.split(',').collect();
+            let (epoch, accuracy): (usize, f64) = (fields[1].parse().unwrap(), fields[5].parse().unwrap());
+            if accuracy > best.1 {
+                best = (epoch, accuracy);
+            }
+        }
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {label} |")))
+            .unwrap_or_else(|| panic!("no row {label}: {stdout}"));
+        let cell = format!("| {:.4} (epoch {}) |", best.1, best.0);
+        assert!(row.contains(&cell), "{row} lacks {cell}");
+    }
     let svg = std::fs::read_to_string(out_dir.join("accuracy.svg")).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.matches("<polyline").count() == 4,
