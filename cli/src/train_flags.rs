@@ -109,6 +109,32 @@ pub fn check(a: &TrainArgs, given: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_ensemble_flag_is_listed_with_the_optimizers_its_help_names() {
+        let cli = Cli::command();
+        let train = cli.find_subcommand("train").unwrap();
+        let mut seen = 0;
+        for arg in train.get_arguments() {
+            if arg.get_help_heading() != Some("Ensemble optimizers (ienk, eki)") {
+                continue;
+            }
+            seen += 1;
+            let id = arg.get_id().as_str();
+            let help = arg.get_help().unwrap().to_string();
+            let (list, name): (&[&str], &str) = if help.starts_with("ienk") {
+                (&IENK, "IENK")
+            } else if help.starts_with("eki:") {
+                (&EKI, "EKI")
+            } else {
+                (&ENSEMBLE, "ENSEMBLE")
+            };
+            assert!(list.contains(&id), "--{id} ({help:?}) is missing from {name}");
+        }
+        assert_eq!(seen, ENSEMBLE.len() + IENK.len() + EKI.len());
+    }
 
     #[test]
     fn flag_lists_read_as_english() {
