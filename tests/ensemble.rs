@@ -866,3 +866,125 @@ fn low_rank_forward_refuses_short_projections() {
     run(&[0.5; 8], 3, &mut scratch, &mut logits).unwrap();
     assert!(logits.iter().all(|&z| z != 7.0));
 }
+
+#[test]
+fn low_rank_update_in_parts_as_threads_run_it_equals_the_one_thread_update() {
+    use ienk::ensemble::low_rank_update::{WeightBlock, direction_row_parts, direction_rows};
+    let normal = Normal::new();
+    // Block rows below, at and past the GEMM's unpacked path (4 rows), odd member counts.
+    for (hidden, outputs, rank, members, antithetic) in [
+        (128, 10, 1, 37, false),
+        (11, 5, 3, 8, true),
+        (16, 12, 2, 5, false),
+        (3, 2, 1, 4, true),
+        (29, 9, 2, 1, false),
+    ] {
+        let layout = Layout {
+            inputs: 23,
+            hidden,
+            outputs,
+        };
+        let rule = Resampled {
+            perturb: perturbations(layout, rank, antithetic, 1.0),
+            members,
+            form: Form::Logit,
+            lr: 0.1,
+            momentum: 0.0,
+            normalize: false,
+        };
+        let mut rng = TestRng::new(members as u64);
+        let theta0 = rng.vec(layout.num_params());
+        let coeffs: Vec<f64> = rng.vec(members).iter().map(|&c| f64::from(c)).collect();
+        let mut whole = theta0.clone();
+        let mut ws = vec![0f32; rule.low_rank_update_len()];
+        rule.low_rank_update(&normal, &mut whole, None, &coeffs, 3, &mut ws)
+            .unwrap();
+        for threads in [2, 3, 5, 64] {
+            let mut ws = vec![f32::NAN; rule.low_rank_update_len()];
+            let u = rule.update_workspace(&mut ws).unwrap();
+            let mut factor = vec![0f32; rule.perturb.factor_len()];
+            let mut scratch = vec![0f32; rule.direction_scratch_len(hidden)];
+            // Phase 1 by member ranges, as the CLI's workers take them.
+            let mut rows = u.rows;
+            let mut rest = rows.reborrow();
+            let per = members.div_ceil(threads);
+            for first in (0..members).step_by(per) {
+                let n = per.min(members - first);
+                let (mine, others) = rest.split_members(&rule, n);
+                rest = others;
+                rule.fill_member_rows(&normal, &coeffs[first..first + n], first, 3, &mut factor, mine)
+                    .unwrap();
+            }
+            let d = layout.split_mut(u.direction).unwrap();
+            rule.low_rank_bias_direction(&coeffs, rows.db1, rows.db2, d.b1, d.b2)
+                .unwrap();
+            // Phase 3 by row ranges of each block.
+            for (block, total, a_t, b, out) in [
+                (WeightBlock::W1, hidden, &*rows.a1t, &*rows.b1, d.w1),
+                (WeightBlock::W2, outputs, &*rows.a2t, &*rows.b2, d.w2),
+            ] {
+                let parts = direction_row_parts(total, threads);
+                let cols = out.len() / total;
+                for part in 0..parts {
+                    let range = direction_rows(total, parts, part);
+                    let span = range.start * cols..range.end * cols;
+                    rule.low_rank_direction_rows(block, a_t, b, range, &mut out[span], &mut scratch)
+                        .unwrap();
+                }
+            }
+            let mut split = theta0.clone();
+            rule.apply_direction(&mut split, u.direction, None).unwrap();
+            assert_eq!(
+                split.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                whole.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "H {hidden}, outputs {outputs}, rank {rank}, {members} members, {threads} threads"
+            );
+        }
+    }
+}
+
+#[test]
+fn low_rank_update_moves_theta_by_the_coefficients_sum_of_expanded_perturbations() {
+    let normal = Normal::new();
+    for (rank, members, antithetic) in [(1, 6, true), (3, 5, false)] {
+        let layout = Layout {
+            inputs: 13,
+            hidden: 11,
+            outputs: 7,
+        };
+        let h = 0.5f32;
+        let rule = Resampled {
+            perturb: perturbations(layout, rank, antithetic, 1.0),
+            members,
+            form: Form::Logit,
+            lr: h,
+            momentum: 0.0,
+            normalize: false,
+        };
+        let mut rng = TestRng::new(9);
+        let theta0 = rng.vec(layout.num_params());
+        let coeffs: Vec<f64> = rng.vec(members).iter().map(|&c| f64::from(c)).collect();
+        let mut theta = theta0.clone();
+        let mut ws = vec![0f32; rule.low_rank_update_len()];
+        rule.low_rank_update(&normal, &mut theta, None, &coeffs, 2, &mut ws)
+            .unwrap();
+        // Reference: each member's factors expanded into a dense perturbation, summed in f64.
+        let mut want = vec![0f64; layout.num_params()];
+        let mut factors = vec![0f32; rule.perturb.factor_len()];
+        let mut delta = vec![0f32; layout.num_params()];
+        for (k, &c) in coeffs.iter().enumerate() {
+            rule.perturb.fill_factors(&normal, 2, k, &mut factors);
+            rule.perturb.expand_factors(&factors, &mut delta);
+            want.iter_mut()
+                .zip(&delta)
+                .for_each(|(w, &d)| *w += c * f64::from(d));
+        }
+        for (j, ((&before, &after), &w)) in theta0.iter().zip(&theta).zip(&want).enumerate() {
+            let got = f64::from(before - after) / f64::from(h);
+            assert!(
+                (got - w).abs() < 1e-4 * (1.0 + w.abs()),
+                "rank {rank}, entry {j}: {got} against {w}"
+            );
+        }
+    }
+}

@@ -8,6 +8,7 @@ use ienk::ensemble::collapse::{
     active_columns, copy_shared_parts, draw_coefficient_norm, expand_w1_rows, restrict,
 };
 use ienk::ensemble::eki::Eki;
+use ienk::ensemble::low_rank_update::{WeightBlock, direction_row_parts, direction_rows};
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{MeanView, Resampled, Stabiliser, innovation};
 use ienk::loss::BatchStats;
@@ -48,6 +49,98 @@ fn split(n: usize, parts: usize) -> Vec<Range<usize>> {
     (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect()
 }
 
+/// The low-rank update's buffers: the workspace of `Resampled::low_rank_update` and, per thread,
+/// a member's factors and GEMM scratch (all empty at full rank).
+struct LowRankBuffers {
+    workspace: Vec<f32>,
+    factors: Vec<Vec<f32>>,
+    scratch: Vec<Vec<f32>>,
+}
+
+impl LowRankBuffers {
+    /// Buffers for `rule` (nothing at full rank) and `threads` threads.
+    fn new(rule: &Resampled, threads: usize) -> Result<Self> {
+        if rule.perturb.rank == 0 {
+            return Ok(LowRankBuffers {
+                workspace: Vec::new(),
+                factors: Vec::new(),
+                scratch: Vec::new(),
+            });
+        }
+        let whole_blocks = rule.direction_scratch_len(rule.perturb.layout.hidden);
+        Ok(LowRankBuffers {
+            workspace: zeros("the low-rank update", rule.low_rank_update_len())?,
+            factors: (0..threads)
+                .map(|_| zeros("a member's factors", rule.perturb.factor_len()))
+                .collect::<Result<_>>()?,
+            scratch: (0..threads)
+                .map(|_| zeros("the update's GEMM scratch", whole_blocks))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// The direction `sum_k c_k delta_k` of `coeffs` at `step`, by the phases of
+    /// `ienk::ensemble::low_rank_update` spread over `pool`: the members' rows by member ranges,
+    /// the biases on this thread, the weight blocks by row ranges. The same numbers as
+    /// `Resampled::low_rank_update` on one thread, bit for bit.
+    fn direction(
+        &mut self,
+        pool: &Pool,
+        rule: &Resampled,
+        normal: &Normal,
+        coeffs: &[f64],
+        step: u64,
+    ) -> Result<&[f32]> {
+        let layout = rule.perturb.layout;
+        let ws = rule.update_workspace(&mut self.workspace).map_err(failed)?;
+        let mut rows = ws.rows;
+        let mut jobs = Vec::new();
+        let mut rest = rows.reborrow();
+        for (members, factor) in split(rule.members, pool.threads())
+            .into_iter()
+            .zip(&mut self.factors)
+        {
+            let (mine, others) = rest.split_members(rule, members.len());
+            rest = others;
+            jobs.push((members, factor, mine));
+        }
+        pool.each(jobs, |(members, factor, mine)| {
+            rule.fill_member_rows(
+                normal,
+                &coeffs[members.clone()],
+                members.start,
+                step,
+                factor,
+                mine,
+            )
+            .map_err(failed)
+        })?;
+        let d = layout.split_mut(ws.direction).map_err(failed)?;
+        rule.low_rank_bias_direction(coeffs, rows.db1, rows.db2, d.b1, d.b2)
+            .map_err(failed)?;
+        for (block, total, a_t, b, out) in [
+            (WeightBlock::W1, layout.hidden, &*rows.a1t, &*rows.b1, d.w1),
+            (WeightBlock::W2, layout.outputs, &*rows.a2t, &*rows.b2, d.w2),
+        ] {
+            let parts = direction_row_parts(total, pool.threads());
+            let cols = out.len() / total.max(1);
+            let mut jobs = Vec::new();
+            let mut rest = &mut *out;
+            for (part, scratch) in (0..parts).zip(&mut self.scratch) {
+                let range = direction_rows(total, parts, part);
+                let (mine, others) = rest.split_at_mut(range.len() * cols);
+                rest = others;
+                jobs.push((range, mine, scratch));
+            }
+            pool.each(jobs, |(range, mine, scratch)| {
+                rule.low_rank_direction_rows(block, a_t, b, range, mine, scratch)
+                    .map_err(failed)
+            })?;
+        }
+        Ok(ws.direction)
+    }
+}
+
 /// The resampled IEnK (thesis's scheme).
 pub struct IenkOptimizer {
     rule: Resampled,
@@ -72,7 +165,7 @@ pub struct IenkOptimizer {
     x_sub: Vec<f32>,
     d_sub: Vec<f32>,
     direction: Vec<f32>,
-    low_rank_update: Vec<f32>,
+    low_rank: LowRankBuffers,
     velocity: Option<Vec<f32>>,
     adam: Option<AdamState>,
     stabiliser: Stabiliser,
@@ -167,10 +260,7 @@ impl IenkOptimizer {
             )?,
             d_sub: full_rank("the restricted direction", p)?,
             direction: full_rank("the direction", p)?,
-            low_rank_update: match rank {
-                0 => Vec::new(),
-                _ => zeros("the low-rank update", rule.low_rank_update_len())?,
-            },
+            low_rank: LowRankBuffers::new(&rule, threads)?,
             velocity: (momentum != 0.0).then(|| zeros("the velocity", p)).transpose()?,
             adam: e.adam.then(|| AdamState::new(lr, p)).transpose()?,
             stabiliser: Stabiliser {
@@ -330,9 +420,8 @@ impl Optimizer for IenkOptimizer {
                 .apply_direction(target, &self.direction, velocity)
                 .map_err(failed)?;
         } else {
-            target_rule
-                .low_rank_update(normal, target, velocity, coeffs, step, &mut self.low_rank_update)
-                .map_err(failed)?;
+            let d = self.low_rank.direction(pool, target_rule, normal, coeffs, step)?;
+            target_rule.apply_direction(target, d, velocity).map_err(failed)?;
         }
         if let Some(a) = self.adam.as_mut() {
             a.step += 1;

@@ -3,6 +3,7 @@
 
 pub mod collapse;
 pub mod eki;
+pub mod low_rank_update;
 pub mod particles;
 pub mod perturb;
 pub mod resampled;
