@@ -209,7 +209,8 @@ impl Resampled {
         check_len("db2 rows", rows.db2.len(), n * o)?;
         let fr = pt.factor_ranges();
         for (j, &c) in coeffs.iter().enumerate() {
-            pt.fill_factors(normal, step, first + j, factor);
+            // `factor` holds member first + j - 1's factors from the previous turn.
+            pt.next_factors(normal, step, first + j, j > 0, factor);
             let c = c as f32;
             // c a^T: row q of the member's block is column q of a, scaled.
             let transpose_scaled = |a: &[f32], out: &mut [f32], len: usize| {

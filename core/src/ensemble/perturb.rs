@@ -188,6 +188,35 @@ impl Perturbations {
         }
     }
 
+    /// Turns the factors of an antithetic pair's first member (2j, as [`Perturbations::fill_factors`]
+    /// wrote them) into its partner's (2j + 1), in place: the signed parts (`b1`, `db1`, `b2`,
+    /// `db2`) negated, which is exactly what `fill_factors` draws for the partner (each value is
+    /// `sign scale z` from the same `z`), without drawing. O(factor_len).
+    pub fn partner_factors(&self, factors: &mut [f32]) {
+        let f = self.factor_ranges();
+        for range in [f.b1, f.db1, f.b2, f.db2] {
+            factors[range].iter_mut().for_each(|v| *v = -*v);
+        }
+    }
+
+    /// Factors of member `member` at `step` into `out`: drawn, or, for the second member of an
+    /// antithetic pair whose first member's factors `out` holds (`previous_in_out`), negated
+    /// from them ([`Perturbations::partner_factors`]). The same numbers either way.
+    pub fn next_factors(
+        &self,
+        normal: &Normal,
+        step: u64,
+        member: usize,
+        previous_in_out: bool,
+        out: &mut [f32],
+    ) {
+        if self.antithetic && !member.is_multiple_of(2) && previous_in_out {
+            self.partner_factors(out);
+        } else {
+            self.fill_factors(normal, step, member, out);
+        }
+    }
+
     /// Expands low-rank factors into the dense perturbation they stand for (length P):
     /// `W_l += a b^T` blocks and the biases. O(P r). For tests and for storing.
     pub fn expand_factors(&self, factors: &[f32], out: &mut [f32]) {

@@ -468,8 +468,15 @@ impl Resampled {
         while done < members.len() {
             let chunk = LOW_RANK_CHUNK.min(members.len() - done);
             for j in 0..chunk {
-                let fj = &mut factors[j * f_len..(j + 1) * f_len];
-                pt.fill_factors(normal, step, members.start + done + j, fj);
+                let member = members.start + done + j;
+                let (previous, rest) = factors.split_at_mut(j * f_len);
+                let fj = &mut rest[..f_len];
+                // An antithetic pair's second member is its first, negated: no draws.
+                let from_partner = j > 0 && pt.antithetic && !member.is_multiple_of(2);
+                if from_partner {
+                    fj.copy_from_slice(&previous[(j - 1) * f_len..]);
+                }
+                pt.next_factors(normal, step, member, from_partner, fj);
                 bstack[j * r * i..(j + 1) * r * i].copy_from_slice(&fj[fr.b1.clone()]);
             }
             let cr = chunk * r;
