@@ -210,7 +210,11 @@ impl Resampled {
         let fr = pt.factor_ranges();
         for (j, &c) in coeffs.iter().enumerate() {
             // `factor` holds member first + j - 1's factors from the previous turn.
-            pt.next_factors(normal, step, first + j, j > 0, factor);
+            if j > 0 && pt.is_partner(first + j) {
+                pt.partner_factors(factor);
+            } else {
+                pt.fill_factors(normal, step, first + j, factor);
+            }
             let c = c as f32;
             // c a^T: row q of the member's block is column q of a, scaled.
             let transpose_scaled = |a: &[f32], out: &mut [f32], len: usize| {

@@ -199,22 +199,10 @@ impl Perturbations {
         }
     }
 
-    /// Factors of member `member` at `step` into `out`: drawn, or, for the second member of an
-    /// antithetic pair whose first member's factors `out` holds (`previous_in_out`), negated
-    /// from them ([`Perturbations::partner_factors`]). The same numbers either way.
-    pub fn next_factors(
-        &self,
-        normal: &Normal,
-        step: u64,
-        member: usize,
-        previous_in_out: bool,
-        out: &mut [f32],
-    ) {
-        if self.antithetic && !member.is_multiple_of(2) && previous_in_out {
-            self.partner_factors(out);
-        } else {
-            self.fill_factors(normal, step, member, out);
-        }
+    /// Whether member `member` is the second of an antithetic pair (its draw's sign is -1), whose
+    /// factors [`Perturbations::partner_factors`] derives from the first's. O(1).
+    pub fn is_partner(&self, member: usize) -> bool {
+        self.draw_of(member).1 < 0.0
     }
 
     /// Expands low-rank factors into the dense perturbation they stand for (length P):

@@ -472,11 +472,12 @@ impl Resampled {
                 let (previous, rest) = factors.split_at_mut(j * f_len);
                 let fj = &mut rest[..f_len];
                 // An antithetic pair's second member is its first, negated: no draws.
-                let from_partner = j > 0 && pt.antithetic && !member.is_multiple_of(2);
-                if from_partner {
+                if j > 0 && pt.is_partner(member) {
                     fj.copy_from_slice(&previous[(j - 1) * f_len..]);
+                    pt.partner_factors(fj);
+                } else {
+                    pt.fill_factors(normal, step, member, fj);
                 }
-                pt.next_factors(normal, step, member, from_partner, fj);
                 bstack[j * r * i..(j + 1) * r * i].copy_from_slice(&fj[fr.b1.clone()]);
             }
             let cr = chunk * r;
