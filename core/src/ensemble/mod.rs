@@ -6,5 +6,6 @@ pub mod eki;
 pub mod low_rank_update;
 pub mod particles;
 pub mod perturb;
+pub mod projected;
 pub mod resampled;
 pub mod step;

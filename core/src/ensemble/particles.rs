@@ -295,11 +295,18 @@ fn dot8(a: &[f32], b: &[f32]) -> f32 {
             l[i] += x[i] * y[i];
         }
     }
-    let mut sum = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+    let mut sum = reduce8(&l);
     for (x, y) in a_tail.iter().zip(b_tail) {
         sum += x * y;
     }
     sum
+}
+
+/// The sum of 8 partial sums `l`, as `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`: the
+/// order in which the AVX kernels reduce their 8 lanes.
+#[inline(always)]
+pub(super) fn reduce8(l: &[f32; 8]) -> f32 {
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }
 
 /// Rows whose dot products with the hidden row are computed side by side.
@@ -376,7 +383,7 @@ fn low_rank_rows<K: RowKernels>(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx {
+pub(super) mod avx {
     use core::arch::x86_64::{
         __m256, _CMP_LT_OQ, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps, _mm_shuffle_ps,
         _mm256_add_ps, _mm256_blendv_ps, _mm256_castps256_ps128, _mm256_cmp_ps, _mm256_extractf128_ps,
@@ -471,15 +478,22 @@ mod avx {
         }
         let done = 8 * chunks;
         for ((a, row), o) in acc.iter().zip(mat.chunks_exact(n.max(1))).zip(out) {
-            // [l0 + l4, l1 + l5, l2 + l6, l3 + l7], then [(l0 + l4) + (l2 + l6), (l1 + l5) + (l3 + l7)].
-            let s = _mm_add_ps(_mm256_castps256_ps128(*a), _mm256_extractf128_ps::<1>(*a));
-            let t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let mut sum = _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps::<1>(t, t)));
+            let mut sum = lanes_sum(*a);
             for (x, y) in row[done..].iter().zip(&h[done..]) {
                 sum += x * y;
             }
             *o = sum;
         }
+    }
+
+    /// The sum of the 8 lanes of `a` in [`super::reduce8`]'s order: `[l0 + l4, l1 + l5, l2 + l6,
+    /// l3 + l7]`, then `[(l0 + l4) + (l2 + l6), (l1 + l5) + (l3 + l7)]`, then their sum.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    pub(in crate::ensemble) fn lanes_sum(a: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+        let t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps::<1>(t, t)))
     }
 
     /// [`low_rank_rows`] with the AVX kernels.

@@ -15,6 +15,7 @@ use core::ops::Range;
 
 use super::particles;
 use super::perturb::{BLOCK, Perturbations};
+use super::projected::{low_rank_logit_coefficient, project_innovation};
 use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::loss::{self, BatchStats};
 use crate::mlp::{Layout, MlpError, check_len};
@@ -293,16 +294,23 @@ fn dense_parts(layout: &Layout, batch: usize) -> [usize; 5] {
 }
 
 /// Lengths of the parts of a low-rank member-phase workspace: the chunk's factors, their stacked
-/// `b1`, the projections `X b1^T`, a member's forward scratch, its logits, the GEMM scratch.
-fn low_rank_parts(p: &Perturbations, batch: usize) -> [usize; 6] {
+/// `b1`, the projections `X b1^T`, a member's forward scratch, its logits, the GEMM scratch, and
+/// in the logit form the projected innovation `G W2` (the logit form needs no member's logits:
+/// [`super::projected`]).
+fn low_rank_parts(p: &Perturbations, form: Form, batch: usize) -> [usize; 7] {
     let (l, r, c) = (&p.layout, p.rank, LOW_RANK_CHUNK);
+    let (logits, projected) = match form {
+        Form::Thesis => (batch * l.outputs, 0),
+        Form::Logit => (0, batch * l.hidden),
+    };
     [
         c * p.factor_len(),
         c * r * l.inputs,
         batch * c * r,
         particles::low_rank_scratch_len(l, r),
-        batch * l.outputs,
+        logits,
         gemm::scratch_len(batch, c * r, l.inputs),
+        projected,
     ]
 }
 
@@ -312,7 +320,7 @@ impl Resampled {
         if self.perturb.rank == 0 {
             dense_parts(&self.perturb.layout, batch).iter().sum()
         } else {
-            low_rank_parts(&self.perturb, batch).iter().sum()
+            low_rank_parts(&self.perturb, self.form, batch).iter().sum()
         }
     }
 
@@ -456,7 +464,7 @@ impl Resampled {
         let layout = &pt.layout;
         let (i, o, r) = (layout.inputs, layout.outputs, pt.rank);
         let batch = mean.logits.len() / o;
-        let parts = low_rank_parts(pt, batch);
+        let parts = low_rank_parts(pt, self.form, batch);
         check_len("member workspace", workspace.len(), parts.iter().sum())?;
         check_len("coefficients", coeffs.len(), members.len())?;
         let f_len = pt.factor_len();
@@ -464,6 +472,10 @@ impl Resampled {
         let mut carve = Carver(workspace);
         let (factors, bstack, xb) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
         let (hidden, logits, scratch) = (carve.take(parts[3]), carve.take(parts[4]), carve.take(parts[5]));
+        let projected = carve.take(parts[6]);
+        if self.form == Form::Logit {
+            project_innovation(layout, theta, mean.innovation, projected)?;
+        }
         let mut done = 0;
         while done < members.len() {
             let chunk = LOW_RANK_CHUNK.min(members.len() - done);
@@ -498,8 +510,19 @@ impl Resampled {
                 } else {
                     &xb[j * r..batch * cr]
                 };
-                particles::forward_low_rank_member(layout, r, theta, mean.pre, xbj, cr, f, hidden, logits)?;
-                coeffs[done + j] = coefficient(self.form, logits, mean, o);
+                coeffs[done + j] = match self.form {
+                    Form::Logit => {
+                        let g = mean.innovation;
+                        let hk = &mut hidden[..layout.hidden];
+                        low_rank_logit_coefficient(layout, r, mean.pre, xbj, cr, f, g, projected, hk)?
+                    }
+                    Form::Thesis => {
+                        particles::forward_low_rank_member(
+                            layout, r, theta, mean.pre, xbj, cr, f, hidden, logits,
+                        )?;
+                        coefficient(self.form, logits, mean, o)
+                    }
+                };
             }
             done += chunk;
         }

@@ -1,0 +1,251 @@
+//! The logit-form coefficient of a low-rank member, from its hidden rows alone.
+//!
+//! In the logit form a member's coefficient is `c_k = sum_b <z_kb - z_b, g_b>`: only the
+//! projection of its logits on the innovation counts, not the logits. With `v_b = W2^T g_b`
+//! (`B x H`, once per step for every member: [`project_innovation`]) and the member's output
+//! layer `W2 + a2 b2^T` (the factors scaled as [`super::perturb::Perturbations::fill_factors`]
+//! draws them),
+//!
+//! `<z_kb - z_b, g_b> = <h_kb - h_b, v_b> + sum_q (b2_q . h_kb) (a2_q . g_b) + <db2, g_b>`,
+//!
+//! where `h_kb = relu((pre_b + db1) + (x_b b1^T) a1^T)` is the member's hidden row and `h_b =
+//! relu(pre_b)` the mean's. That is `1 + r` dot products over H per example instead of the
+//! `outputs + r` of the member's logits ([`super::particles::forward_low_rank_member`]), and
+//! the hidden rows' difference is taken before its sum, so that the small change a member makes
+//! is not the difference of two large f32 sums. Rank 1, the hidden row is never stored: each 8
+//! of its entries meet `v_b` and `b2` in registers (AVX CPUs, chosen like the GEMM kernels) or
+//! in 8 partial sums (portable), with the same IEEE results on every path.
+
+use super::particles::{Factors, reduce8};
+use crate::gemm;
+use crate::mlp::{Layout, MlpError, check_len};
+
+/// `v = G W2` (`B x H`): each example's innovation `g_b` (`outputs`) through the mean's output
+/// weights, `v_bj = sum_o g_bo W2_oj` added in the order of o. O(B outputs H).
+pub fn project_innovation(
+    layout: &Layout,
+    theta: &[f32],
+    innovation: &[f32],
+    out: &mut [f32],
+) -> Result<(), MlpError> {
+    let p = layout.split(theta)?;
+    let (h, o) = (layout.hidden, layout.outputs);
+    let batch = innovation.len() / o.max(1);
+    check_len("innovation", innovation.len(), batch * o)?;
+    check_len("projected innovation", out.len(), batch * h)?;
+    for (v, g) in out
+        .chunks_exact_mut(h.max(1))
+        .zip(innovation.chunks_exact(o.max(1)))
+    {
+        v.fill(0.0);
+        for (&gk, w2_row) in g.iter().zip(p.w2.chunks_exact(h.max(1))) {
+            for (vj, &w) in v.iter_mut().zip(w2_row) {
+                *vj += gk * w;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The logit-form coefficient `sum_b <z_kb - z_b, g_b>` (f64) of the member with factors `f`
+/// and rank `rank`, given the mean's pre-activation `pre` (`B x H`), the member's projections
+/// `xb` (`B` rows of `r`, leading dimension `ld_xb`: `X b1^T`), the innovation `g` (`B x
+/// outputs`) and [`project_innovation`]'s `projected` (`B x H`); `scratch` holds H floats (a
+/// hidden row, used above rank 1). Costs `2 B H (2 + 2 r)` flops and `B r (outputs + 3)` in
+/// f64, against `2 B H (2 r + outputs + r)` for the member's logits.
+#[allow(clippy::too_many_arguments)]
+pub fn low_rank_logit_coefficient(
+    layout: &Layout,
+    rank: usize,
+    pre: &[f32],
+    xb: &[f32],
+    ld_xb: usize,
+    f: Factors<'_>,
+    g: &[f32],
+    projected: &[f32],
+    scratch: &mut [f32],
+) -> Result<f64, MlpError> {
+    let path = gemm::active_kernel();
+    low_rank_logit_coefficient_on(path, layout, rank, pre, xb, ld_xb, f, g, projected, scratch)
+}
+
+/// [`low_rank_logit_coefficient`] on a chosen path (the AVX build where `path` runs it, else
+/// the portable one); the result is the same on every path. For tests and benches.
+#[allow(clippy::too_many_arguments)]
+pub fn low_rank_logit_coefficient_on(
+    path: gemm::KernelPath,
+    layout: &Layout,
+    rank: usize,
+    pre: &[f32],
+    xb: &[f32],
+    ld_xb: usize,
+    f: Factors<'_>,
+    g: &[f32],
+    projected: &[f32],
+    scratch: &mut [f32],
+) -> Result<f64, MlpError> {
+    let (h, o, r) = (layout.hidden, layout.outputs, rank);
+    let batch = g.len() / o.max(1);
+    check_len("innovation", g.len(), batch * o)?;
+    check_len("pre-activation", pre.len(), batch * h)?;
+    check_len("projected innovation", projected.len(), batch * h)?;
+    check_len("hidden-row scratch", scratch.len(), h)?;
+    check_len("a1", f.a1.len(), h * r)?;
+    check_len("db1", f.db1.len(), h)?;
+    check_len("a2", f.a2.len(), o * r)?;
+    check_len("b2", f.b2.len(), r * h)?;
+    check_len("db2", f.db2.len(), o)?;
+    let xb_len = if batch == 0 { 0 } else { (batch - 1) * ld_xb + r };
+    if (batch > 0 && ld_xb < r) || xb.len() < xb_len {
+        return Err(MlpError::Length {
+            what: "projections",
+            expected: xb_len.max(r),
+            found: xb.len().min(ld_xb),
+        });
+    }
+    let mut c = 0f64;
+    let rows = pre.chunks_exact(h.max(1)).zip(projected.chunks_exact(h.max(1)));
+    for (b, ((pre_b, v_b), g_b)) in rows.zip(g.chunks_exact(o.max(1))).enumerate() {
+        let xb_b = &xb[b * ld_xb..b * ld_xb + r];
+        let db2_g: f64 = f
+            .db2
+            .iter()
+            .zip(g_b)
+            .map(|(&d, &gk)| f64::from(d) * f64::from(gk))
+            .sum();
+        c += db2_g;
+        if r == 1 {
+            let [diff, b2_h] = rank1(path, pre_b, f.db1, f.a1, xb_b[0], v_b, f.b2);
+            c += f64::from(diff) + f64::from(b2_h) * a2_dot(f.a2, 1, 0, g_b);
+            continue;
+        }
+        let hk = &mut scratch[..h];
+        for ((v, &p), (&d, a)) in hk
+            .iter_mut()
+            .zip(pre_b)
+            .zip(f.db1.iter().zip(f.a1.chunks_exact(r)))
+        {
+            *v = relu(xb_b.iter().zip(a).fold(p + d, |t, (x, a)| t + x * a));
+        }
+        let hk = &*hk;
+        let [diff] = lanes8(h, |j| [(hk[j] - relu(pre_b[j])) * v_b[j]]);
+        c += f64::from(diff);
+        for (q, b2_q) in f.b2.chunks_exact(h.max(1)).enumerate() {
+            let [b2_h] = lanes8(h, |j| [hk[j] * b2_q[j]]);
+            c += f64::from(b2_h) * a2_dot(f.a2, r, q, g_b);
+        }
+    }
+    Ok(c)
+}
+
+/// `t` if it is not below 0 (a NaN stays a NaN), else 0.
+#[inline(always)]
+fn relu(t: f32) -> f32 {
+    if t < 0.0 { 0.0 } else { t }
+}
+
+/// `a2_q . g` in f64: column `q` of `a2` (`outputs x r`) against one example's innovation.
+fn a2_dot(a2: &[f32], r: usize, q: usize, g: &[f32]) -> f64 {
+    a2.chunks_exact(r)
+        .zip(g)
+        .map(|(row, &gk)| f64::from(row[q]) * f64::from(gk))
+        .sum()
+}
+
+/// `K` sums over `j < n` of `term(j)`, each in 8 partial sums (term j into lane `j mod 8`, for
+/// the whole groups of 8) reduced as [`reduce8`] does, then the remaining terms added in order:
+/// the order of the AVX kernel's 8 lanes.
+#[inline(always)]
+fn lanes8<const K: usize>(n: usize, term: impl Fn(usize) -> [f32; K]) -> [f32; K] {
+    let whole = n / 8 * 8;
+    let mut lanes = [[0f32; 8]; K];
+    for start in (0..whole).step_by(8) {
+        for i in 0..8 {
+            for (l, t) in lanes.iter_mut().zip(term(start + i)) {
+                l[i] += t;
+            }
+        }
+    }
+    let mut sums = lanes.map(|l| reduce8(&l));
+    for j in whole..n {
+        for (s, t) in sums.iter_mut().zip(term(j)) {
+            *s += t;
+        }
+    }
+    sums
+}
+
+/// `[<h - relu(pre), v>, <h, b2>]` for the rank-1 hidden row `h = relu((pre + db1) + x a1)`, in
+/// [`lanes8`]'s order, on `path`.
+#[inline(always)]
+fn rank1(
+    path: gemm::KernelPath,
+    pre: &[f32],
+    db1: &[f32],
+    a1: &[f32],
+    x: f32,
+    v: &[f32],
+    b2: &[f32],
+) -> [f32; 2] {
+    #[cfg(target_arch = "x86_64")]
+    if path.runs_avx2_build() {
+        // SAFETY: runs_avx2_build checked that the CPU has AVX2, hence AVX.
+        return unsafe { avx::rank1(pre, db1, a1, x, v, b2) };
+    }
+    let _ = path;
+    let n = pre.len().min(db1.len()).min(a1.len()).min(v.len()).min(b2.len());
+    lanes8(n, |j| {
+        let hk = relu((pre[j] + db1[j]) + x * a1[j]);
+        [(hk - relu(pre[j])) * v[j], hk * b2[j]]
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use core::arch::x86_64::{
+        __m256, _CMP_LT_OQ, _mm256_add_ps, _mm256_andnot_ps, _mm256_cmp_ps, _mm256_loadu_ps, _mm256_mul_ps,
+        _mm256_set1_ps, _mm256_setzero_ps, _mm256_sub_ps,
+    };
+
+    use super::super::particles::avx::lanes_sum;
+    use super::relu;
+
+    /// `t` where it is not below 0 (a NaN compares false and stays), else 0.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    fn relu8(t: __m256) -> __m256 {
+        _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(t, _mm256_setzero_ps()), t)
+    }
+
+    /// [`super::rank1`] with 8 lanes: the portable path's operations in the same order.
+    #[target_feature(enable = "avx")]
+    pub(super) fn rank1(pre: &[f32], db1: &[f32], a1: &[f32], x: f32, v: &[f32], b2: &[f32]) -> [f32; 2] {
+        let n = pre.len().min(db1.len()).min(a1.len()).min(v.len()).min(b2.len());
+        let whole = n / 8 * 8;
+        let xs = _mm256_set1_ps(x);
+        let (mut diff, mut b2_h) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for j in (0..whole).step_by(8) {
+            // SAFETY: j + 8 <= n, the shortest slice's length: the 8 floats of each unaligned
+            // load are the slices'; the CPU has AVX (this function's target feature).
+            let (p, d, a, vv, w) = unsafe {
+                (
+                    _mm256_loadu_ps(pre.as_ptr().add(j)),
+                    _mm256_loadu_ps(db1.as_ptr().add(j)),
+                    _mm256_loadu_ps(a1.as_ptr().add(j)),
+                    _mm256_loadu_ps(v.as_ptr().add(j)),
+                    _mm256_loadu_ps(b2.as_ptr().add(j)),
+                )
+            };
+            let hk = relu8(_mm256_add_ps(_mm256_add_ps(p, d), _mm256_mul_ps(xs, a)));
+            diff = _mm256_add_ps(diff, _mm256_mul_ps(_mm256_sub_ps(hk, relu8(p)), vv));
+            b2_h = _mm256_add_ps(b2_h, _mm256_mul_ps(hk, w));
+        }
+        let mut sums = [lanes_sum(diff), lanes_sum(b2_h)];
+        for j in whole..n {
+            let hk = relu((pre[j] + db1[j]) + x * a1[j]);
+            sums[0] += (hk - relu(pre[j])) * v[j];
+            sums[1] += hk * b2[j];
+        }
+        sums
+    }
+}

@@ -1,0 +1,250 @@
+//! The low-rank members' coefficients against an independent reference: each member's network
+//! written out in f64 from its factors, forwarded, and its coefficient taken from the
+//! definitions of ALGORITHM.md section 3. The logit form never forms a member's logits
+//! (`ienk::ensemble::projected`), the thesis form does; both must agree with the reference.
+//! And the projected kernel on every path against its portable path, bit for bit, on odd shapes.
+
+mod common;
+
+use common::{Mean, TestRng};
+use ienk::ensemble::perturb::Perturbations;
+use ienk::ensemble::projected::{low_rank_logit_coefficient_on, project_innovation};
+use ienk::ensemble::resampled::{Form, Resampled};
+use ienk::gemm::KernelPath;
+use ienk::mlp::Layout;
+use ienk::normal::Normal;
+
+fn rule(layout: Layout, members: usize, rank: usize, antithetic: bool, form: Form) -> Resampled {
+    let [s1, s2] = layout.glorot_std();
+    Resampled {
+        perturb: Perturbations {
+            layout,
+            std: [1.5 * s1, 1.5 * s2],
+            rank,
+            antithetic,
+            seed: 9,
+        },
+        members,
+        form,
+        lr: 0.01,
+        momentum: 0.0,
+        normalize: false,
+    }
+}
+
+/// Logits (`B x outputs`, f64) of `theta` plus the low-rank perturbation of `factors`, each
+/// weight written out as `w + sum_q a_q b_q` in f64.
+fn member_logits(pt: &Perturbations, theta: &[f32], factors: &[f32], x: &[f32]) -> Vec<f64> {
+    let l = pt.layout;
+    let (i, h, o, r) = (l.inputs, l.hidden, l.outputs, pt.rank);
+    let p = l.split(theta).unwrap();
+    let f = pt.factor_ranges().factors(factors);
+    let d = |v: f32| f64::from(v);
+    let mut z = Vec::new();
+    for xb in x.chunks_exact(i) {
+        let hidden: Vec<f64> = (0..h)
+            .map(|j| {
+                let mut t = d(p.b1[j]) + d(f.db1[j]);
+                for (c, &xc) in xb.iter().enumerate() {
+                    let low: f64 = (0..r)
+                        .map(|q| d(f.a1[j * r + q]) * d(factors[pt.factor_ranges().b1][q * i + c]))
+                        .sum();
+                    t += (d(p.w1[j * i + c]) + low) * d(xc);
+                }
+                t.max(0.0)
+            })
+            .collect();
+        for k in 0..o {
+            let mut t = d(p.b2[k]) + d(f.db2[k]);
+            for (j, &hj) in hidden.iter().enumerate() {
+                let low: f64 = (0..r).map(|q| d(f.a2[k * r + q]) * d(f.b2[q * h + j])).sum();
+                t += (d(p.w2[k * h + j]) + low) * hj;
+            }
+            z.push(t);
+        }
+    }
+    z
+}
+
+/// The mean's logits in f64.
+fn mean_logits(layout: &Layout, theta: &[f32], x: &[f32]) -> Vec<f64> {
+    let pt = Perturbations {
+        layout: *layout,
+        std: [0.0, 0.0],
+        rank: 1,
+        antithetic: false,
+        seed: 0,
+    };
+    let zero = vec![0f32; pt.factor_len()];
+    member_logits(&pt, theta, &zero, x)
+}
+
+fn softmax(z: &[f64]) -> Vec<f64> {
+    let m = z.iter().fold(f64::MIN, |a, &b| a.max(b));
+    let e: Vec<f64> = z.iter().map(|&u| (u - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|u| u / s).collect()
+}
+
+#[test]
+fn low_rank_coefficients_match_an_f64_forward_of_each_member() {
+    let normal = Normal::new();
+    // Hidden sizes around the 8 lanes, outputs of 1 to 10, ranks 1 to 3, batches of 0 to 5.
+    for (hidden, outputs, rank, batch) in [
+        (6, 4, 1, 3),
+        (6, 4, 2, 3),
+        (1, 1, 1, 1),
+        (8, 10, 1, 5),
+        (13, 3, 3, 4),
+        (17, 10, 1, 5),
+        (9, 2, 1, 0),
+    ] {
+        let layout = Layout {
+            inputs: 11,
+            hidden,
+            outputs,
+        };
+        let mut rng = TestRng::new(hidden as u64);
+        let theta = rng.vec(layout.num_params());
+        let x: Vec<f32> = rng.vec(batch * layout.inputs).iter().map(|v| v.abs()).collect();
+        let y: Vec<u8> = (0..batch).map(|b| (b * 7 % outputs) as u8).collect();
+        for form in [Form::Logit, Form::Thesis] {
+            for antithetic in [false, true] {
+                let r = rule(layout, 6, rank, antithetic, form);
+                let mean = Mean::new(&layout, form, &theta, &x, &y);
+                let mut ws = vec![f32::NAN; r.member_workspace_len(batch)];
+                let mut coeffs = vec![0f64; r.members];
+                r.low_rank_coefficients(
+                    &normal,
+                    &theta,
+                    &x,
+                    &mean.view(),
+                    4,
+                    0..r.members,
+                    &mut ws,
+                    &mut coeffs,
+                )
+                .unwrap();
+                let z0 = mean_logits(&layout, &theta, &x);
+                for (k, &c) in coeffs.iter().enumerate() {
+                    let mut factors = vec![0f32; r.perturb.factor_len()];
+                    r.perturb.fill_factors(&normal, 4, k, &mut factors);
+                    let zk = member_logits(&r.perturb, &theta, &factors, &x);
+                    let mut want = 0f64;
+                    let mut scale = 0f64;
+                    for (b, &label) in y.iter().enumerate() {
+                        let rows = b * outputs..(b + 1) * outputs;
+                        let (pk, p0) = (softmax(&zk[rows.clone()]), softmax(&z0[rows.clone()]));
+                        for (o, idx) in rows.enumerate() {
+                            let yo = if usize::from(label) == o { 1.0 } else { 0.0 };
+                            let term = match form {
+                                Form::Logit => (zk[idx] - z0[idx]) * (p0[o] - yo) / batch as f64,
+                                Form::Thesis => (pk[o] - p0[o]) * (-yo / (p0[o] + 0.005)) / batch as f64,
+                            };
+                            want += term;
+                            scale += term.abs();
+                        }
+                    }
+                    assert!(
+                        (c - want).abs() < 1e-5 * (1.0 + scale),
+                        "{form:?}, H {hidden}, outputs {outputs}, rank {rank}, antithetic {antithetic}, member {k}: {c} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn projected_logit_coefficient_is_the_same_on_every_path() {
+    let normal = Normal::new();
+    // Hidden sizes of 0, 1, primes and non-multiples of the 8 lanes, and the thesis's 128.
+    for (hidden, rank, batch) in [
+        (0, 1, 2),
+        (1, 1, 3),
+        (7, 1, 3),
+        (8, 1, 1),
+        (13, 1, 4),
+        (17, 2, 3),
+        (31, 3, 2),
+        (128, 1, 5),
+    ] {
+        let layout = Layout {
+            inputs: 5,
+            hidden,
+            outputs: 10,
+        };
+        let mut rng = TestRng::new(3 + hidden as u64);
+        let theta = rng.vec(layout.num_params());
+        let pre = rng.vec(batch * hidden);
+        let g = rng.vec(batch * 10);
+        let ld = rank + 1;
+        let xb = rng.vec(batch * ld);
+        let pt = rule(layout, 2, rank, false, Form::Logit).perturb;
+        let mut factors = vec![0f32; pt.factor_len()];
+        pt.fill_factors(&normal, 1, 1, &mut factors);
+        let f = pt.factor_ranges().factors(&factors);
+        let mut projected = vec![0f32; batch * hidden];
+        project_innovation(&layout, &theta, &g, &mut projected).unwrap();
+        let mut scratch = vec![f32::NAN; hidden];
+        let mut run = |path| {
+            low_rank_logit_coefficient_on(
+                path,
+                &layout,
+                rank,
+                &pre,
+                &xb,
+                ld,
+                f,
+                &g,
+                &projected,
+                &mut scratch,
+            )
+            .unwrap()
+        };
+        let portable = run(KernelPath::Portable);
+        assert!(portable.is_finite());
+        for path in common::supported_paths("projected logit coefficient") {
+            assert_eq!(
+                run(path).to_bits(),
+                portable.to_bits(),
+                "{path:?}, H {hidden}, rank {rank}"
+            );
+        }
+    }
+}
+
+#[test]
+fn projected_logit_coefficient_refuses_short_buffers() {
+    let layout = Layout {
+        inputs: 5,
+        hidden: 4,
+        outputs: 3,
+    };
+    let pt = rule(layout, 2, 2, false, Form::Logit).perturb;
+    let factors = vec![0.3f32; pt.factor_len()];
+    let f = pt.factor_ranges().factors(&factors);
+    let (pre, g, projected) = (vec![0.2f32; 3 * 4], vec![0.1f32; 3 * 3], vec![0.5f32; 3 * 4]);
+    let mut scratch = vec![0f32; 4];
+    let run = |xb: &[f32], ld: usize, projected: &[f32], scratch: &mut [f32]| {
+        low_rank_logit_coefficient_on(
+            KernelPath::Portable,
+            &layout,
+            2,
+            &pre,
+            xb,
+            ld,
+            f,
+            &g,
+            projected,
+            scratch,
+        )
+    };
+    // A leading dimension below the rank, too few projections, a short projected innovation and
+    // a short scratch are refused; the right lengths are not.
+    assert!(run(&[0.5; 6], 1, &projected, &mut scratch).is_err());
+    assert!(run(&[0.5; 7], 3, &projected, &mut scratch).is_err());
+    assert!(run(&[0.5; 8], 3, &projected[..11], &mut scratch).is_err());
+    assert!(run(&[0.5; 8], 3, &projected, &mut scratch[..3]).is_err());
+    assert!(run(&[0.5; 8], 3, &projected, &mut scratch).unwrap().is_finite());
+}
