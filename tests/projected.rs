@@ -8,7 +8,10 @@ mod common;
 
 use common::{Mean, TestRng};
 use ienk::ensemble::perturb::Perturbations;
-use ienk::ensemble::projected::{low_rank_logit_coefficient_on, project_innovation};
+use ienk::ensemble::projected::{
+    logit_coefficient_scratch_len, low_rank_logit_coefficient_on, project_innovation,
+    projected_innovation_len,
+};
 use ienk::ensemble::resampled::{Form, Resampled};
 use ienk::gemm::KernelPath;
 use ienk::mlp::Layout;
@@ -184,23 +187,11 @@ fn projected_logit_coefficient_is_the_same_on_every_path() {
         let mut factors = vec![0f32; pt.factor_len()];
         pt.fill_factors(&normal, 1, 1, &mut factors);
         let f = pt.factor_ranges().factors(&factors);
-        let mut projected = vec![0f32; batch * hidden];
-        project_innovation(&layout, &theta, &g, &mut projected).unwrap();
-        let mut scratch = vec![f32::NAN; hidden];
+        let mut projected = vec![f32::NAN; projected_innovation_len(&layout, batch)];
+        let g = project_innovation(&layout, &theta, &g, &mut projected).unwrap();
+        let mut scratch = vec![f32::NAN; logit_coefficient_scratch_len(&layout, rank, batch)];
         let mut run = |path| {
-            low_rank_logit_coefficient_on(
-                path,
-                &layout,
-                rank,
-                &pre,
-                &xb,
-                ld,
-                f,
-                &g,
-                &projected,
-                &mut scratch,
-            )
-            .unwrap()
+            low_rank_logit_coefficient_on(path, &layout, rank, &pre, &xb, ld, f, &g, &mut scratch).unwrap()
         };
         let portable = run(KernelPath::Portable);
         assert!(portable.is_finite());
@@ -221,30 +212,23 @@ fn projected_logit_coefficient_refuses_short_buffers() {
         hidden: 4,
         outputs: 3,
     };
-    let pt = rule(layout, 2, 2, false, Form::Logit).perturb;
+    let (rank, batch) = (2, 3);
+    let pt = rule(layout, 2, rank, false, Form::Logit).perturb;
     let factors = vec![0.3f32; pt.factor_len()];
     let f = pt.factor_ranges().factors(&factors);
-    let (pre, g, projected) = (vec![0.2f32; 3 * 4], vec![0.1f32; 3 * 3], vec![0.5f32; 3 * 4]);
-    let mut scratch = vec![0f32; 4];
-    let run = |xb: &[f32], ld: usize, projected: &[f32], scratch: &mut [f32]| {
-        low_rank_logit_coefficient_on(
-            KernelPath::Portable,
-            &layout,
-            2,
-            &pre,
-            xb,
-            ld,
-            f,
-            &g,
-            projected,
-            scratch,
-        )
+    let theta = vec![0.1f32; layout.num_params()];
+    let (pre, g) = (vec![0.2f32; batch * 4], vec![0.1f32; batch * 3]);
+    let mut projected = vec![0f32; projected_innovation_len(&layout, batch)];
+    assert!(project_innovation(&layout, &theta, &g, &mut projected[1..]).is_err());
+    let g = project_innovation(&layout, &theta, &g, &mut projected).unwrap();
+    let mut scratch = vec![0f32; logit_coefficient_scratch_len(&layout, rank, batch)];
+    let run = |xb: &[f32], ld: usize, scratch: &mut [f32]| {
+        low_rank_logit_coefficient_on(KernelPath::Portable, &layout, rank, &pre, xb, ld, f, &g, scratch)
     };
-    // A leading dimension below the rank, too few projections, a short projected innovation and
-    // a short scratch are refused; the right lengths are not.
-    assert!(run(&[0.5; 6], 1, &projected, &mut scratch).is_err());
-    assert!(run(&[0.5; 7], 3, &projected, &mut scratch).is_err());
-    assert!(run(&[0.5; 8], 3, &projected[..11], &mut scratch).is_err());
-    assert!(run(&[0.5; 8], 3, &projected, &mut scratch[..3]).is_err());
-    assert!(run(&[0.5; 8], 3, &projected, &mut scratch).unwrap().is_finite());
+    // A leading dimension below the rank, too few projections and a short scratch are
+    // refused; the right lengths are not.
+    assert!(run(&[0.5; 6], 1, &mut scratch).is_err());
+    assert!(run(&[0.5; 7], 3, &mut scratch).is_err());
+    assert!(run(&[0.5; 8], 3, &mut scratch[1..]).is_err());
+    assert!(run(&[0.5; 8], 3, &mut scratch).unwrap().is_finite());
 }

@@ -6,7 +6,7 @@
 //! layer `W2 + a2 b2^T` (the factors scaled as [`super::perturb::Perturbations::fill_factors`]
 //! draws them),
 //!
-//! `<z_kb - z_b, g_b> = <h_kb - h_b, v_b> + sum_q (b2_q . h_kb) (a2_q . g_b) + <db2, g_b>`,
+//! `c_k = sum_b <h_kb - h_b, v_b> + sum_b sum_q (b2_q . h_kb) (a2_q . g_b) + <db2, sum_b g_b>`,
 //!
 //! where `h_kb = relu((pre_b + db1) + (x_b b1^T) a1^T)` is the member's hidden row and `h_b =
 //! relu(pre_b)` the mean's. That is `1 + r` dot products over H per example instead of the
@@ -20,39 +20,77 @@ use super::particles::{Factors, reduce8};
 use crate::gemm;
 use crate::mlp::{Layout, MlpError, check_len};
 
-/// `v = G W2` (`B x H`): each example's innovation `g_b` (`outputs`) through the mean's output
-/// weights, `v_bj = sum_o g_bo W2_oj` added in the order of o. O(B outputs H).
-pub fn project_innovation(
+/// What every member's coefficient reads of the innovation `G` (`B x outputs`), computed once
+/// per step by [`project_innovation`].
+#[derive(Clone, Copy, Debug)]
+pub struct ProjectedInnovation<'a> {
+    /// `V = G W2`, `B x H`: each example's innovation through the mean's output weights.
+    pub v: &'a [f32],
+    /// `G^T`, `outputs x B`.
+    pub gt: &'a [f32],
+    /// `sum_b g_b` (`outputs`), each summed in f64 and rounded once.
+    pub sums: &'a [f32],
+}
+
+/// Floats [`project_innovation`] writes for a batch of `batch`: `B (H + outputs) + outputs`.
+/// O(1).
+pub fn projected_innovation_len(layout: &Layout, batch: usize) -> usize {
+    batch * (layout.hidden + layout.outputs) + layout.outputs
+}
+
+/// The [`ProjectedInnovation`] of `innovation` (`B x outputs`) for the mean `theta`, written
+/// into `out` ([`projected_innovation_len`] floats): `v_bj = sum_o g_bo W2_oj` added in the
+/// order of o, `G^T`, and the column sums of `G`. O(B outputs H).
+pub fn project_innovation<'a>(
     layout: &Layout,
     theta: &[f32],
     innovation: &[f32],
-    out: &mut [f32],
-) -> Result<(), MlpError> {
+    out: &'a mut [f32],
+) -> Result<ProjectedInnovation<'a>, MlpError> {
     let p = layout.split(theta)?;
     let (h, o) = (layout.hidden, layout.outputs);
     let batch = innovation.len() / o.max(1);
     check_len("innovation", innovation.len(), batch * o)?;
-    check_len("projected innovation", out.len(), batch * h)?;
-    for (v, g) in out
-        .chunks_exact_mut(h.max(1))
-        .zip(innovation.chunks_exact(o.max(1)))
-    {
-        v.fill(0.0);
+    check_len(
+        "projected innovation",
+        out.len(),
+        projected_innovation_len(layout, batch),
+    )?;
+    let (v, rest) = out.split_at_mut(batch * h);
+    let (gt, sums) = rest.split_at_mut(o * batch);
+    let rows = innovation.chunks_exact(o.max(1));
+    for (b, g) in rows.clone().enumerate() {
+        for (k, &gk) in g.iter().enumerate() {
+            gt[k * batch + b] = gk;
+        }
+    }
+    for (v_b, g) in v.chunks_exact_mut(h.max(1)).zip(rows) {
+        v_b.fill(0.0);
         for (&gk, w2_row) in g.iter().zip(p.w2.chunks_exact(h.max(1))) {
-            for (vj, &w) in v.iter_mut().zip(w2_row) {
+            for (vj, &w) in v_b.iter_mut().zip(w2_row) {
                 *vj += gk * w;
             }
         }
     }
-    Ok(())
+    for (k, sum) in sums.iter_mut().enumerate() {
+        let column = &gt[k * batch..(k + 1) * batch];
+        *sum = column.iter().map(|&g| f64::from(g)).sum::<f64>() as f32;
+    }
+    Ok(ProjectedInnovation { v, gt, sums })
+}
+
+/// Floats of scratch [`low_rank_logit_coefficient`] needs on a batch of `batch` at rank
+/// `rank`: a hidden row and the `r x B` products `a2_q . g_b`. O(1).
+pub fn logit_coefficient_scratch_len(layout: &Layout, rank: usize, batch: usize) -> usize {
+    layout.hidden + rank * batch
 }
 
 /// The logit-form coefficient `sum_b <z_kb - z_b, g_b>` (f64) of the member with factors `f`
 /// and rank `rank`, given the mean's pre-activation `pre` (`B x H`), the member's projections
-/// `xb` (`B` rows of `r`, leading dimension `ld_xb`: `X b1^T`), the innovation `g` (`B x
-/// outputs`) and [`project_innovation`]'s `projected` (`B x H`); `scratch` holds H floats (a
-/// hidden row, used above rank 1). Costs `2 B H (2 + 2 r)` flops and `B r (outputs + 3)` in
-/// f64, against `2 B H (2 r + outputs + r)` for the member's logits.
+/// `xb` (`B` rows of `r`, leading dimension `ld_xb`: `X b1^T`) and the step's
+/// [`ProjectedInnovation`] `g`; `scratch` holds [`logit_coefficient_scratch_len`] floats.
+/// Costs `2 B H (2 + 2 r)` flops plus `2 B r outputs` for `a2_q . g_b`, against `2 B H (2 r +
+/// outputs + r)` for the member's logits; the sum over the batch is in f64.
 #[allow(clippy::too_many_arguments)]
 pub fn low_rank_logit_coefficient(
     layout: &Layout,
@@ -61,12 +99,11 @@ pub fn low_rank_logit_coefficient(
     xb: &[f32],
     ld_xb: usize,
     f: Factors<'_>,
-    g: &[f32],
-    projected: &[f32],
+    g: &ProjectedInnovation<'_>,
     scratch: &mut [f32],
 ) -> Result<f64, MlpError> {
     let path = gemm::active_kernel();
-    low_rank_logit_coefficient_on(path, layout, rank, pre, xb, ld_xb, f, g, projected, scratch)
+    low_rank_logit_coefficient_on(path, layout, rank, pre, xb, ld_xb, f, g, scratch)
 }
 
 /// [`low_rank_logit_coefficient`] on a chosen path (the AVX build where `path` runs it, else
@@ -80,16 +117,20 @@ pub fn low_rank_logit_coefficient_on(
     xb: &[f32],
     ld_xb: usize,
     f: Factors<'_>,
-    g: &[f32],
-    projected: &[f32],
+    g: &ProjectedInnovation<'_>,
     scratch: &mut [f32],
 ) -> Result<f64, MlpError> {
     let (h, o, r) = (layout.hidden, layout.outputs, rank);
-    let batch = g.len() / o.max(1);
-    check_len("innovation", g.len(), batch * o)?;
+    let batch = g.gt.len() / o.max(1);
+    check_len("innovation's transpose", g.gt.len(), batch * o)?;
+    check_len("innovation's sums", g.sums.len(), o)?;
     check_len("pre-activation", pre.len(), batch * h)?;
-    check_len("projected innovation", projected.len(), batch * h)?;
-    check_len("hidden-row scratch", scratch.len(), h)?;
+    check_len("projected innovation", g.v.len(), batch * h)?;
+    check_len(
+        "coefficient scratch",
+        scratch.len(),
+        logit_coefficient_scratch_len(layout, r, batch),
+    )?;
     check_len("a1", f.a1.len(), h * r)?;
     check_len("db1", f.db1.len(), h)?;
     check_len("a2", f.a2.len(), o * r)?;
@@ -103,23 +144,30 @@ pub fn low_rank_logit_coefficient_on(
             found: xb.len().min(ld_xb),
         });
     }
-    let mut c = 0f64;
-    let rows = pre.chunks_exact(h.max(1)).zip(projected.chunks_exact(h.max(1)));
-    for (b, ((pre_b, v_b), g_b)) in rows.zip(g.chunks_exact(o.max(1))).enumerate() {
+    let (hk, a2g) = scratch.split_at_mut(h);
+    // a2g[q B + b] = a2_q . g_b, added in the order of o.
+    for (q, row) in a2g.chunks_exact_mut(batch.max(1)).take(r).enumerate() {
+        row.fill(0.0);
+        for (a2_o, gt_o) in f.a2.chunks_exact(r).zip(g.gt.chunks_exact(batch.max(1))) {
+            for (v, &gk) in row.iter_mut().zip(gt_o) {
+                *v += a2_o[q] * gk;
+            }
+        }
+    }
+    let mut c: f64 = f
+        .db2
+        .iter()
+        .zip(g.sums)
+        .map(|(&d, &s)| f64::from(d) * f64::from(s))
+        .sum();
+    let rows = pre.chunks_exact(h.max(1)).zip(g.v.chunks_exact(h.max(1)));
+    for (b, (pre_b, v_b)) in rows.enumerate().take(batch) {
         let xb_b = &xb[b * ld_xb..b * ld_xb + r];
-        let db2_g: f64 = f
-            .db2
-            .iter()
-            .zip(g_b)
-            .map(|(&d, &gk)| f64::from(d) * f64::from(gk))
-            .sum();
-        c += db2_g;
         if r == 1 {
             let [diff, b2_h] = rank1(path, pre_b, f.db1, f.a1, xb_b[0], v_b, f.b2);
-            c += f64::from(diff) + f64::from(b2_h) * a2_dot(f.a2, 1, 0, g_b);
+            c += f64::from(diff) + f64::from(b2_h) * f64::from(a2g[b]);
             continue;
         }
-        let hk = &mut scratch[..h];
         for ((v, &p), (&d, a)) in hk
             .iter_mut()
             .zip(pre_b)
@@ -132,7 +180,7 @@ pub fn low_rank_logit_coefficient_on(
         c += f64::from(diff);
         for (q, b2_q) in f.b2.chunks_exact(h.max(1)).enumerate() {
             let [b2_h] = lanes8(h, |j| [hk[j] * b2_q[j]]);
-            c += f64::from(b2_h) * a2_dot(f.a2, r, q, g_b);
+            c += f64::from(b2_h) * f64::from(a2g[q * batch + b]);
         }
     }
     Ok(c)
@@ -142,14 +190,6 @@ pub fn low_rank_logit_coefficient_on(
 #[inline(always)]
 fn relu(t: f32) -> f32 {
     if t < 0.0 { 0.0 } else { t }
-}
-
-/// `a2_q . g` in f64: column `q` of `a2` (`outputs x r`) against one example's innovation.
-fn a2_dot(a2: &[f32], r: usize, q: usize, g: &[f32]) -> f64 {
-    a2.chunks_exact(r)
-        .zip(g)
-        .map(|(row, &gk)| f64::from(row[q]) * f64::from(gk))
-        .sum()
 }
 
 /// `K` sums over `j < n` of `term(j)`, each in 8 partial sums (term j into lane `j mod 8`, for

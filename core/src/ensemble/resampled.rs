@@ -15,7 +15,9 @@ use core::ops::Range;
 
 use super::particles;
 use super::perturb::{BLOCK, Perturbations};
-use super::projected::{low_rank_logit_coefficient, project_innovation};
+use super::projected::{
+    logit_coefficient_scratch_len, low_rank_logit_coefficient, project_innovation, projected_innovation_len,
+};
 use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::loss::{self, BatchStats};
 use crate::mlp::{Layout, MlpError, check_len};
@@ -294,20 +296,25 @@ fn dense_parts(layout: &Layout, batch: usize) -> [usize; 5] {
 }
 
 /// Lengths of the parts of a low-rank member-phase workspace: the chunk's factors, their stacked
-/// `b1`, the projections `X b1^T`, a member's forward scratch, its logits, the GEMM scratch, and
-/// in the logit form the projected innovation `G W2` (the logit form needs no member's logits:
+/// `b1`, the projections `X b1^T` of every member and of the drawn ones (an antithetic partner's
+/// are its first's negated), a member's scratch, its logits (thesis form), the GEMM
+/// scratch, and the projected innovation (logit form, which needs no member's logits:
 /// [`super::projected`]).
 fn low_rank_parts(p: &Perturbations, form: Form, batch: usize) -> [usize; 7] {
     let (l, r, c) = (&p.layout, p.rank, LOW_RANK_CHUNK);
-    let (logits, projected) = match form {
-        Form::Thesis => (batch * l.outputs, 0),
-        Form::Logit => (0, batch * l.hidden),
+    let (scratch, logits, projected) = match form {
+        Form::Thesis => (particles::low_rank_scratch_len(l, r), batch * l.outputs, 0),
+        Form::Logit => (
+            logit_coefficient_scratch_len(l, r, batch),
+            0,
+            projected_innovation_len(l, batch),
+        ),
     };
     [
         c * p.factor_len(),
         c * r * l.inputs,
-        batch * c * r,
-        particles::low_rank_scratch_len(l, r),
+        2 * batch * c * r,
+        scratch,
         logits,
         gemm::scratch_len(batch, c * r, l.inputs),
         projected,
@@ -447,7 +454,9 @@ impl Resampled {
 
     /// Low-rank member phase: the coefficients of `members`, given the mean's pre-activation.
     /// Costs `members (factor_len)` normal draws and about `2 B members (r inputs + 2 H r + H
-    /// outputs)` flops.
+    /// outputs)` flops in the thesis form, which forms each member's logits; the logit form
+    /// needs only their projection on the innovation ([`super::projected`]): `2 B members (r
+    /// inputs + 2 H (1 + r))` flops, plus `2 B H outputs` once.
     #[allow(clippy::too_many_arguments)]
     pub fn low_rank_coefficients(
         &self,
@@ -472,13 +481,21 @@ impl Resampled {
         let mut carve = Carver(workspace);
         let (factors, bstack, xb) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
         let (hidden, logits, scratch) = (carve.take(parts[3]), carve.take(parts[4]), carve.take(parts[5]));
-        let projected = carve.take(parts[6]);
-        if self.form == Form::Logit {
-            project_innovation(layout, theta, mean.innovation, projected)?;
-        }
+        let projected = match self.form {
+            Form::Logit => Some(project_innovation(
+                layout,
+                theta,
+                mean.innovation,
+                carve.take(parts[6]),
+            )?),
+            Form::Thesis => None,
+        };
         let mut done = 0;
         while done < members.len() {
             let chunk = LOW_RANK_CHUNK.min(members.len() - done);
+            // Each drawn member's b1 is stacked; an antithetic partner's projections are its
+            // first's negated (exactly what its own b1, the first's negated, gives).
+            let mut stacked = 0;
             for j in 0..chunk {
                 let member = members.start + done + j;
                 let (previous, rest) = factors.split_at_mut(j * f_len);
@@ -489,19 +506,35 @@ impl Resampled {
                     pt.partner_factors(fj);
                 } else {
                     pt.fill_factors(normal, step, member, fj);
+                    bstack[stacked * r * i..(stacked + 1) * r * i].copy_from_slice(&fj[fr.b1.clone()]);
+                    stacked += 1;
                 }
-                bstack[j * r * i..(j + 1) * r * i].copy_from_slice(&fj[fr.b1.clone()]);
             }
-            let cr = chunk * r;
+            let (cr, sr) = (chunk * r, stacked * r);
+            let (xb, xs) = xb.split_at_mut(batch * cr);
+            let xs = &mut xs[..batch * sr];
             gemm::gemm(
                 1.0,
                 MatRef::new(x, batch, i, i),
-                MatRef::new(&bstack[..cr * i], cr, i, i).t(),
+                MatRef::new(&bstack[..sr * i], sr, i, i).t(),
                 0.0,
-                MatMut::new(&mut xb[..batch * cr], batch, cr, cr),
+                MatMut::new(xs, batch, sr, sr),
                 Epilogue::None,
                 scratch,
             )?;
+            for (xb_b, xs_b) in xb.chunks_exact_mut(cr.max(1)).zip(xs.chunks_exact(sr.max(1))) {
+                let mut column = 0;
+                for j in 0..chunk {
+                    let out = &mut xb_b[j * r..(j + 1) * r];
+                    if j > 0 && pt.is_partner(members.start + done + j) {
+                        let first = &xs_b[(column - 1) * r..column * r];
+                        out.iter_mut().zip(first).for_each(|(o, &v)| *o = -v);
+                    } else {
+                        out.copy_from_slice(&xs_b[column * r..(column + 1) * r]);
+                        column += 1;
+                    }
+                }
+            }
             for j in 0..chunk {
                 let fj = &factors[j * f_len..(j + 1) * f_len];
                 let f = fr.factors(fj);
@@ -510,13 +543,9 @@ impl Resampled {
                 } else {
                     &xb[j * r..batch * cr]
                 };
-                coeffs[done + j] = match self.form {
-                    Form::Logit => {
-                        let g = mean.innovation;
-                        let hk = &mut hidden[..layout.hidden];
-                        low_rank_logit_coefficient(layout, r, mean.pre, xbj, cr, f, g, projected, hk)?
-                    }
-                    Form::Thesis => {
+                coeffs[done + j] = match &projected {
+                    Some(g) => low_rank_logit_coefficient(layout, r, mean.pre, xbj, cr, f, g, hidden)?,
+                    None => {
                         particles::forward_low_rank_member(
                             layout, r, theta, mean.pre, xbj, cr, f, hidden, logits,
                         )?;
