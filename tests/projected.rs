@@ -9,8 +9,7 @@ mod common;
 use common::{Mean, TestRng};
 use ienk::ensemble::perturb::Perturbations;
 use ienk::ensemble::projected::{
-    logit_coefficient_scratch_len, low_rank_logit_coefficient_on, project_innovation,
-    projected_innovation_len,
+    logit_coefficient_scratch_len, low_rank_logit_coefficient, project_innovation, projected_innovation_len,
 };
 use ienk::ensemble::resampled::{Form, Resampled};
 use ienk::gemm::KernelPath;
@@ -191,7 +190,7 @@ fn projected_logit_coefficient_is_the_same_on_every_path() {
         let g = project_innovation(&layout, &theta, &g, &mut projected).unwrap();
         let mut scratch = vec![f32::NAN; logit_coefficient_scratch_len(&layout, rank, batch)];
         let mut run = |path| {
-            low_rank_logit_coefficient_on(path, &layout, rank, &pre, &xb, ld, f, &g, &mut scratch).unwrap()
+            low_rank_logit_coefficient(path, &layout, rank, &pre, &xb, ld, f, &g, &mut scratch).unwrap()
         };
         let portable = run(KernelPath::Portable);
         assert!(portable.is_finite());
@@ -223,7 +222,7 @@ fn projected_logit_coefficient_refuses_short_buffers() {
     let g = project_innovation(&layout, &theta, &g, &mut projected).unwrap();
     let mut scratch = vec![0f32; logit_coefficient_scratch_len(&layout, rank, batch)];
     let run = |xb: &[f32], ld: usize, scratch: &mut [f32]| {
-        low_rank_logit_coefficient_on(KernelPath::Portable, &layout, rank, &pre, xb, ld, f, &g, scratch)
+        low_rank_logit_coefficient(KernelPath::Portable, &layout, rank, &pre, xb, ld, f, &g, scratch)
     };
     // A leading dimension below the rank, too few projections and a short scratch are
     // refused; the right lengths are not.

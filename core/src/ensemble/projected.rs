@@ -90,26 +90,11 @@ pub fn logit_coefficient_scratch_len(layout: &Layout, rank: usize, batch: usize)
 /// `xb` (`B` rows of `r`, leading dimension `ld_xb`: `X b1^T`) and the step's
 /// [`ProjectedInnovation`] `g`; `scratch` holds [`logit_coefficient_scratch_len`] floats.
 /// Costs `2 B H (2 + 2 r)` flops plus `2 B r outputs` for `a2_q . g_b`, against `2 B H (2 r +
-/// outputs + r)` for the member's logits; the sum over the batch is in f64.
+/// outputs + r)` for the member's logits; the sum over the batch is in f64. Runs on `path`
+/// (`gemm::active_kernel()` for the best this CPU has): its AVX build where `path` runs it,
+/// else the portable one, with the same result on every path.
 #[allow(clippy::too_many_arguments)]
 pub fn low_rank_logit_coefficient(
-    layout: &Layout,
-    rank: usize,
-    pre: &[f32],
-    xb: &[f32],
-    ld_xb: usize,
-    f: Factors<'_>,
-    g: &ProjectedInnovation<'_>,
-    scratch: &mut [f32],
-) -> Result<f64, MlpError> {
-    let path = gemm::active_kernel();
-    low_rank_logit_coefficient_on(path, layout, rank, pre, xb, ld_xb, f, g, scratch)
-}
-
-/// [`low_rank_logit_coefficient`] on a chosen path (the AVX build where `path` runs it, else
-/// the portable one); the result is the same on every path. For tests and benches.
-#[allow(clippy::too_many_arguments)]
-pub fn low_rank_logit_coefficient_on(
     path: gemm::KernelPath,
     layout: &Layout,
     rank: usize,

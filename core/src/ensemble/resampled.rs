@@ -490,6 +490,7 @@ impl Resampled {
             )?),
             Form::Thesis => None,
         };
+        let path = gemm::active_kernel();
         let mut done = 0;
         while done < members.len() {
             let chunk = LOW_RANK_CHUNK.min(members.len() - done);
@@ -544,7 +545,7 @@ impl Resampled {
                     &xb[j * r..batch * cr]
                 };
                 coeffs[done + j] = match &projected {
-                    Some(g) => low_rank_logit_coefficient(layout, r, mean.pre, xbj, cr, f, g, hidden)?,
+                    Some(g) => low_rank_logit_coefficient(path, layout, r, mean.pre, xbj, cr, f, g, hidden)?,
                     None => {
                         particles::forward_low_rank_member(
                             layout, r, theta, mean.pre, xbj, cr, f, hidden, logits,
