@@ -7,6 +7,7 @@
 mod common;
 
 use common::{Mean, TestRng};
+use ienk::ensemble::particles::{forward_low_rank_member_on, low_rank_scratch_len};
 use ienk::ensemble::perturb::Perturbations;
 use ienk::ensemble::projected::{
     logit_coefficient_scratch_len, low_rank_logit_coefficient, project_innovation, projected_innovation_len,
@@ -230,4 +231,35 @@ fn projected_logit_coefficient_refuses_short_buffers() {
     assert!(run(&[0.5; 7], 3, &mut scratch).is_err());
     assert!(run(&[0.5; 8], 3, &mut scratch[1..]).is_err());
     assert!(run(&[0.5; 8], 3, &mut scratch).unwrap().is_finite());
+    // Rank 0 is not a low-rank member: refused by both low-rank kernels, not a panic.
+    let pt0 = rule(layout, 2, 0, false, Form::Logit).perturb;
+    let f0 = pt0.factor_ranges().factors(&factors[..pt0.factor_len()]);
+    let zero_scratch = &mut scratch[..logit_coefficient_scratch_len(&layout, 0, batch)];
+    let zero_rank = low_rank_logit_coefficient(
+        KernelPath::Portable,
+        &layout,
+        0,
+        &pre,
+        &[],
+        0,
+        f0,
+        &g,
+        zero_scratch,
+    );
+    assert!(zero_rank.is_err(), "{zero_rank:?}");
+    let mut logits = vec![0f32; batch * 3];
+    let mut fused_scratch = vec![0f32; low_rank_scratch_len(&layout, 0)];
+    let fused = forward_low_rank_member_on(
+        KernelPath::Portable,
+        &layout,
+        0,
+        &theta,
+        &pre,
+        &[],
+        0,
+        f0,
+        &mut fused_scratch,
+        &mut logits,
+    );
+    assert!(fused.is_err(), "{fused:?}");
 }

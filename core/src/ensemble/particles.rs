@@ -219,6 +219,7 @@ pub fn forward_low_rank_member_on(
 ) -> Result<(), MlpError> {
     let p = layout.split(theta)?;
     let (h, o, r) = (layout.hidden, layout.outputs, rank);
+    super::projected::check_rank(r)?;
     let batch = pre.len() / h.max(1);
     check_len("pre-activation", pre.len(), batch * h)?;
     check_len("low-rank scratch", scratch.len(), low_rank_scratch_len(layout, r))?;

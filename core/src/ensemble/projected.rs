@@ -106,6 +106,7 @@ pub fn low_rank_logit_coefficient(
     scratch: &mut [f32],
 ) -> Result<f64, MlpError> {
     let (h, o, r) = (layout.hidden, layout.outputs, rank);
+    check_rank(r)?;
     let batch = g.gt.len() / o.max(1);
     check_len("innovation's transpose", g.gt.len(), batch * o)?;
     check_len("innovation's sums", g.sums.len(), o)?;
@@ -169,6 +170,19 @@ pub fn low_rank_logit_coefficient(
         }
     }
     Ok(c)
+}
+
+/// Refuses rank 0 (a low-rank member's factors have at least one column), naming the `a1`
+/// factor that would be empty.
+pub(super) fn check_rank(rank: usize) -> Result<(), MlpError> {
+    if rank == 0 {
+        return Err(MlpError::Length {
+            what: "a1 of a rank-0 member (low rank starts at 1)",
+            expected: 1,
+            found: 0,
+        });
+    }
+    Ok(())
 }
 
 /// `t` if it is not below 0 (a NaN stays a NaN), else 0.
