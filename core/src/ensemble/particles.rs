@@ -202,28 +202,25 @@ pub fn low_rank_scratch_len(layout: &Layout, rank: usize) -> usize {
     layout.hidden * (1 + layout.outputs + rank)
 }
 
-/// [`forward_low_rank_member`] on a chosen path (the AVX build where `path` runs it, else the
-/// portable one); the results are the same on every path. For tests and benches.
-#[allow(clippy::too_many_arguments)]
-pub fn forward_low_rank_member_on(
-    path: gemm::KernelPath,
+/// Checks what a low-rank member's pass on a batch of `batch` reads besides the mean: a rank of
+/// at least 1, the factors' lengths for `layout` and `rank`, and projections `xb` of `batch` rows
+/// of `rank` with leading dimension `ld_xb`. O(1).
+pub(super) fn check_low_rank_member(
     layout: &Layout,
     rank: usize,
-    theta: &[f32],
-    pre: &[f32],
+    batch: usize,
     xb: &[f32],
     ld_xb: usize,
-    f: Factors<'_>,
-    scratch: &mut [f32],
-    logits: &mut [f32],
+    f: &Factors<'_>,
 ) -> Result<(), MlpError> {
-    let p = layout.split(theta)?;
     let (h, o, r) = (layout.hidden, layout.outputs, rank);
-    super::projected::check_rank(r)?;
-    let batch = pre.len() / h.max(1);
-    check_len("pre-activation", pre.len(), batch * h)?;
-    check_len("low-rank scratch", scratch.len(), low_rank_scratch_len(layout, r))?;
-    check_len("logits", logits.len(), batch * o)?;
+    if r == 0 {
+        return Err(MlpError::Length {
+            what: "a1 of a rank-0 member (low rank starts at 1)",
+            expected: 1,
+            found: 0,
+        });
+    }
     check_len("a1", f.a1.len(), h * r)?;
     check_len("db1", f.db1.len(), h)?;
     check_len("a2", f.a2.len(), o * r)?;
@@ -244,6 +241,31 @@ pub fn forward_low_rank_member_on(
             found: xb.len(),
         });
     }
+    Ok(())
+}
+
+/// [`forward_low_rank_member`] on a chosen path (the AVX build where `path` runs it, else the
+/// portable one); the results are the same on every path. For tests and benches.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_low_rank_member_on(
+    path: gemm::KernelPath,
+    layout: &Layout,
+    rank: usize,
+    theta: &[f32],
+    pre: &[f32],
+    xb: &[f32],
+    ld_xb: usize,
+    f: Factors<'_>,
+    scratch: &mut [f32],
+    logits: &mut [f32],
+) -> Result<(), MlpError> {
+    let p = layout.split(theta)?;
+    let (h, o, r) = (layout.hidden, layout.outputs, rank);
+    let batch = pre.len() / h.max(1);
+    check_len("pre-activation", pre.len(), batch * h)?;
+    check_len("low-rank scratch", scratch.len(), low_rank_scratch_len(layout, r))?;
+    check_len("logits", logits.len(), batch * o)?;
+    check_low_rank_member(layout, r, batch, xb, ld_xb, &f)?;
     let (hidden, rows) = scratch.split_at_mut(h);
     let (w2_rows, b2_rows) = rows.split_at_mut(o * h);
     w2_rows.copy_from_slice(p.w2);

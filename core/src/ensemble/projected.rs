@@ -16,7 +16,7 @@
 //! of its entries meet `v_b` and `b2` in registers (AVX CPUs, chosen like the GEMM kernels) or
 //! in 8 partial sums (portable), with the same IEEE results on every path.
 
-use super::particles::{Factors, reduce8};
+use super::particles::{Factors, check_low_rank_member, reduce8};
 use crate::gemm;
 use crate::mlp::{Layout, MlpError, check_len};
 
@@ -106,7 +106,6 @@ pub fn low_rank_logit_coefficient(
     scratch: &mut [f32],
 ) -> Result<f64, MlpError> {
     let (h, o, r) = (layout.hidden, layout.outputs, rank);
-    check_rank(r)?;
     let batch = g.gt.len() / o.max(1);
     check_len("innovation's transpose", g.gt.len(), batch * o)?;
     check_len("innovation's sums", g.sums.len(), o)?;
@@ -117,19 +116,7 @@ pub fn low_rank_logit_coefficient(
         scratch.len(),
         logit_coefficient_scratch_len(layout, r, batch),
     )?;
-    check_len("a1", f.a1.len(), h * r)?;
-    check_len("db1", f.db1.len(), h)?;
-    check_len("a2", f.a2.len(), o * r)?;
-    check_len("b2", f.b2.len(), r * h)?;
-    check_len("db2", f.db2.len(), o)?;
-    let xb_len = if batch == 0 { 0 } else { (batch - 1) * ld_xb + r };
-    if (batch > 0 && ld_xb < r) || xb.len() < xb_len {
-        return Err(MlpError::Length {
-            what: "projections",
-            expected: xb_len.max(r),
-            found: xb.len().min(ld_xb),
-        });
-    }
+    check_low_rank_member(layout, r, batch, xb, ld_xb, &f)?;
     let (hk, a2g) = scratch.split_at_mut(h);
     // a2g[q B + b] = a2_q . g_b, added in the order of o.
     for (q, row) in a2g.chunks_exact_mut(batch.max(1)).take(r).enumerate() {
@@ -147,7 +134,7 @@ pub fn low_rank_logit_coefficient(
         .map(|(&d, &s)| f64::from(d) * f64::from(s))
         .sum();
     let rows = pre.chunks_exact(h.max(1)).zip(g.v.chunks_exact(h.max(1)));
-    for (b, (pre_b, v_b)) in rows.enumerate().take(batch) {
+    for (b, (pre_b, v_b)) in rows.enumerate() {
         let xb_b = &xb[b * ld_xb..b * ld_xb + r];
         if r == 1 {
             let [diff, b2_h] = rank1(path, pre_b, f.db1, f.a1, xb_b[0], v_b, f.b2);
@@ -170,19 +157,6 @@ pub fn low_rank_logit_coefficient(
         }
     }
     Ok(c)
-}
-
-/// Refuses rank 0 (a low-rank member's factors have at least one column), naming the `a1`
-/// factor that would be empty.
-pub(super) fn check_rank(rank: usize) -> Result<(), MlpError> {
-    if rank == 0 {
-        return Err(MlpError::Length {
-            what: "a1 of a rank-0 member (low rank starts at 1)",
-            expected: 1,
-            found: 0,
-        });
-    }
-    Ok(())
 }
 
 /// `t` if it is not below 0 (a NaN stays a NaN), else 0.

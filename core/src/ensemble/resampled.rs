@@ -495,9 +495,11 @@ impl Resampled {
         while done < members.len() {
             let chunk = LOW_RANK_CHUNK.min(members.len() - done);
             // Each drawn member's b1 is stacked; an antithetic partner's projections are its
-            // first's negated (exactly what its own b1, the first's negated, gives).
+            // first's negated (exactly what its own b1, the first's negated, gives). Member j's
+            // projections are column `source[j]` of the stacked product, negated for a partner.
             let mut stacked = 0;
-            for j in 0..chunk {
+            let mut source = [(0usize, false); LOW_RANK_CHUNK];
+            for (j, src) in source.iter_mut().enumerate().take(chunk) {
                 let member = members.start + done + j;
                 let (previous, rest) = factors.split_at_mut(j * f_len);
                 let fj = &mut rest[..f_len];
@@ -505,9 +507,11 @@ impl Resampled {
                 if j > 0 && pt.is_partner(member) {
                     fj.copy_from_slice(&previous[(j - 1) * f_len..]);
                     pt.partner_factors(fj);
+                    *src = (stacked - 1, true);
                 } else {
                     pt.fill_factors(normal, step, member, fj);
                     bstack[stacked * r * i..(stacked + 1) * r * i].copy_from_slice(&fj[fr.b1.clone()]);
+                    *src = (stacked, false);
                     stacked += 1;
                 }
             }
@@ -524,15 +528,12 @@ impl Resampled {
                 scratch,
             )?;
             for (xb_b, xs_b) in xb.chunks_exact_mut(cr.max(1)).zip(xs.chunks_exact(sr.max(1))) {
-                let mut column = 0;
-                for j in 0..chunk {
-                    let out = &mut xb_b[j * r..(j + 1) * r];
-                    if j > 0 && pt.is_partner(members.start + done + j) {
-                        let first = &xs_b[(column - 1) * r..column * r];
-                        out.iter_mut().zip(first).for_each(|(o, &v)| *o = -v);
+                for (out, &(column, negated)) in xb_b.chunks_exact_mut(r).zip(&source[..chunk]) {
+                    let from = &xs_b[column * r..(column + 1) * r];
+                    if negated {
+                        out.iter_mut().zip(from).for_each(|(o, &v)| *o = -v);
                     } else {
-                        out.copy_from_slice(&xs_b[column * r..(column + 1) * r]);
-                        column += 1;
+                        out.copy_from_slice(from);
                     }
                 }
             }
