@@ -5,7 +5,7 @@ mod common;
 
 use common::{Mean, TestRng, logits_of};
 use ienk::ensemble::eki::Eki;
-use ienk::ensemble::particles::{forward_low_rank_member_on, low_rank_scratch_len};
+use ienk::ensemble::particles::{forward_low_rank_member, low_rank_scratch_len};
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{Form, Resampled};
 use ienk::gemm::KernelPath;
@@ -57,7 +57,7 @@ fn low_rank_logits(
     let f = fr.factors(factors);
     let mut scratch = vec![f32::NAN; low_rank_scratch_len(layout, rank)];
     let mut got = vec![0f32; batch * layout.outputs];
-    forward_low_rank_member_on(
+    forward_low_rank_member(
         path,
         layout,
         rank,
@@ -824,7 +824,7 @@ fn low_rank_forward_refuses_short_projections() {
     let mut scratch = vec![0f32; low_rank_scratch_len(&layout, rank)];
     let mut logits = vec![7f32; batch * layout.outputs];
     let run = |xb: &[f32], ld: usize, scratch: &mut [f32], logits: &mut [f32]| {
-        forward_low_rank_member_on(
+        forward_low_rank_member(
             KernelPath::Portable,
             &layout,
             rank,

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Mean, TestRng};
-use ienk::ensemble::particles::{forward_low_rank_member_on, low_rank_scratch_len};
+use ienk::ensemble::particles::{forward_low_rank_member, low_rank_scratch_len};
 use ienk::ensemble::perturb::Perturbations;
 use ienk::ensemble::projected::{
     logit_coefficient_scratch_len, low_rank_logit_coefficient, project_innovation, projected_innovation_len,
@@ -249,7 +249,7 @@ fn projected_logit_coefficient_refuses_short_buffers() {
     assert!(zero_rank.is_err(), "{zero_rank:?}");
     let mut logits = vec![0f32; batch * 3];
     let mut fused_scratch = vec![0f32; low_rank_scratch_len(&layout, 0)];
-    let fused = forward_low_rank_member_on(
+    let fused = forward_low_rank_member(
         KernelPath::Portable,
         &layout,
         0,

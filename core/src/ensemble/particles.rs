@@ -172,30 +172,6 @@ pub struct Factors<'a> {
     pub db2: &'a [f32],
 }
 
-/// Logits (`B x outputs`) of the network `theta + low-rank perturbation`, given the mean's
-/// pre-activation `pre` (`B x H`) and this member's projections `xb` (`B` rows of `r`, leading
-/// dimension `ld_xb`: `X b1^T`); `scratch` holds [`low_rank_scratch_len`] floats. Costs
-/// `2 B (2 H r + H outputs + r outputs)` flops, one example at a time: the member's hidden row
-/// is built (`relu(pre_b + db1 + xb_b a1^T)`), then each logit is `b2 + db2 + W2 h + (h b2^T)
-/// a2^T`, the dot products over H in 8 partial sums, eight rows of `[W2; b2]` (copied once per
-/// call) side by side. Everything stays in L1; 8 lanes at a time on AVX CPUs (chosen like the
-/// GEMM kernels), with the same IEEE results on every path.
-#[allow(clippy::too_many_arguments)]
-pub fn forward_low_rank_member(
-    layout: &Layout,
-    rank: usize,
-    theta: &[f32],
-    pre: &[f32],
-    xb: &[f32],
-    ld_xb: usize,
-    f: Factors<'_>,
-    scratch: &mut [f32],
-    logits: &mut [f32],
-) -> Result<(), MlpError> {
-    let path = gemm::active_kernel();
-    forward_low_rank_member_on(path, layout, rank, theta, pre, xb, ld_xb, f, scratch, logits)
-}
-
 /// Floats of scratch [`forward_low_rank_member`] needs: a hidden row and the `(outputs + r) x H`
 /// rows of `[W2; b2]`. O(1).
 pub fn low_rank_scratch_len(layout: &Layout, rank: usize) -> usize {
@@ -244,10 +220,17 @@ pub(super) fn check_low_rank_member(
     Ok(())
 }
 
-/// [`forward_low_rank_member`] on a chosen path (the AVX build where `path` runs it, else the
-/// portable one); the results are the same on every path. For tests and benches.
+/// Logits (`B x outputs`) of the network `theta + low-rank perturbation`, given the mean's
+/// pre-activation `pre` (`B x H`) and this member's projections `xb` (`B` rows of `r`, leading
+/// dimension `ld_xb`: `X b1^T`); `scratch` holds [`low_rank_scratch_len`] floats. Costs
+/// `2 B (2 H r + H outputs + r outputs)` flops, one example at a time: the member's hidden row
+/// is built (`relu(pre_b + db1 + xb_b a1^T)`), then each logit is `b2 + db2 + W2 h + (h b2^T)
+/// a2^T`, the dot products over H in 8 partial sums, eight rows of `[W2; b2]` (copied once per
+/// call) side by side. Everything stays in L1. Runs on `path` (`gemm::active_kernel()` for the
+/// best this CPU has): 8 lanes at a time in its AVX build where `path` runs it, else the
+/// portable build, with the same IEEE results on every path.
 #[allow(clippy::too_many_arguments)]
-pub fn forward_low_rank_member_on(
+pub fn forward_low_rank_member(
     path: gemm::KernelPath,
     layout: &Layout,
     rank: usize,

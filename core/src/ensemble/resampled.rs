@@ -549,7 +549,7 @@ impl Resampled {
                     Some(g) => low_rank_logit_coefficient(path, layout, r, mean.pre, xbj, cr, f, g, hidden)?,
                     None => {
                         particles::forward_low_rank_member(
-                            layout, r, theta, mean.pre, xbj, cr, f, hidden, logits,
+                            path, layout, r, theta, mean.pre, xbj, cr, f, hidden, logits,
                         )?;
                         coefficient(self.form, logits, mean, o)
                     }
