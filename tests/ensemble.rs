@@ -878,6 +878,7 @@ fn low_rank_update_in_parts_as_threads_run_it_equals_the_one_thread_update() {
         (16, 12, 2, 5, false),
         (3, 2, 1, 4, true),
         (29, 9, 2, 1, false),
+        (128, 10, 1, 41, true),
     ] {
         let layout = Layout {
             inputs: 23,
@@ -904,19 +905,20 @@ fn low_rank_update_in_parts_as_threads_run_it_equals_the_one_thread_update() {
             let u = rule.update_workspace(&mut ws).unwrap();
             let mut factor = vec![0f32; rule.perturb.factor_len()];
             let mut scratch = vec![0f32; rule.direction_scratch_len(hidden)];
-            // Phase 1 by member ranges, as the CLI's workers take them.
+            // Phase 1 by draw ranges, as the CLI's workers take them.
             let mut rows = u.rows;
             let mut rest = rows.reborrow();
-            let per = members.div_ceil(threads);
-            for first in (0..members).step_by(per) {
-                let n = per.min(members - first);
-                let (mine, others) = rest.split_members(&rule, n);
+            let draws = rule.draws();
+            let per = draws.div_ceil(threads);
+            for first in (0..draws).step_by(per) {
+                let n = per.min(draws - first);
+                let (mine, others) = rest.split_draws(&rule, n);
                 rest = others;
-                rule.fill_member_rows(&normal, &coeffs[first..first + n], first, 3, &mut factor, mine)
+                rule.fill_draw_rows(&normal, &coeffs, first..first + n, 3, &mut factor, mine)
                     .unwrap();
             }
             let d = layout.split_mut(u.direction).unwrap();
-            rule.low_rank_bias_direction(&coeffs, rows.db1, rows.db2, d.b1, d.b2)
+            rule.low_rank_bias_direction(rows.db1, rows.db2, d.b1, d.b2)
                 .unwrap();
             // Phase 3 by row ranges of each block.
             for (block, total, a_t, b, out) in [
@@ -946,7 +948,8 @@ fn low_rank_update_in_parts_as_threads_run_it_equals_the_one_thread_update() {
 #[test]
 fn low_rank_update_moves_theta_by_the_coefficients_sum_of_expanded_perturbations() {
     let normal = Normal::new();
-    for (rank, members, antithetic) in [(1, 6, true), (3, 5, false)] {
+    // An odd member count with antithetic pairs leaves the last draw unpaired.
+    for (rank, members, antithetic) in [(1, 6, true), (3, 5, false), (2, 7, true), (1, 1, true)] {
         let layout = Layout {
             inputs: 13,
             hidden: 11,

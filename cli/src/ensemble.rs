@@ -50,7 +50,7 @@ fn split(n: usize, parts: usize) -> Vec<Range<usize>> {
 }
 
 /// The low-rank update's buffers: the workspace of `Resampled::low_rank_update` and, per thread,
-/// a member's factors and GEMM scratch (all empty at full rank).
+/// a draw's factors and GEMM scratch (all empty at full rank).
 struct LowRankBuffers {
     workspace: Vec<f32>,
     factors: Vec<Vec<f32>>,
@@ -71,7 +71,7 @@ impl LowRankBuffers {
         Ok(LowRankBuffers {
             workspace: zeros("the low-rank update", rule.low_rank_update_len())?,
             factors: (0..threads)
-                .map(|_| zeros("a member's factors", rule.perturb.factor_len()))
+                .map(|_| zeros("a draw's factors", rule.perturb.factor_len()))
                 .collect::<Result<_>>()?,
             scratch: (0..threads)
                 .map(|_| zeros("the update's GEMM scratch", whole_blocks))
@@ -80,8 +80,8 @@ impl LowRankBuffers {
     }
 
     /// The direction `sum_k c_k delta_k` of `coeffs` at `step`, by the phases of
-    /// `ienk::ensemble::low_rank_update` spread over `pool`: the members' rows by member ranges,
-    /// the biases on this thread, the weight blocks by row ranges. The same numbers as
+    /// `ienk::ensemble::low_rank_update` spread over `pool`: the draws' rows by draw ranges, the
+    /// biases on this thread, the weight blocks by row ranges. The same numbers as
     /// `Resampled::low_rank_update` on one thread, bit for bit.
     fn direction(
         &mut self,
@@ -96,27 +96,20 @@ impl LowRankBuffers {
         let mut rows = ws.rows;
         let mut jobs = Vec::new();
         let mut rest = rows.reborrow();
-        for (members, factor) in split(rule.members, pool.threads())
+        for (draws, factor) in split(rule.draws(), pool.threads())
             .into_iter()
             .zip(&mut self.factors)
         {
-            let (mine, others) = rest.split_members(rule, members.len());
+            let (mine, others) = rest.split_draws(rule, draws.len());
             rest = others;
-            jobs.push((members, factor, mine));
+            jobs.push((draws, factor, mine));
         }
-        pool.each(jobs, |(members, factor, mine)| {
-            rule.fill_member_rows(
-                normal,
-                &coeffs[members.clone()],
-                members.start,
-                step,
-                factor,
-                mine,
-            )
-            .map_err(failed)
+        pool.each(jobs, |(draws, factor, mine)| {
+            rule.fill_draw_rows(normal, coeffs, draws, step, factor, mine)
+                .map_err(failed)
         })?;
         let d = layout.split_mut(ws.direction).map_err(failed)?;
-        rule.low_rank_bias_direction(coeffs, rows.db1, rows.db2, d.b1, d.b2)
+        rule.low_rank_bias_direction(rows.db1, rows.db2, d.b1, d.b2)
             .map_err(failed)?;
         for (block, total, a_t, b, out) in [
             (WeightBlock::W1, layout.hidden, &*rows.a1t, &*rows.b1, d.w1),

@@ -85,17 +85,10 @@ pub fn restrict(
 /// `sqrt(sum_d e_d^2)`: the norm of the coefficients per independent draw (members of an
 /// antithetic pair share one draw with opposite signs). Accumulated in f64. O(M).
 pub fn draw_coefficient_norm(p: &Perturbations, coeffs: &[f64]) -> f64 {
-    let mut sum = 0f64;
-    let mut k = 0;
-    while k < coeffs.len() {
-        let (draw, _) = p.draw_of(k);
-        let mut e = 0f64;
-        while k < coeffs.len() && p.draw_of(k).0 == draw {
-            e += f64::from(p.draw_of(k).1) * coeffs[k];
-            k += 1;
-        }
-        sum += e * e;
-    }
+    let sum: f64 = (0..p.draws(coeffs.len()))
+        .map(|d| p.draw_coefficient(coeffs, d))
+        .map(|e| e * e)
+        .sum();
     libm::sqrt(sum)
 }
 

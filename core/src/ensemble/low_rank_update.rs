@@ -1,12 +1,15 @@
 //! The low-rank IEnK update in phases that threads can share without changing a bit.
 //!
 //! With rank-r members the direction `sum_k c_k delta_k` is, per weight block,
-//! `sum_k c_k a_k b_k^T = (C A)^T B`, one product of depth `M r`, plus the bias sums. The update
+//! `sum_k c_k a_k b_k^T = (C A)^T B`, plus the bias sums. It is summed over the independent
+//! draws, not the members: an antithetic pair's members are `delta` and `-delta`, so the pair
+//! adds `(c_2j - c_2j+1) delta` ([`crate::ensemble::perturb::Perturbations::draw_coefficient`])
+//! and the products have depth `D r`: D = ceil(M / 2) draws with antithetic pairs, else M. The update
 //! runs in three phases:
-//! 1. [`Resampled::fill_member_rows`]: each member's factors are drawn again from its seed and
-//!    written, `c_k a` transposed, as its own rows of the products' operands ([`MemberRows`]):
-//!    any split of the members gives the same rows;
-//! 2. [`Resampled::low_rank_bias_direction`]: the bias sums, member after member;
+//! 1. [`Resampled::fill_draw_rows`]: each draw's factors are drawn again from its seed and
+//!    written, `e_d a` transposed (`e_d` the draw's coefficient), as its own rows of the
+//!    products' operands ([`DrawRows`]): any split of the draws gives the same rows;
+//! 2. [`Resampled::low_rank_bias_direction`]: the bias sums, draw after draw;
 //! 3. [`Resampled::low_rank_direction_rows`]: rows of each weight block's direction, one GEMM
 //!    each: every element is the same sum in the same order whatever the rows asked for, as long
 //!    as each call has more than [`gemm::SMALL_M`] rows ([`direction_row_parts`] says how
@@ -22,29 +25,30 @@ use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::mlp::{MlpError, check_len};
 use crate::normal::Normal;
 
-/// Members' rows of the low-rank direction's operands: for member k, rows `k r .. (k + 1) r` of
-/// `c_k a1^T` (`r x H` each), `b1` (`r x inputs`), `c_k a2^T` (`r x outputs`) and `b2`
-/// (`r x H`), and row k of the bias perturbations `db1` (`H`) and `db2` (`outputs`).
+/// Draws' rows of the low-rank direction's operands: for draw d (coefficient `e_d`), rows
+/// `d r .. (d + 1) r` of `e_d a1^T` (`r x H` each), `b1` (`r x inputs`), `e_d a2^T` (`r x
+/// outputs`) and `b2` (`r x H`), and row d of the scaled bias perturbations `e_d db1` (`H`) and
+/// `e_d db2` (`outputs`).
 #[derive(Debug)]
-pub struct MemberRows<'a> {
-    /// `c_k a1^T`, `M r x H`.
+pub struct DrawRows<'a> {
+    /// `e_d a1^T`, `D r x H`.
     pub a1t: &'a mut [f32],
-    /// `b1`, `M r x inputs`.
+    /// `b1`, `D r x inputs`.
     pub b1: &'a mut [f32],
-    /// `c_k a2^T`, `M r x outputs`.
+    /// `e_d a2^T`, `D r x outputs`.
     pub a2t: &'a mut [f32],
-    /// `b2`, `M r x H`.
+    /// `b2`, `D r x H`.
     pub b2: &'a mut [f32],
-    /// `db1`, `M x H`.
+    /// `e_d db1`, `D x H`.
     pub db1: &'a mut [f32],
-    /// `db2`, `M x outputs`.
+    /// `e_d db2`, `D x outputs`.
     pub db2: &'a mut [f32],
 }
 
-impl<'a> MemberRows<'a> {
+impl<'a> DrawRows<'a> {
     /// The same rows, borrowed for a shorter while (to split them, then use them whole). O(1).
-    pub fn reborrow(&mut self) -> MemberRows<'_> {
-        MemberRows {
+    pub fn reborrow(&mut self) -> DrawRows<'_> {
+        DrawRows {
             a1t: self.a1t,
             b1: self.b1,
             a2t: self.a2t,
@@ -54,11 +58,11 @@ impl<'a> MemberRows<'a> {
         }
     }
 
-    /// The rows of the first `members` members, and those of the rest, for rule `rule`. O(1).
-    pub fn split_members(self, rule: &Resampled, members: usize) -> (MemberRows<'a>, MemberRows<'a>) {
+    /// The rows of the first `draws` draws, and those of the rest, for rule `rule`. O(1).
+    pub fn split_draws(self, rule: &Resampled, draws: usize) -> (DrawRows<'a>, DrawRows<'a>) {
         let l = &rule.perturb.layout;
         let (h, i, o, r) = (l.hidden, l.inputs, l.outputs, rule.perturb.rank);
-        let cut = |s: &'a mut [f32], per_member: usize| s.split_at_mut((members * per_member).min(s.len()));
+        let cut = |s: &'a mut [f32], per_draw: usize| s.split_at_mut((draws * per_draw).min(s.len()));
         let (a1t, a1t_rest) = cut(self.a1t, r * h);
         let (b1, b1_rest) = cut(self.b1, r * i);
         let (a2t, a2t_rest) = cut(self.a2t, r * o);
@@ -66,7 +70,7 @@ impl<'a> MemberRows<'a> {
         let (db1, db1_rest) = cut(self.db1, h);
         let (db2, db2_rest) = cut(self.db2, o);
         (
-            MemberRows {
+            DrawRows {
                 a1t,
                 b1,
                 a2t,
@@ -74,7 +78,7 @@ impl<'a> MemberRows<'a> {
                 db1,
                 db2,
             },
-            MemberRows {
+            DrawRows {
                 a1t: a1t_rest,
                 b1: b1_rest,
                 a2t: a2t_rest,
@@ -89,10 +93,10 @@ impl<'a> MemberRows<'a> {
 /// The parts of [`Resampled::low_rank_update`]'s workspace.
 #[derive(Debug)]
 pub struct UpdateWorkspace<'a> {
-    /// One member's factors (`factor_len` floats).
+    /// One draw's factors (`factor_len` floats).
     pub factor: &'a mut [f32],
-    /// Every member's rows.
-    pub rows: MemberRows<'a>,
+    /// Every draw's rows.
+    pub rows: DrawRows<'a>,
     /// The direction, P floats.
     pub direction: &'a mut [f32],
     /// GEMM scratch for [`Resampled::low_rank_direction_rows`] on whole blocks.
@@ -127,19 +131,26 @@ pub enum WeightBlock {
 }
 
 impl Resampled {
-    /// Lengths of the update workspace's parts: a member's factors, the six member-row arrays,
-    /// the direction, the GEMM scratch.
+    /// Independent draws behind the members ([`Perturbations::draws`]). O(1).
+    ///
+    /// [`Perturbations::draws`]: crate::ensemble::perturb::Perturbations::draws
+    pub fn draws(&self) -> usize {
+        self.perturb.draws(self.members)
+    }
+
+    /// Lengths of the update workspace's parts: a draw's factors, the six draw-row arrays, the
+    /// direction, the GEMM scratch.
     fn update_parts(&self) -> [usize; 9] {
-        let (l, r, m) = (&self.perturb.layout, self.perturb.rank, self.members);
-        let (h, i, o, mr) = (l.hidden, l.inputs, l.outputs, m * r);
+        let (l, r, d) = (&self.perturb.layout, self.perturb.rank, self.draws());
+        let (h, i, o, dr) = (l.hidden, l.inputs, l.outputs, d * r);
         [
             self.perturb.factor_len(),
-            mr * h,
-            mr * i,
-            mr * o,
-            mr * h,
-            m * h,
-            m * o,
+            dr * h,
+            dr * i,
+            dr * o,
+            dr * h,
+            d * h,
+            d * o,
             l.num_params(),
             self.direction_scratch_len(h),
         ]
@@ -154,11 +165,11 @@ impl Resampled {
     /// `rows` rows. O(1).
     pub fn direction_scratch_len(&self, rows: usize) -> usize {
         let l = &self.perturb.layout;
-        let mr = self.members * self.perturb.rank;
-        gemm::scratch_len(rows.min(l.hidden), l.inputs, mr).max(gemm::scratch_len(
+        let dr = self.draws() * self.perturb.rank;
+        gemm::scratch_len(rows.min(l.hidden), l.inputs, dr).max(gemm::scratch_len(
             rows.min(l.outputs),
             l.hidden,
-            mr,
+            dr,
         ))
     }
 
@@ -168,7 +179,7 @@ impl Resampled {
         check_len("update workspace", workspace.len(), parts.iter().sum())?;
         let mut carve = Carver(workspace);
         let factor = carve.take(parts[0]);
-        let rows = MemberRows {
+        let rows = DrawRows {
             a1t: carve.take(parts[1]),
             b1: carve.take(parts[2]),
             a2t: carve.take(parts[3]),
@@ -184,45 +195,51 @@ impl Resampled {
         })
     }
 
-    /// Phase 1: the rows of members `first .. first + coeffs.len()` (coefficients `coeffs`) at
-    /// `step`: each member's factors drawn again into `factor` (`factor_len` floats), then
-    /// written to `rows` (those members' rows only, see [`MemberRows::split_members`]). Costs
-    /// the members' factor draws and `r (H + outputs)` products each.
-    pub fn fill_member_rows(
+    /// Phase 1: the rows of draws `draws` at `step`, from every member's coefficient `coeffs`
+    /// (M of them): each draw's factors drawn again into `factor` (`factor_len` floats), then
+    /// written to `rows` (those draws' rows only, see [`DrawRows::split_draws`]). Costs the
+    /// draws' factor draws and `r (H + outputs) + H + outputs` products each.
+    pub fn fill_draw_rows(
         &self,
         normal: &Normal,
         coeffs: &[f64],
-        first: usize,
+        draws: Range<usize>,
         step: u64,
         factor: &mut [f32],
-        rows: MemberRows<'_>,
+        rows: DrawRows<'_>,
     ) -> Result<(), MlpError> {
         let pt = &self.perturb;
         let l = &pt.layout;
-        let (h, i, o, r, n) = (l.hidden, l.inputs, l.outputs, pt.rank, coeffs.len());
+        let (h, i, o, r, n) = (l.hidden, l.inputs, l.outputs, pt.rank, draws.len());
+        check_len("coefficients", coeffs.len(), self.members)?;
+        if draws.start > draws.end || draws.end > self.draws() {
+            return Err(MlpError::Length {
+                what: "draws",
+                expected: self.draws(),
+                found: draws.end,
+            });
+        }
         check_len("factor scratch", factor.len(), pt.factor_len())?;
-        check_len("c a1^T rows", rows.a1t.len(), n * r * h)?;
+        check_len("e a1^T rows", rows.a1t.len(), n * r * h)?;
         check_len("b1 rows", rows.b1.len(), n * r * i)?;
-        check_len("c a2^T rows", rows.a2t.len(), n * r * o)?;
+        check_len("e a2^T rows", rows.a2t.len(), n * r * o)?;
         check_len("b2 rows", rows.b2.len(), n * r * h)?;
-        check_len("db1 rows", rows.db1.len(), n * h)?;
-        check_len("db2 rows", rows.db2.len(), n * o)?;
+        check_len("e db1 rows", rows.db1.len(), n * h)?;
+        check_len("e db2 rows", rows.db2.len(), n * o)?;
         let fr = pt.factor_ranges();
-        for (j, &c) in coeffs.iter().enumerate() {
-            // `factor` holds member first + j - 1's factors from the previous turn.
-            if j > 0 && pt.is_partner(first + j) {
-                pt.partner_factors(factor);
-            } else {
-                pt.fill_factors(normal, step, first + j, factor);
-            }
-            let c = c as f32;
-            // c a^T: row q of the member's block is column q of a, scaled.
+        for (j, draw) in draws.enumerate() {
+            pt.fill_factors(normal, step, pt.first_member(draw), factor);
+            let e = pt.draw_coefficient(coeffs, draw) as f32;
+            // e a^T: row q of the draw's block is column q of a, scaled.
             let transpose_scaled = |a: &[f32], out: &mut [f32], len: usize| {
                 for (q, out_row) in out.chunks_exact_mut(len.max(1)).enumerate() {
                     for (v, a_row) in out_row.iter_mut().zip(a.chunks_exact(r)) {
-                        *v = c * a_row[q];
+                        *v = e * a_row[q];
                     }
                 }
+            };
+            let scaled = |db: &[f32], out: &mut [f32]| {
+                out.iter_mut().zip(db).for_each(|(v, &d)| *v = e * d);
             };
             transpose_scaled(
                 &factor[fr.a1.clone()],
@@ -236,47 +253,41 @@ impl Resampled {
             );
             rows.b1[j * r * i..(j + 1) * r * i].copy_from_slice(&factor[fr.b1.clone()]);
             rows.b2[j * r * h..(j + 1) * r * h].copy_from_slice(&factor[fr.b2.clone()]);
-            rows.db1[j * h..(j + 1) * h].copy_from_slice(&factor[fr.db1.clone()]);
-            rows.db2[j * o..(j + 1) * o].copy_from_slice(&factor[fr.db2.clone()]);
+            scaled(&factor[fr.db1.clone()], &mut rows.db1[j * h..(j + 1) * h]);
+            scaled(&factor[fr.db2.clone()], &mut rows.db2[j * o..(j + 1) * o]);
         }
         Ok(())
     }
 
-    /// Phase 2: the direction's biases `sum_k c_k db_k` (`d_b1`: H, `d_b2`: outputs) from every
-    /// member's `db1` and `db2` rows, member after member. O(M (H + outputs)).
+    /// Phase 2: the direction's biases `sum_d e_d db_d` (`d_b1`: H, `d_b2`: outputs): the sums
+    /// of every draw's scaled `db1` and `db2` rows, draw after draw. O(D (H + outputs)).
     pub fn low_rank_bias_direction(
         &self,
-        coeffs: &[f64],
         db1: &[f32],
         db2: &[f32],
         d_b1: &mut [f32],
         d_b2: &mut [f32],
     ) -> Result<(), MlpError> {
         let l = &self.perturb.layout;
-        let (h, o, m) = (l.hidden, l.outputs, coeffs.len());
-        check_len("db1 rows", db1.len(), m * h)?;
-        check_len("db2 rows", db2.len(), m * o)?;
+        let (h, o, d) = (l.hidden, l.outputs, self.draws());
+        check_len("e db1 rows", db1.len(), d * h)?;
+        check_len("e db2 rows", db2.len(), d * o)?;
         check_len("b1 direction", d_b1.len(), h)?;
         check_len("b2 direction", d_b2.len(), o)?;
         d_b1.fill(0.0);
         d_b2.fill(0.0);
-        for (k, &c) in coeffs.iter().enumerate() {
-            let c = c as f32;
-            d_b1.iter_mut()
-                .zip(&db1[k * h..(k + 1) * h])
-                .for_each(|(x, &v)| *x += c * v);
-            d_b2.iter_mut()
-                .zip(&db2[k * o..(k + 1) * o])
-                .for_each(|(x, &v)| *x += c * v);
+        for (row1, row2) in db1.chunks_exact(h.max(1)).zip(db2.chunks_exact(o.max(1))) {
+            d_b1.iter_mut().zip(row1).for_each(|(x, &v)| *x += v);
+            d_b2.iter_mut().zip(row2).for_each(|(x, &v)| *x += v);
         }
         Ok(())
     }
 
     /// Phase 3: rows `rows` of weight block `block`'s direction, `out` (`rows.len() x cols`) =
-    /// those columns of `(c a^T)^T` times `b`, from every member's rows (`a_t`: `M r x
-    /// block rows`, `b`: `M r x cols`: [`MemberRows`]'s `a1t` and `b1`, or `a2t` and `b2`).
-    /// `scratch` holds [`Resampled::direction_scratch_len`] for `rows.len()` floats. Costs
-    /// `2 M r rows.len() cols` flops.
+    /// those columns of `(e a^T)^T` times `b`, from every draw's rows (`a_t`: `D r x block
+    /// rows`, `b`: `D r x cols`: [`DrawRows`]'s `a1t` and `b1`, or `a2t` and `b2`). `scratch`
+    /// holds [`Resampled::direction_scratch_len`] for `rows.len()` floats. Costs `2 D r
+    /// rows.len() cols` flops.
     pub fn low_rank_direction_rows(
         &self,
         block: WeightBlock,
@@ -287,13 +298,13 @@ impl Resampled {
         scratch: &mut [f32],
     ) -> Result<(), MlpError> {
         let l = &self.perturb.layout;
-        let mr = self.members * self.perturb.rank;
+        let dr = self.draws() * self.perturb.rank;
         let (total, cols) = match block {
             WeightBlock::W1 => (l.hidden, l.inputs),
             WeightBlock::W2 => (l.outputs, l.hidden),
         };
-        check_len("direction operand a^T", a_t.len(), mr * total)?;
-        check_len("direction operand b", b.len(), mr * cols)?;
+        check_len("direction operand a^T", a_t.len(), dr * total)?;
+        check_len("direction operand b", b.len(), dr * cols)?;
         if rows.start > rows.end || rows.end > total {
             return Err(MlpError::Length {
                 what: "direction rows",
@@ -302,14 +313,14 @@ impl Resampled {
             });
         }
         check_len("direction rows", out.len(), rows.len() * cols)?;
-        if rows.is_empty() || mr == 0 {
+        if rows.is_empty() || dr == 0 {
             out.fill(0.0);
             return Ok(());
         }
         gemm::gemm(
             1.0,
-            MatRef::new(&a_t[rows.start..], mr, rows.len(), total).t(),
-            MatRef::new(b, mr, cols, cols),
+            MatRef::new(&a_t[rows.start..], dr, rows.len(), total).t(),
+            MatRef::new(b, dr, cols, cols),
             0.0,
             MatMut::new(out, rows.len(), cols, cols),
             Epilogue::None,
@@ -319,7 +330,8 @@ impl Resampled {
     }
 
     /// Low-rank update on one thread: the three phases, then `theta -= h d` (through `velocity`,
-    /// length P, when momentum is used). Costs `2 M r P` flops and `M factor_len` normal draws.
+    /// length P, when momentum is used). Costs `2 D r P` flops and `D factor_len` normal draws
+    /// (D draws: M, or M / 2 with antithetic pairs).
     pub fn low_rank_update(
         &self,
         normal: &Normal,
@@ -337,10 +349,10 @@ impl Resampled {
         }
         let ws = self.update_workspace(workspace)?;
         let mut rows = ws.rows;
-        self.fill_member_rows(normal, coeffs, 0, step, ws.factor, rows.reborrow())?;
+        self.fill_draw_rows(normal, coeffs, 0..self.draws(), step, ws.factor, rows.reborrow())?;
         {
             let d = l.split_mut(ws.direction)?;
-            self.low_rank_bias_direction(coeffs, rows.db1, rows.db2, d.b1, d.b2)?;
+            self.low_rank_bias_direction(rows.db1, rows.db2, d.b1, d.b2)?;
             let (w1, w2) = (WeightBlock::W1, WeightBlock::W2);
             self.low_rank_direction_rows(w1, rows.a1t, rows.b1, 0..l.hidden, d.w1, ws.scratch)?;
             self.low_rank_direction_rows(w2, rows.a2t, rows.b2, 0..l.outputs, d.w2, ws.scratch)?;

@@ -104,6 +104,34 @@ impl Perturbations {
         }
     }
 
+    /// Independent draws behind `members` members: `ceil(M / 2)` with antithetic pairs (an odd
+    /// M leaves the last draw unpaired), else M. O(1).
+    pub fn draws(&self, members: usize) -> usize {
+        if self.antithetic {
+            members.div_ceil(2)
+        } else {
+            members
+        }
+    }
+
+    /// The first member of draw `draw` (the one [`Perturbations::fill_factors`] and
+    /// [`Perturbations::fill_block`] draw with sign +1). O(1).
+    pub fn first_member(&self, draw: usize) -> usize {
+        if self.antithetic { 2 * draw } else { draw }
+    }
+
+    /// The coefficient of draw `draw` in `sum_k c_k delta_k`, from the members' `coeffs`: an
+    /// antithetic pair's members are `delta` and `-delta`, so the pair adds `(c_2j - c_2j+1)
+    /// delta`; an unpaired draw's is its member's. In f64. Panics if `coeffs` lacks the draw's
+    /// first member. O(1).
+    pub fn draw_coefficient(&self, coeffs: &[f64], draw: usize) -> f64 {
+        let first = self.first_member(draw);
+        match coeffs.get(first + 1) {
+            Some(&partner) if self.antithetic => coeffs[first] - partner,
+            _ => coeffs[first],
+        }
+    }
+
     /// The generator of row `row` of the collapsed direction's noise at `step` (see
     /// [`super::collapse`]): a stream of its own, apart from every member's.
     pub(crate) fn noise_rng(&self, step: u64, row: u64) -> Xoshiro256PlusPlus {
