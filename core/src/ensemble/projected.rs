@@ -133,14 +133,21 @@ pub fn low_rank_logit_coefficient(
         .zip(g.sums)
         .map(|(&d, &s)| f64::from(d) * f64::from(s))
         .sum();
+    if r == 1 {
+        let member = Rank1Member {
+            pre,
+            v: g.v,
+            xb,
+            ld_xb,
+            a2g,
+            f,
+            hidden: h,
+        };
+        return Ok(rank1_sum(path, c, &member));
+    }
     let rows = pre.chunks_exact(h.max(1)).zip(g.v.chunks_exact(h.max(1)));
     for (b, (pre_b, v_b)) in rows.enumerate() {
         let xb_b = &xb[b * ld_xb..b * ld_xb + r];
-        if r == 1 {
-            let [diff, b2_h] = rank1(path, pre_b, f.db1, f.a1, xb_b[0], v_b, f.b2);
-            c += f64::from(diff) + f64::from(b2_h) * f64::from(a2g[b]);
-            continue;
-        }
         for ((v, &p), (&d, a)) in hk
             .iter_mut()
             .zip(pre_b)
@@ -188,28 +195,44 @@ fn lanes8<const K: usize>(n: usize, term: impl Fn(usize) -> [f32; K]) -> [f32; K
     sums
 }
 
-/// `[<h - relu(pre), v>, <h, b2>]` for the rank-1 hidden row `h = relu((pre + db1) + x a1)`, in
-/// [`lanes8`]'s order, on `path`.
-#[inline(always)]
-fn rank1(
-    path: gemm::KernelPath,
-    pre: &[f32],
-    db1: &[f32],
-    a1: &[f32],
-    x: f32,
-    v: &[f32],
-    b2: &[f32],
-) -> [f32; 2] {
+/// What a rank-1 member's coefficient reads, checked by [`low_rank_logit_coefficient`]: the
+/// mean's pre-activation and `V` (`B x H` each), the projections `xb` (example b's at `b
+/// ld_xb`), `a2g` (`a2 . g_b`, B), and the factors.
+struct Rank1Member<'a> {
+    pre: &'a [f32],
+    v: &'a [f32],
+    xb: &'a [f32],
+    ld_xb: usize,
+    a2g: &'a [f32],
+    f: Factors<'a>,
+    hidden: usize,
+}
+
+/// `c` plus, example after example, `<h_b - relu(pre_b), v_b> + <h_b, b2> (a2 . g_b)` in f64,
+/// each pair of dot products over H in [`lanes8`]'s order; the path is chosen once for the
+/// batch. O(B H).
+fn rank1_sum(path: gemm::KernelPath, c: f64, m: &Rank1Member<'_>) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if path.runs_avx2_build() {
         // SAFETY: runs_avx2_build checked that the CPU has AVX2, hence AVX.
-        return unsafe { avx::rank1(pre, db1, a1, x, v, b2) };
+        return unsafe { avx::rank1_sum(c, m) };
     }
     let _ = path;
-    let n = pre.len().min(db1.len()).min(a1.len()).min(v.len()).min(b2.len());
-    lanes8(n, |j| {
-        let hk = relu((pre[j] + db1[j]) + x * a1[j]);
-        [(hk - relu(pre[j])) * v[j], hk * b2[j]]
+    let h = m.hidden.max(1);
+    let rows = m.pre.chunks_exact(h).zip(m.v.chunks_exact(h));
+    rows.enumerate().fold(c, |c, (b, (pre, v))| {
+        let (f, x) = (&m.f, m.xb[b * m.ld_xb]);
+        let n = pre
+            .len()
+            .min(f.db1.len())
+            .min(f.a1.len())
+            .min(v.len())
+            .min(f.b2.len());
+        let [diff, b2_h] = lanes8(n, |j| {
+            let hk = relu((pre[j] + f.db1[j]) + x * f.a1[j]);
+            [(hk - relu(pre[j])) * v[j], hk * f.b2[j]]
+        });
+        c + (f64::from(diff) + f64::from(b2_h) * f64::from(m.a2g[b]))
     })
 }
 
@@ -221,7 +244,18 @@ mod avx {
     };
 
     use super::super::particles::avx::lanes_sum;
-    use super::relu;
+    use super::{Rank1Member, relu};
+
+    /// [`super::rank1_sum`] with 8 lanes: the portable path's operations in the same order.
+    #[target_feature(enable = "avx")]
+    pub(super) fn rank1_sum(c: f64, m: &Rank1Member<'_>) -> f64 {
+        let h = m.hidden.max(1);
+        let rows = m.pre.chunks_exact(h).zip(m.v.chunks_exact(h));
+        rows.enumerate().fold(c, |c, (b, (pre, v))| {
+            let [diff, b2_h] = rank1(pre, m.f.db1, m.f.a1, m.xb[b * m.ld_xb], v, m.f.b2);
+            c + (f64::from(diff) + f64::from(b2_h) * f64::from(m.a2g[b]))
+        })
+    }
 
     /// `t` where it is not below 0 (a NaN compares false and stays), else 0.
     #[inline]
@@ -230,9 +264,11 @@ mod avx {
         _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(t, _mm256_setzero_ps()), t)
     }
 
-    /// [`super::rank1`] with 8 lanes: the portable path's operations in the same order.
+    /// `[<h - relu(pre), v>, <h, b2>]` for the rank-1 hidden row `h = relu((pre + db1) + x
+    /// a1)`, 8 lanes at a time, then the rest in order: [`super::lanes8`]'s order.
+    #[inline]
     #[target_feature(enable = "avx")]
-    pub(super) fn rank1(pre: &[f32], db1: &[f32], a1: &[f32], x: f32, v: &[f32], b2: &[f32]) -> [f32; 2] {
+    fn rank1(pre: &[f32], db1: &[f32], a1: &[f32], x: f32, v: &[f32], b2: &[f32]) -> [f32; 2] {
         let n = pre.len().min(db1.len()).min(a1.len()).min(v.len()).min(b2.len());
         let whole = n / 8 * 8;
         let xs = _mm256_set1_ps(x);
