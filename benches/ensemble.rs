@@ -18,7 +18,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use ienk::ensemble::particles::{Stacked, dense_scratch_len, forward_dense};
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{Form, MeanView, Resampled, Stabiliser, innovation};
@@ -160,18 +160,22 @@ fn particles(c: &mut Criterion) {
     for members in [10, 100, 1000] {
         let r = resampled(members, 1);
         let mut ws = vec![0f32; r.member_workspace_len(batch)];
+        let mut uw = vec![0f32; r.low_rank_update_len()];
         let mut coeffs = vec![0f64; members];
         group.bench_function(BenchmarkId::new("low_rank", members), |b| {
             b.iter(|| {
+                let rows = r.update_workspace(&mut uw).unwrap().rows;
+                let view = mean.view();
                 r.low_rank_coefficients(
                     &normal,
                     &mean.theta,
                     &mean.x,
-                    &mean.view(),
+                    &view,
                     0,
-                    0..members,
+                    0..r.draws(),
                     &mut ws,
                     &mut coeffs,
+                    rows,
                 )
                 .unwrap();
                 black_box(&coeffs);
@@ -247,32 +251,47 @@ fn ienk_step(c: &mut Criterion) {
                 })
             });
         } else {
+            // The member phase draws each draw's factors once (an antithetic partner's are
+            // derived) and leaves them in the update's workspace.
             let mut uw = vec![0f32; r.low_rank_update_len()];
             let mut factors = vec![0f32; r.perturb.factor_len()];
             group.bench_function(BenchmarkId::new("rng", &id), |b| {
-                b.iter(|| (0..members).for_each(|k| r.perturb.fill_factors(&normal, 0, k, &mut factors)))
+                b.iter(|| {
+                    for d in 0..r.draws() {
+                        r.perturb
+                            .fill_factors(&normal, 0, r.perturb.first_member(d), &mut factors)
+                    }
+                })
             });
             group.bench_function(BenchmarkId::new("forward", &id), |b| {
                 b.iter(|| {
                     let view = mean.view();
+                    let rows = r.update_workspace(&mut uw).unwrap().rows;
+                    let draws = 0..r.draws();
                     r.low_rank_coefficients(
                         &normal,
                         &mean.theta,
                         &mean.x,
                         &view,
                         0,
-                        0..members,
+                        draws,
                         &mut ws,
                         &mut coeffs,
+                        rows,
                     )
                     .unwrap()
                 })
             });
+            // The update scales the factors in place: each run starts from the member phase's.
             group.bench_function(BenchmarkId::new("update", &id), |b| {
-                b.iter(|| {
-                    r.low_rank_update(&normal, &mut mean.theta, None, &coeffs, 0, &mut uw)
-                        .unwrap()
-                })
+                b.iter_batched_ref(
+                    || uw.clone(),
+                    |w| {
+                        let u = r.update_workspace(w).unwrap();
+                        r.low_rank_update(&mut mean.theta, None, &coeffs, u).unwrap()
+                    },
+                    BatchSize::LargeInput,
+                )
             });
         }
         let mut theta = mean.theta.clone();

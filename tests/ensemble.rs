@@ -616,19 +616,13 @@ fn momentum_accumulates_the_plain_directions() {
                 r.update_blocks(&normal, theta, v, 0, &coeffs, t, None, &mut tmp)
                     .unwrap();
             } else {
-                r.low_rank_coefficients(
-                    &normal,
-                    theta,
-                    &x,
-                    &mean.view(),
-                    t,
-                    0..r.members,
-                    &mut ws,
-                    &mut coeffs,
-                )
-                .unwrap();
                 let mut uw = vec![0f32; r.low_rank_update_len()];
-                r.low_rank_update(&normal, theta, v, &coeffs, t, &mut uw).unwrap();
+                let mut update = r.update_workspace(&mut uw).unwrap();
+                let (draws, rows) = (0..r.draws(), update.rows.reborrow());
+                let view = mean.view();
+                r.low_rank_coefficients(&normal, theta, &x, &view, t, draws, &mut ws, &mut coeffs, rows)
+                    .unwrap();
+                r.low_rank_update(theta, v, &coeffs, update).unwrap();
             }
         };
         let plain = Resampled {
@@ -867,6 +861,31 @@ fn low_rank_forward_refuses_short_projections() {
     assert!(logits.iter().all(|&z| z != 7.0));
 }
 
+/// The update workspace of `rule` with every draw's factors at `step` in its rows, as the
+/// member phase leaves them, written here from `fill_factors` of each draw's first member.
+fn workspace_with_factors(rule: &Resampled, normal: &Normal, step: u64) -> Vec<f32> {
+    let mut ws = vec![f32::NAN; rule.low_rank_update_len()];
+    let rows = rule.update_workspace(&mut ws).unwrap().rows;
+    let ranges = rule.perturb.factor_ranges();
+    let mut factors = vec![0f32; rule.perturb.factor_len()];
+    for d in 0..rule.draws() {
+        rule.perturb
+            .fill_factors(normal, step, rule.perturb.first_member(d), &mut factors);
+        for (part, slot) in [
+            (ranges.a1.clone(), &mut *rows.a1),
+            (ranges.b1.clone(), &mut *rows.b1),
+            (ranges.db1.clone(), &mut *rows.db1),
+            (ranges.a2.clone(), &mut *rows.a2),
+            (ranges.b2.clone(), &mut *rows.b2),
+            (ranges.db2.clone(), &mut *rows.db2),
+        ] {
+            let n = part.len();
+            slot[d * n..(d + 1) * n].copy_from_slice(&factors[part]);
+        }
+    }
+    ws
+}
+
 #[test]
 fn low_rank_update_in_parts_as_threads_run_it_equals_the_one_thread_update() {
     use ienk::ensemble::low_rank_update::{WeightBlock, direction_row_parts, direction_rows};
@@ -897,13 +916,13 @@ fn low_rank_update_in_parts_as_threads_run_it_equals_the_one_thread_update() {
         let theta0 = rng.vec(layout.num_params());
         let coeffs: Vec<f64> = rng.vec(members).iter().map(|&c| f64::from(c)).collect();
         let mut whole = theta0.clone();
-        let mut ws = vec![0f32; rule.low_rank_update_len()];
-        rule.low_rank_update(&normal, &mut whole, None, &coeffs, 3, &mut ws)
-            .unwrap();
+        let mut ws = workspace_with_factors(&rule, &normal, 3);
+        let u = rule.update_workspace(&mut ws).unwrap();
+        rule.low_rank_update(&mut whole, None, &coeffs, u).unwrap();
         for threads in [2, 3, 5, 64] {
-            let mut ws = vec![f32::NAN; rule.low_rank_update_len()];
+            let mut ws = workspace_with_factors(&rule, &normal, 3);
             let u = rule.update_workspace(&mut ws).unwrap();
-            let mut factor = vec![0f32; rule.perturb.factor_len()];
+            let mut tmp = vec![0f32; rule.transpose_scratch_len()];
             let mut scratch = vec![0f32; rule.direction_scratch_len(hidden)];
             // Phase 1 by draw ranges, as the CLI's workers take them.
             let mut rows = u.rows;
@@ -914,7 +933,7 @@ fn low_rank_update_in_parts_as_threads_run_it_equals_the_one_thread_update() {
                 let n = per.min(draws - first);
                 let (mine, others) = rest.split_draws(&rule, n);
                 rest = others;
-                rule.fill_draw_rows(&normal, &coeffs, first..first + n, 3, &mut factor, mine)
+                rule.scale_draw_rows(&coeffs, first..first + n, &mut tmp, mine)
                     .unwrap();
             }
             let d = layout.split_mut(u.direction).unwrap();
@@ -922,8 +941,8 @@ fn low_rank_update_in_parts_as_threads_run_it_equals_the_one_thread_update() {
                 .unwrap();
             // Phase 3 by row ranges of each block.
             for (block, total, a_t, b, out) in [
-                (WeightBlock::W1, hidden, &*rows.a1t, &*rows.b1, d.w1),
-                (WeightBlock::W2, outputs, &*rows.a2t, &*rows.b2, d.w2),
+                (WeightBlock::W1, hidden, &*rows.a1, &*rows.b1, d.w1),
+                (WeightBlock::W2, outputs, &*rows.a2, &*rows.b2, d.w2),
             ] {
                 let parts = direction_row_parts(total, threads);
                 let cols = out.len() / total;
@@ -968,9 +987,9 @@ fn low_rank_update_moves_theta_by_the_coefficients_sum_of_expanded_perturbations
         let theta0 = rng.vec(layout.num_params());
         let coeffs: Vec<f64> = rng.vec(members).iter().map(|&c| f64::from(c)).collect();
         let mut theta = theta0.clone();
-        let mut ws = vec![0f32; rule.low_rank_update_len()];
-        rule.low_rank_update(&normal, &mut theta, None, &coeffs, 2, &mut ws)
-            .unwrap();
+        let mut ws = workspace_with_factors(&rule, &normal, 2);
+        let u = rule.update_workspace(&mut ws).unwrap();
+        rule.low_rank_update(&mut theta, None, &coeffs, u).unwrap();
         // Reference: each member's factors expanded into a dense perturbation, summed in f64.
         let mut want = vec![0f64; layout.num_params()];
         let mut factors = vec![0f32; rule.perturb.factor_len()];
@@ -1002,17 +1021,29 @@ fn an_antithetic_partners_factors_are_the_first_members_negated_bit_for_bit() {
     };
     for rank in [1, 2, 3] {
         let pt = perturbations(layout, rank, true, 1.5);
-        let mut derived = vec![0f32; pt.factor_len()];
+        let f = pt.factor_ranges();
+        let mut first = vec![0f32; pt.factor_len()];
         let mut drawn = vec![0f32; pt.factor_len()];
+        let mut buf = vec![f32::NAN; pt.partner_len()];
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         for (step, pair) in [(0, 0), (3, 1), (7, 20)] {
-            pt.fill_factors(&normal, step, 2 * pair, &mut derived);
-            pt.partner_factors(&mut derived);
+            pt.fill_factors(&normal, step, 2 * pair, &mut first);
             pt.fill_factors(&normal, step, 2 * pair + 1, &mut drawn);
-            assert_eq!(
-                derived.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                drawn.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "rank {rank}, step {step}, pair {pair}"
-            );
+            let derived = pt.partner(f.factors(&first), &mut buf);
+            let want = f.factors(&drawn);
+            let what = format!("rank {rank}, step {step}, pair {pair}");
+            for (got, want) in [
+                (derived.a1, want.a1),
+                (derived.db1, want.db1),
+                (derived.a2, want.a2),
+                (derived.b2, want.b2),
+                (derived.db2, want.db2),
+            ] {
+                assert_eq!(bits(got), bits(want), "{what}");
+            }
+            // b1 is not derived: the partner's projections X b1^T are the first's negated.
+            let negated: Vec<f32> = first[f.b1.clone()].iter().map(|v| -v).collect();
+            assert_eq!(bits(&negated), bits(&drawn[f.b1.clone()]), "{what}");
             // Only the second member of a pair is derived; the first is drawn.
             assert!(pt.is_partner(2 * pair + 1) && !pt.is_partner(2 * pair));
         }

@@ -111,24 +111,55 @@ fn low_rank_coefficients_match_an_f64_forward_of_each_member() {
         let theta = rng.vec(layout.num_params());
         let x: Vec<f32> = rng.vec(batch * layout.inputs).iter().map(|v| v.abs()).collect();
         let y: Vec<u8> = (0..batch).map(|b| (b * 7 % outputs) as u8).collect();
-        for form in [Form::Logit, Form::Thesis] {
-            for antithetic in [false, true] {
-                let r = rule(layout, 6, rank, antithetic, form);
-                let mean = Mean::new(&layout, form, &theta, &x, &y);
-                let mut ws = vec![f32::NAN; r.member_workspace_len(batch)];
-                let mut coeffs = vec![0f64; r.members];
-                r.low_rank_coefficients(
-                    &normal,
-                    &theta,
-                    &x,
-                    &mean.view(),
-                    4,
-                    0..r.members,
-                    &mut ws,
-                    &mut coeffs,
-                )
-                .unwrap();
-                let z0 = mean_logits(&layout, &theta, &x);
+        // 7 antithetic members leave the last draw unpaired.
+        for (form, antithetic, members) in [
+            (Form::Logit, false, 6),
+            (Form::Logit, true, 6),
+            (Form::Logit, true, 7),
+            (Form::Thesis, false, 6),
+            (Form::Thesis, true, 6),
+            (Form::Thesis, true, 7),
+        ] {
+            let r = rule(layout, members, rank, antithetic, form);
+            let mean = Mean::new(&layout, form, &theta, &x, &y);
+            let mut ws = vec![f32::NAN; r.member_workspace_len(batch)];
+            let mut update = vec![f32::NAN; r.low_rank_update_len()];
+            let mut coeffs = vec![0f64; r.members];
+            // The draws in two ranges, as two threads take them.
+            let mut rows = r.update_workspace(&mut update).unwrap().rows;
+            let mut rest = coeffs.as_mut_slice();
+            for draws in [0..1, 1..r.draws()] {
+                let (c, tail) = rest.split_at_mut(r.members_of(draws.clone()).len());
+                rest = tail;
+                let (mine, others) = rows.split_draws(&r, draws.len());
+                rows = others;
+                let view = mean.view();
+                r.low_rank_coefficients(&normal, &theta, &x, &view, 4, draws, &mut ws, c, mine)
+                    .unwrap();
+            }
+            assert!(rest.is_empty());
+            // The rows hold each draw's factors, as its first member draws them.
+            let ranges = r.perturb.factor_ranges();
+            let rows = r.update_workspace(&mut update).unwrap().rows;
+            let (l, o) = (layout.hidden * rank, outputs * rank);
+            let (i, b2) = (layout.inputs * rank, layout.hidden * rank);
+            for d in 0..r.draws() {
+                let mut factors = vec![0f32; r.perturb.factor_len()];
+                r.perturb
+                    .fill_factors(&normal, 4, r.perturb.first_member(d), &mut factors);
+                for (part, slot) in [
+                    (ranges.a1.clone(), &rows.a1[d * l..(d + 1) * l]),
+                    (ranges.b1.clone(), &rows.b1[d * i..(d + 1) * i]),
+                    (ranges.db1.clone(), &rows.db1[d * hidden..(d + 1) * hidden]),
+                    (ranges.a2.clone(), &rows.a2[d * o..(d + 1) * o]),
+                    (ranges.b2.clone(), &rows.b2[d * b2..(d + 1) * b2]),
+                    (ranges.db2.clone(), &rows.db2[d * outputs..(d + 1) * outputs]),
+                ] {
+                    assert_eq!(&factors[part], slot, "draw {d}");
+                }
+            }
+            let z0 = mean_logits(&layout, &theta, &x);
+            {
                 for (k, &c) in coeffs.iter().enumerate() {
                     let mut factors = vec![0f32; r.perturb.factor_len()];
                     r.perturb.fill_factors(&normal, 4, k, &mut factors);

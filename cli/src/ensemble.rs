@@ -49,11 +49,12 @@ fn split(n: usize, parts: usize) -> Vec<Range<usize>> {
     (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect()
 }
 
-/// The low-rank update's buffers: the workspace of `Resampled::low_rank_update` and, per thread,
-/// a draw's factors and GEMM scratch (all empty at full rank).
+/// The low-rank update's buffers: the workspace of `Resampled::low_rank_update` (where the member
+/// phase leaves every draw's factors) and, per thread, transpose and GEMM scratch (all empty at
+/// full rank).
 struct LowRankBuffers {
     workspace: Vec<f32>,
-    factors: Vec<Vec<f32>>,
+    tmp: Vec<Vec<f32>>,
     scratch: Vec<Vec<f32>>,
 }
 
@@ -63,15 +64,15 @@ impl LowRankBuffers {
         if rule.perturb.rank == 0 {
             return Ok(LowRankBuffers {
                 workspace: Vec::new(),
-                factors: Vec::new(),
+                tmp: Vec::new(),
                 scratch: Vec::new(),
             });
         }
         let whole_blocks = rule.direction_scratch_len(rule.perturb.layout.hidden);
         Ok(LowRankBuffers {
             workspace: zeros("the low-rank update", rule.low_rank_update_len())?,
-            factors: (0..threads)
-                .map(|_| zeros("a draw's factors", rule.perturb.factor_len()))
+            tmp: (0..threads)
+                .map(|_| zeros("the update's transpose scratch", rule.transpose_scratch_len()))
                 .collect::<Result<_>>()?,
             scratch: (0..threads)
                 .map(|_| zeros("the update's GEMM scratch", whole_blocks))
@@ -79,41 +80,30 @@ impl LowRankBuffers {
         })
     }
 
-    /// The direction `sum_k c_k delta_k` of `coeffs` at `step`, by the phases of
-    /// `ienk::ensemble::low_rank_update` spread over `pool`: the draws' rows by draw ranges, the
-    /// biases on this thread, the weight blocks by row ranges. The same numbers as
-    /// `Resampled::low_rank_update` on one thread, bit for bit.
-    fn direction(
-        &mut self,
-        pool: &Pool,
-        rule: &Resampled,
-        normal: &Normal,
-        coeffs: &[f64],
-        step: u64,
-    ) -> Result<&[f32]> {
+    /// The direction `sum_k c_k delta_k` of `coeffs`, from the draws' factors the member phase
+    /// left in the workspace, by the phases of `ienk::ensemble::low_rank_update` spread over
+    /// `pool`: the draws' rows by draw ranges, the biases on this thread, the weight blocks by
+    /// row ranges. The same numbers as `Resampled::low_rank_update` on one thread, bit for bit.
+    fn direction(&mut self, pool: &Pool, rule: &Resampled, coeffs: &[f64]) -> Result<&[f32]> {
         let layout = rule.perturb.layout;
         let ws = rule.update_workspace(&mut self.workspace).map_err(failed)?;
         let mut rows = ws.rows;
         let mut jobs = Vec::new();
         let mut rest = rows.reborrow();
-        for (draws, factor) in split(rule.draws(), pool.threads())
-            .into_iter()
-            .zip(&mut self.factors)
-        {
+        for (draws, tmp) in split(rule.draws(), pool.threads()).into_iter().zip(&mut self.tmp) {
             let (mine, others) = rest.split_draws(rule, draws.len());
             rest = others;
-            jobs.push((draws, factor, mine));
+            jobs.push((draws, tmp, mine));
         }
-        pool.each(jobs, |(draws, factor, mine)| {
-            rule.fill_draw_rows(normal, coeffs, draws, step, factor, mine)
-                .map_err(failed)
+        pool.each(jobs, |(draws, tmp, mine)| {
+            rule.scale_draw_rows(coeffs, draws, tmp, mine).map_err(failed)
         })?;
         let d = layout.split_mut(ws.direction).map_err(failed)?;
         rule.low_rank_bias_direction(rows.db1, rows.db2, d.b1, d.b2)
             .map_err(failed)?;
         for (block, total, a_t, b, out) in [
-            (WeightBlock::W1, layout.hidden, &*rows.a1t, &*rows.b1, d.w1),
-            (WeightBlock::W2, layout.outputs, &*rows.a2t, &*rows.b2, d.w2),
+            (WeightBlock::W1, layout.hidden, &*rows.a1, &*rows.b1, d.w1),
+            (WeightBlock::W2, layout.outputs, &*rows.a2, &*rows.b2, d.w2),
         ] {
             let parts = direction_row_parts(total, pool.threads());
             let cols = out.len() / total.max(1);
@@ -322,33 +312,56 @@ impl Optimizer for IenkOptimizer {
         };
         let pm = member_rule.perturb.layout.num_params();
 
-        // Member phase: contiguous member ranges per thread.
+        // Member phase: contiguous member ranges per thread; with low rank, the members of
+        // contiguous draw ranges, each draw's factors left in the update's rows.
         let pool = &self.pool;
-        let ranges = split(rule.members, pool.threads());
-        let mut coeff_parts = Vec::new();
-        let mut rest = self.coeffs.as_mut_slice();
-        let mut stored_rest = self.stored.as_deref_mut().map(|s| &mut s[..rule.members * pm]);
-        for r in &ranges {
-            let (c, tail) = rest.split_at_mut(r.len());
-            rest = tail;
-            let s = stored_rest.take().map(|s| {
-                let (head, tail) = s.split_at_mut(r.len() * pm);
-                stored_rest = Some(tail);
-                head
-            });
-            coeff_parts.push((r.clone(), c, s));
-        }
         let ws_len = member_rule.member_workspace_len(b);
-        let jobs: Vec<_> = coeff_parts.into_iter().zip(self.workspaces.iter_mut()).collect();
-        pool.each(jobs, |((members, coeffs, store), ws)| {
-            let ws = &mut ws[..ws_len];
-            let r = if full_rank {
-                member_rule.dense_coefficients(normal, th, xm, &mean, step, members, ws, coeffs, store)
-            } else {
-                member_rule.low_rank_coefficients(normal, th, xm, &mean, step, members, ws, coeffs)
-            };
-            r.map_err(failed)
-        })?;
+        if full_rank {
+            let mut jobs = Vec::new();
+            let mut rest = self.coeffs.as_mut_slice();
+            let mut stored_rest = self.stored.as_deref_mut().map(|s| &mut s[..rule.members * pm]);
+            for (r, ws) in split(rule.members, pool.threads())
+                .into_iter()
+                .zip(&mut self.workspaces)
+            {
+                let (c, tail) = rest.split_at_mut(r.len());
+                rest = tail;
+                let s = stored_rest.take().map(|s| {
+                    let (head, tail) = s.split_at_mut(r.len() * pm);
+                    stored_rest = Some(tail);
+                    head
+                });
+                jobs.push((r, c, s, ws));
+            }
+            pool.each(jobs, |(members, coeffs, store, ws)| {
+                let ws = &mut ws[..ws_len];
+                member_rule
+                    .dense_coefficients(normal, th, xm, &mean, step, members, ws, coeffs, store)
+                    .map_err(failed)
+            })?;
+        } else {
+            let update = rule
+                .update_workspace(&mut self.low_rank.workspace)
+                .map_err(failed)?;
+            let mut rows = update.rows;
+            let mut jobs = Vec::new();
+            let mut rest = self.coeffs.as_mut_slice();
+            for (draws, ws) in split(rule.draws(), pool.threads())
+                .into_iter()
+                .zip(&mut self.workspaces)
+            {
+                let (c, tail) = rest.split_at_mut(rule.members_of(draws.clone()).len());
+                rest = tail;
+                let (mine, others) = rows.split_draws(rule, draws.len());
+                rows = others;
+                jobs.push((draws, c, mine, ws));
+            }
+            pool.each(jobs, |(draws, coeffs, rows, ws)| {
+                let ws = &mut ws[..ws_len];
+                rule.low_rank_coefficients(normal, th, xm, &mean, step, draws, ws, coeffs, rows)
+                    .map_err(failed)
+            })?;
+        }
         if let Err(e) = self.stabiliser.apply(&mut self.coeffs) {
             return Err(CliError::Failed(format!(
                 "training diverged at step {}: {e}",
@@ -413,7 +426,7 @@ impl Optimizer for IenkOptimizer {
                 .apply_direction(target, &self.direction, velocity)
                 .map_err(failed)?;
         } else {
-            let d = self.low_rank.direction(pool, target_rule, normal, coeffs, step)?;
+            let d = self.low_rank.direction(pool, target_rule, coeffs)?;
             target_rule.apply_direction(target, d, velocity).map_err(failed)?;
         }
         if let Some(a) = self.adam.as_mut() {

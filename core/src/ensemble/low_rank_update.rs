@@ -4,11 +4,13 @@
 //! `sum_k c_k a_k b_k^T = (C A)^T B`, plus the bias sums. It is summed over the independent
 //! draws, not the members: an antithetic pair's members are `delta` and `-delta`, so the pair
 //! adds `(c_2j - c_2j+1) delta` ([`crate::ensemble::perturb::Perturbations::draw_coefficient`])
-//! and the products have depth `D r`: D = ceil(M / 2) draws with antithetic pairs, else M. The update
-//! runs in three phases:
-//! 1. [`Resampled::fill_draw_rows`]: each draw's factors are drawn again from its seed and
-//!    written, `e_d a` transposed (`e_d` the draw's coefficient), as its own rows of the
-//!    products' operands ([`DrawRows`]): any split of the draws gives the same rows;
+//! and the products have depth `D r`: D = ceil(M / 2) draws with antithetic pairs, else M.
+//! The member phase ([`Resampled::low_rank_coefficients`]) leaves every draw's factors in the
+//! products' operands ([`DrawRows`]), so nothing is drawn twice; the update then runs in three
+//! phases:
+//! 1. [`Resampled::scale_draw_rows`]: each draw's `a` factors become `e_d a^T` (`e_d` the
+//!    draw's coefficient) and its bias perturbations `e_d db`, in place: any split of the
+//!    draws gives the same rows;
 //! 2. [`Resampled::low_rank_bias_direction`]: the bias sums, draw after draw;
 //! 3. [`Resampled::low_rank_direction_rows`]: rows of each weight block's direction, one GEMM
 //!    each: every element is the same sum in the same order whatever the rows asked for, as long
@@ -20,28 +22,32 @@
 
 use core::ops::Range;
 
+use super::particles::Factors;
+use super::perturb::FactorSlots;
 use super::resampled::{Carver, Resampled};
 use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::mlp::{MlpError, check_len};
-use crate::normal::Normal;
 
-/// Draws' rows of the low-rank direction's operands: for draw d (coefficient `e_d`), rows
-/// `d r .. (d + 1) r` of `e_d a1^T` (`r x H` each), `b1` (`r x inputs`), `e_d a2^T` (`r x
-/// outputs`) and `b2` (`r x H`), and row d of the scaled bias perturbations `e_d db1` (`H`) and
-/// `e_d db2` (`outputs`).
+/// Every draw's low-rank factors, in the layout of the update's products. For draw d, rows `d r
+/// .. (d + 1) r` of `b1` (`r x inputs` each) and `b2` (`r x H`), and draw d's blocks of `a1`
+/// (`H r`), `a2` (`outputs r`), `db1` (`H`) and `db2` (`outputs`). The member phase
+/// ([`Resampled::low_rank_coefficients`]) writes them as drawn (`a1`: `H x r`, `a2`: `outputs
+/// x r`); [`Resampled::scale_draw_rows`] turns each `a` block into `e_d a^T` (`r x H`, `r x
+/// outputs`) and each bias block into `e_d db`, in place, the operands of the direction's
+/// products.
 #[derive(Debug)]
 pub struct DrawRows<'a> {
-    /// `e_d a1^T`, `D r x H`.
-    pub a1t: &'a mut [f32],
+    /// `a1` (`H x r`), then `e_d a1^T` (`r x H`), per draw.
+    pub a1: &'a mut [f32],
     /// `b1`, `D r x inputs`.
     pub b1: &'a mut [f32],
-    /// `e_d a2^T`, `D r x outputs`.
-    pub a2t: &'a mut [f32],
+    /// `a2` (`outputs x r`), then `e_d a2^T` (`r x outputs`), per draw.
+    pub a2: &'a mut [f32],
     /// `b2`, `D r x H`.
     pub b2: &'a mut [f32],
-    /// `e_d db1`, `D x H`.
+    /// `db1`, then `e_d db1`, `D x H`.
     pub db1: &'a mut [f32],
-    /// `e_d db2`, `D x outputs`.
+    /// `db2`, then `e_d db2`, `D x outputs`.
     pub db2: &'a mut [f32],
 }
 
@@ -49,9 +55,9 @@ impl<'a> DrawRows<'a> {
     /// The same rows, borrowed for a shorter while (to split them, then use them whole). O(1).
     pub fn reborrow(&mut self) -> DrawRows<'_> {
         DrawRows {
-            a1t: self.a1t,
+            a1: self.a1,
             b1: self.b1,
-            a2t: self.a2t,
+            a2: self.a2,
             b2: self.b2,
             db1: self.db1,
             db2: self.db2,
@@ -63,39 +69,79 @@ impl<'a> DrawRows<'a> {
         let l = &rule.perturb.layout;
         let (h, i, o, r) = (l.hidden, l.inputs, l.outputs, rule.perturb.rank);
         let cut = |s: &'a mut [f32], per_draw: usize| s.split_at_mut((draws * per_draw).min(s.len()));
-        let (a1t, a1t_rest) = cut(self.a1t, r * h);
+        let (a1, a1_rest) = cut(self.a1, r * h);
         let (b1, b1_rest) = cut(self.b1, r * i);
-        let (a2t, a2t_rest) = cut(self.a2t, r * o);
+        let (a2, a2_rest) = cut(self.a2, r * o);
         let (b2, b2_rest) = cut(self.b2, r * h);
         let (db1, db1_rest) = cut(self.db1, h);
         let (db2, db2_rest) = cut(self.db2, o);
         (
             DrawRows {
-                a1t,
+                a1,
                 b1,
-                a2t,
+                a2,
                 b2,
                 db1,
                 db2,
             },
             DrawRows {
-                a1t: a1t_rest,
+                a1: a1_rest,
                 b1: b1_rest,
-                a2t: a2t_rest,
+                a2: a2_rest,
                 b2: b2_rest,
                 db1: db1_rest,
                 db2: db2_rest,
             },
         )
     }
+
+    /// Checks that the rows hold exactly `draws` draws of `rule`'s factors.
+    pub(crate) fn check(&self, rule: &Resampled, draws: usize) -> Result<(), MlpError> {
+        let l = &rule.perturb.layout;
+        let (h, i, o, r) = (l.hidden, l.inputs, l.outputs, rule.perturb.rank);
+        check_len("a1 rows", self.a1.len(), draws * r * h)?;
+        check_len("b1 rows", self.b1.len(), draws * r * i)?;
+        check_len("a2 rows", self.a2.len(), draws * r * o)?;
+        check_len("b2 rows", self.b2.len(), draws * r * h)?;
+        check_len("db1 rows", self.db1.len(), draws * h)?;
+        check_len("db2 rows", self.db2.len(), draws * o)
+    }
+
+    /// Where draw `j` of these rows is drawn to. Panics past the rows. O(1).
+    pub(crate) fn slots(&mut self, rule: &Resampled, j: usize) -> FactorSlots<'_> {
+        let l = &rule.perturb.layout;
+        let (h, i, o, r) = (l.hidden, l.inputs, l.outputs, rule.perturb.rank);
+        FactorSlots {
+            a1: &mut self.a1[j * r * h..(j + 1) * r * h],
+            b1: &mut self.b1[j * r * i..(j + 1) * r * i],
+            db1: &mut self.db1[j * h..(j + 1) * h],
+            a2: &mut self.a2[j * r * o..(j + 1) * r * o],
+            b2: &mut self.b2[j * r * h..(j + 1) * r * h],
+            db2: &mut self.db2[j * o..(j + 1) * o],
+        }
+    }
+
+    /// Draw `j`'s factors as drawn (before [`Resampled::scale_draw_rows`]), for the member
+    /// kernels. Panics past the rows. O(1).
+    pub(crate) fn factors(&self, rule: &Resampled, j: usize) -> Factors<'_> {
+        let l = &rule.perturb.layout;
+        let (h, o, r) = (l.hidden, l.outputs, rule.perturb.rank);
+        Factors {
+            a1: &self.a1[j * r * h..(j + 1) * r * h],
+            db1: &self.db1[j * h..(j + 1) * h],
+            a2: &self.a2[j * r * o..(j + 1) * r * o],
+            b2: &self.b2[j * r * h..(j + 1) * r * h],
+            db2: &self.db2[j * o..(j + 1) * o],
+        }
+    }
 }
 
 /// The parts of [`Resampled::low_rank_update`]'s workspace.
 #[derive(Debug)]
 pub struct UpdateWorkspace<'a> {
-    /// One draw's factors (`factor_len` floats).
-    pub factor: &'a mut [f32],
-    /// Every draw's rows.
+    /// A block of `a` factors being transposed ([`Resampled::transpose_scratch_len`] floats).
+    pub tmp: &'a mut [f32],
+    /// Every draw's factors: the member phase fills them, the update reads them.
     pub rows: DrawRows<'a>,
     /// The direction, P floats.
     pub direction: &'a mut [f32],
@@ -138,13 +184,13 @@ impl Resampled {
         self.perturb.draws(self.members)
     }
 
-    /// Lengths of the update workspace's parts: a draw's factors, the six draw-row arrays, the
-    /// direction, the GEMM scratch.
+    /// Lengths of the update workspace's parts: the transpose scratch, the six draw-row arrays,
+    /// the direction, the GEMM scratch.
     fn update_parts(&self) -> [usize; 9] {
         let (l, r, d) = (&self.perturb.layout, self.perturb.rank, self.draws());
         let (h, i, o, dr) = (l.hidden, l.inputs, l.outputs, d * r);
         [
-            self.perturb.factor_len(),
+            self.transpose_scratch_len(),
             dr * h,
             dr * i,
             dr * o,
@@ -156,9 +202,16 @@ impl Resampled {
         ]
     }
 
-    /// Floats of workspace [`Resampled::low_rank_update`] needs. O(1).
+    /// Floats of workspace [`Resampled::low_rank_update`] needs, the draws' factors included
+    /// ([`Resampled::update_workspace`]). O(1).
     pub fn low_rank_update_len(&self) -> usize {
         self.update_parts().iter().sum()
+    }
+
+    /// Floats of scratch [`Resampled::scale_draw_rows`] needs: one draw's `a1` or `a2`. O(1).
+    pub fn transpose_scratch_len(&self) -> usize {
+        let l = &self.perturb.layout;
+        self.perturb.rank * l.hidden.max(l.outputs)
     }
 
     /// Floats of GEMM scratch [`Resampled::low_rank_direction_rows`] needs for calls of up to
@@ -178,39 +231,38 @@ impl Resampled {
         let parts = self.update_parts();
         check_len("update workspace", workspace.len(), parts.iter().sum())?;
         let mut carve = Carver(workspace);
-        let factor = carve.take(parts[0]);
+        let tmp = carve.take(parts[0]);
         let rows = DrawRows {
-            a1t: carve.take(parts[1]),
+            a1: carve.take(parts[1]),
             b1: carve.take(parts[2]),
-            a2t: carve.take(parts[3]),
+            a2: carve.take(parts[3]),
             b2: carve.take(parts[4]),
             db1: carve.take(parts[5]),
             db2: carve.take(parts[6]),
         };
         Ok(UpdateWorkspace {
-            factor,
+            tmp,
             rows,
             direction: carve.take(parts[7]),
             scratch: carve.take(parts[8]),
         })
     }
 
-    /// Phase 1: the rows of draws `draws` at `step`, from every member's coefficient `coeffs`
-    /// (M of them): each draw's factors drawn again into `factor` (`factor_len` floats), then
-    /// written to `rows` (those draws' rows only, see [`DrawRows::split_draws`]). Costs the
-    /// draws' factor draws and `r (H + outputs) + H + outputs` products each.
-    pub fn fill_draw_rows(
+    /// Phase 1: the rows of draws `draws`, as the member phase left them, become the products'
+    /// operands: each draw's `a1` and `a2` blocks `e_d a^T` (through `tmp`,
+    /// [`Resampled::transpose_scratch_len`] floats), its bias blocks `e_d db`, with `e_d` from
+    /// every member's coefficient `coeffs` (M of them). `rows` are those draws' rows only (see
+    /// [`DrawRows::split_draws`]). O(draws (r (H + outputs) + H + outputs)).
+    pub fn scale_draw_rows(
         &self,
-        normal: &Normal,
         coeffs: &[f64],
         draws: Range<usize>,
-        step: u64,
-        factor: &mut [f32],
+        tmp: &mut [f32],
         rows: DrawRows<'_>,
     ) -> Result<(), MlpError> {
         let pt = &self.perturb;
         let l = &pt.layout;
-        let (h, i, o, r, n) = (l.hidden, l.inputs, l.outputs, pt.rank, draws.len());
+        let (h, o, r) = (l.hidden, l.outputs, pt.rank);
         check_len("coefficients", coeffs.len(), self.members)?;
         if draws.start > draws.end || draws.end > self.draws() {
             return Err(MlpError::Length {
@@ -219,42 +271,25 @@ impl Resampled {
                 found: draws.end,
             });
         }
-        check_len("factor scratch", factor.len(), pt.factor_len())?;
-        check_len("e a1^T rows", rows.a1t.len(), n * r * h)?;
-        check_len("b1 rows", rows.b1.len(), n * r * i)?;
-        check_len("e a2^T rows", rows.a2t.len(), n * r * o)?;
-        check_len("b2 rows", rows.b2.len(), n * r * h)?;
-        check_len("e db1 rows", rows.db1.len(), n * h)?;
-        check_len("e db2 rows", rows.db2.len(), n * o)?;
-        let fr = pt.factor_ranges();
+        check_len("transpose scratch", tmp.len(), self.transpose_scratch_len())?;
+        rows.check(self, draws.len())?;
         for (j, draw) in draws.enumerate() {
-            pt.fill_factors(normal, step, pt.first_member(draw), factor);
             let e = pt.draw_coefficient(coeffs, draw) as f32;
             // e a^T: row q of the draw's block is column q of a, scaled.
-            let transpose_scaled = |a: &[f32], out: &mut [f32], len: usize| {
-                for (q, out_row) in out.chunks_exact_mut(len.max(1)).enumerate() {
+            let mut transpose_scaled = |block: &mut [f32], len: usize| {
+                let a = &mut tmp[..block.len()];
+                a.copy_from_slice(block);
+                for (q, out_row) in block.chunks_exact_mut(len.max(1)).enumerate() {
                     for (v, a_row) in out_row.iter_mut().zip(a.chunks_exact(r)) {
                         *v = e * a_row[q];
                     }
                 }
             };
-            let scaled = |db: &[f32], out: &mut [f32]| {
-                out.iter_mut().zip(db).for_each(|(v, &d)| *v = e * d);
-            };
-            transpose_scaled(
-                &factor[fr.a1.clone()],
-                &mut rows.a1t[j * r * h..(j + 1) * r * h],
-                h,
-            );
-            transpose_scaled(
-                &factor[fr.a2.clone()],
-                &mut rows.a2t[j * r * o..(j + 1) * r * o],
-                o,
-            );
-            rows.b1[j * r * i..(j + 1) * r * i].copy_from_slice(&factor[fr.b1.clone()]);
-            rows.b2[j * r * h..(j + 1) * r * h].copy_from_slice(&factor[fr.b2.clone()]);
-            scaled(&factor[fr.db1.clone()], &mut rows.db1[j * h..(j + 1) * h]);
-            scaled(&factor[fr.db2.clone()], &mut rows.db2[j * o..(j + 1) * o]);
+            transpose_scaled(&mut rows.a1[j * r * h..(j + 1) * r * h], h);
+            transpose_scaled(&mut rows.a2[j * r * o..(j + 1) * r * o], o);
+            let scale = |db: &mut [f32]| db.iter_mut().for_each(|v| *v *= e);
+            scale(&mut rows.db1[j * h..(j + 1) * h]);
+            scale(&mut rows.db2[j * o..(j + 1) * o]);
         }
         Ok(())
     }
@@ -285,7 +320,8 @@ impl Resampled {
 
     /// Phase 3: rows `rows` of weight block `block`'s direction, `out` (`rows.len() x cols`) =
     /// those columns of `(e a^T)^T` times `b`, from every draw's rows (`a_t`: `D r x block
-    /// rows`, `b`: `D r x cols`: [`DrawRows`]'s `a1t` and `b1`, or `a2t` and `b2`). `scratch`
+    /// rows`, `b`: `D r x cols`: [`DrawRows`]'s `a1` and `b1`, or `a2` and `b2`, after
+    /// [`Resampled::scale_draw_rows`]). `scratch`
     /// holds [`Resampled::direction_scratch_len`] for `rows.len()` floats. Costs `2 D r
     /// rows.len() cols` flops.
     pub fn low_rank_direction_rows(
@@ -329,17 +365,16 @@ impl Resampled {
         Ok(())
     }
 
-    /// Low-rank update on one thread: the three phases, then `theta -= h d` (through `velocity`,
-    /// length P, when momentum is used). Costs `2 D r P` flops and `D factor_len` normal draws
-    /// (D draws: M, or M / 2 with antithetic pairs).
+    /// Low-rank update on one thread, from the draws' factors that
+    /// [`Resampled::low_rank_coefficients`] left in `workspace`'s rows at this step: the three
+    /// phases, then `theta -= h d` (through `velocity`, length P, when momentum is used). Costs
+    /// `2 D r P` flops (D draws: M, or ceil(M / 2) with antithetic pairs) and no random numbers.
     pub fn low_rank_update(
         &self,
-        normal: &Normal,
         theta: &mut [f32],
         velocity: Option<&mut [f32]>,
         coeffs: &[f64],
-        step: u64,
-        workspace: &mut [f32],
+        workspace: UpdateWorkspace<'_>,
     ) -> Result<(), MlpError> {
         let l = self.perturb.layout;
         check_len("coefficients", coeffs.len(), self.members)?;
@@ -347,15 +382,16 @@ impl Resampled {
         if let Some(v) = velocity.as_deref() {
             check_len("velocity", v.len(), l.num_params())?;
         }
-        let ws = self.update_workspace(workspace)?;
+        let ws = workspace;
+        check_len("direction", ws.direction.len(), l.num_params())?;
         let mut rows = ws.rows;
-        self.fill_draw_rows(normal, coeffs, 0..self.draws(), step, ws.factor, rows.reborrow())?;
+        self.scale_draw_rows(coeffs, 0..self.draws(), ws.tmp, rows.reborrow())?;
         {
             let d = l.split_mut(ws.direction)?;
             self.low_rank_bias_direction(rows.db1, rows.db2, d.b1, d.b2)?;
             let (w1, w2) = (WeightBlock::W1, WeightBlock::W2);
-            self.low_rank_direction_rows(w1, rows.a1t, rows.b1, 0..l.hidden, d.w1, ws.scratch)?;
-            self.low_rank_direction_rows(w2, rows.a2t, rows.b2, 0..l.outputs, d.w2, ws.scratch)?;
+            self.low_rank_direction_rows(w1, rows.a1, rows.b1, 0..l.hidden, d.w1, ws.scratch)?;
+            self.low_rank_direction_rows(w2, rows.a2, rows.b2, 0..l.outputs, d.w2, ws.scratch)?;
         }
         self.apply_layers(theta, ws.direction, velocity, 0);
         Ok(())

@@ -43,6 +43,18 @@ fn block_rng(seed: u64, step: u64, draw: u64, block: u64) -> Xoshiro256PlusPlus 
     Xoshiro256PlusPlus::seed_from_u64(h)
 }
 
+/// Where one member's low-rank factors are drawn to, each part in a slice of its own (lengths
+/// as in [`FactorRanges`]).
+#[derive(Debug)]
+pub(crate) struct FactorSlots<'a> {
+    pub(crate) a1: &'a mut [f32],
+    pub(crate) b1: &'a mut [f32],
+    pub(crate) db1: &'a mut [f32],
+    pub(crate) a2: &'a mut [f32],
+    pub(crate) b2: &'a mut [f32],
+    pub(crate) db2: &'a mut [f32],
+}
+
 /// How a run's perturbations are drawn: the layout, the per-layer standard deviations `c s_l`,
 /// the rank (0 = full), antithetic pairs, and the seed.
 #[derive(Clone, Copy, Debug)]
@@ -198,37 +210,74 @@ impl Perturbations {
     /// [`Perturbations::factor_len`]): `a` factors standard normal, `b` factors scaled by
     /// `sign c s_l / sqrt(r)`, bias perturbations by `sign c s_l`. O(factor_len).
     pub fn fill_factors(&self, normal: &Normal, step: u64, member: usize, out: &mut [f32]) {
+        let f = self.factor_ranges();
+        let (a1, rest) = out[..f.db2.end].split_at_mut(f.a1.end);
+        let (b1, rest) = rest.split_at_mut(f.b1.len());
+        let (db1, rest) = rest.split_at_mut(f.db1.len());
+        let (a2, rest) = rest.split_at_mut(f.a2.len());
+        let (b2, db2) = rest.split_at_mut(f.b2.len());
+        let slots = FactorSlots {
+            a1,
+            b1,
+            db1,
+            a2,
+            b2,
+            db2,
+        };
+        self.fill_factor_slots(normal, step, member, slots);
+    }
+
+    /// [`Perturbations::fill_factors`] into six slices of their own, of the lengths of
+    /// [`FactorRanges`] (the caller's duty: the random stream runs through them in order).
+    /// O(factor_len).
+    pub(crate) fn fill_factor_slots(&self, normal: &Normal, step: u64, member: usize, out: FactorSlots<'_>) {
         let (draw, sign) = self.draw_of(member);
         let mut rng = block_rng(self.seed, step, draw, u64::MAX);
         let mut lanes = Lanes::from_rng(&mut rng);
-        let f = self.factor_ranges();
         let inv_sqrt_r = 1.0 / libm::sqrtf(self.rank.max(1) as f32);
         let parts = [
-            (f.a1, 1.0),
-            (f.b1, sign * self.std[0] * inv_sqrt_r),
-            (f.db1, sign * self.std[0]),
-            (f.a2, 1.0),
-            (f.b2, sign * self.std[1] * inv_sqrt_r),
-            (f.db2, sign * self.std[1]),
+            (out.a1, 1.0),
+            (out.b1, sign * self.std[0] * inv_sqrt_r),
+            (out.db1, sign * self.std[0]),
+            (out.a2, 1.0),
+            (out.b2, sign * self.std[1] * inv_sqrt_r),
+            (out.db2, sign * self.std[1]),
         ];
-        for (range, scale) in parts {
-            normal.fill_lanes(&mut lanes, &mut rng, &mut out[range], scale);
+        for (slot, scale) in parts {
+            normal.fill_lanes(&mut lanes, &mut rng, slot, scale);
         }
     }
 
-    /// Turns the factors of an antithetic pair's first member (2j, as [`Perturbations::fill_factors`]
-    /// wrote them) into its partner's (2j + 1), in place: the signed parts (`b1`, `db1`, `b2`,
-    /// `db2`) negated, which is exactly what `fill_factors` draws for the partner (each value is
-    /// `sign scale z` from the same `z`), without drawing. O(factor_len).
-    pub fn partner_factors(&self, factors: &mut [f32]) {
-        let f = self.factor_ranges();
-        for range in [f.b1, f.db1, f.b2, f.db2] {
-            factors[range].iter_mut().for_each(|v| *v = -*v);
+    /// Floats [`Perturbations::partner`] writes: `H + r H + outputs`. O(1).
+    pub fn partner_len(&self) -> usize {
+        let l = &self.layout;
+        l.hidden * (1 + self.rank) + l.outputs
+    }
+
+    /// The factors of an antithetic pair's partner (member 2j + 1) from its first member's `f`
+    /// (member 2j's, as [`Perturbations::fill_factors`] draws them), without drawing: `a1` and
+    /// `a2` shared, the signed `db1`, `b2` and `db2` negated into `buf`
+    /// ([`Perturbations::partner_len`] floats). That is exactly what `fill_factors` draws for the
+    /// partner (each value is `sign scale z` from the same `z`); its `b1` is the first's negated
+    /// too, so its projections `X b1^T` are the first's negated. O(H r).
+    pub fn partner<'a>(&self, f: Factors<'a>, buf: &'a mut [f32]) -> Factors<'a> {
+        let (db1, rest) = buf.split_at_mut(f.db1.len());
+        let (b2, rest) = rest.split_at_mut(f.b2.len());
+        let db2 = &mut rest[..f.db2.len()];
+        for (to, from) in [(&mut *db1, f.db1), (&mut *b2, f.b2), (&mut *db2, f.db2)] {
+            to.iter_mut().zip(from).for_each(|(t, &v)| *t = -v);
+        }
+        Factors {
+            a1: f.a1,
+            db1,
+            a2: f.a2,
+            b2,
+            db2,
         }
     }
 
     /// Whether member `member` is the second of an antithetic pair (its draw's sign is -1), whose
-    /// factors [`Perturbations::partner_factors`] derives from the first's. O(1).
+    /// factors [`Perturbations::partner`] derives from the first's. O(1).
     pub fn is_partner(&self, member: usize) -> bool {
         self.draw_of(member).1 < 0.0
     }

@@ -13,6 +13,7 @@
 use core::fmt;
 use core::ops::Range;
 
+use super::low_rank_update::DrawRows;
 use super::particles;
 use super::perturb::{BLOCK, Perturbations};
 use super::projected::{
@@ -295,12 +296,12 @@ fn dense_parts(layout: &Layout, batch: usize) -> [usize; 5] {
     ]
 }
 
-/// Lengths of the parts of a low-rank member-phase workspace: the chunk's factors, their stacked
-/// `b1`, the projections `X b1^T` of every member and of the drawn ones (an antithetic partner's
-/// are its first's negated), a member's scratch, its logits (thesis form), the GEMM
-/// scratch, and the projected innovation (logit form, which needs no member's logits:
-/// [`super::projected`]).
-fn low_rank_parts(p: &Perturbations, form: Form, batch: usize) -> [usize; 7] {
+/// Lengths of the parts of a low-rank member-phase workspace: an antithetic partner's negated
+/// factors, the projections `X b1^T` of every member of a chunk and of its draws (a partner's
+/// are its first's negated), a member's scratch, its logits (thesis form), the GEMM scratch,
+/// and the projected innovation (logit form, which needs no member's logits:
+/// [`super::projected`]). The factors themselves go to the update's [`DrawRows`].
+fn low_rank_parts(p: &Perturbations, form: Form, batch: usize) -> [usize; 6] {
     let (l, r, c) = (&p.layout, p.rank, LOW_RANK_CHUNK);
     let (scratch, logits, projected) = match form {
         Form::Thesis => (particles::low_rank_scratch_len(l, r), batch * l.outputs, 0),
@@ -311,8 +312,7 @@ fn low_rank_parts(p: &Perturbations, form: Form, batch: usize) -> [usize; 7] {
         ),
     };
     [
-        c * p.factor_len(),
-        c * r * l.inputs,
+        p.partner_len(),
         2 * batch * c * r,
         scratch,
         logits,
@@ -452,11 +452,22 @@ impl Resampled {
         summing.update_blocks(normal, part, None, first_block, coeffs, step, stored, tmp)
     }
 
-    /// Low-rank member phase: the coefficients of `members`, given the mean's pre-activation.
-    /// Costs `members (factor_len)` normal draws and about `2 B members (r inputs + 2 H r + H
-    /// outputs)` flops in the thesis form, which forms each member's logits; the logit form
-    /// needs only their projection on the innovation ([`super::projected`]): `2 B members (r
-    /// inputs + 2 H (1 + r))` flops, plus `2 B H outputs` once.
+    /// The members of draws `draws` (an antithetic pair's two, or one each): `first_member(d0)
+    /// .. first_member(d1)`, the last cut at M. O(1).
+    pub fn members_of(&self, draws: Range<usize>) -> Range<usize> {
+        let end = |d: usize| self.perturb.first_member(d).min(self.members);
+        end(draws.start)..end(draws.end).max(end(draws.start))
+    }
+
+    /// Low-rank member phase: the coefficients of the members of draws `draws`
+    /// ([`Resampled::members_of`]), given the mean's pre-activation. Each draw's factors are
+    /// drawn once, into `rows` (those draws' rows of the update's [`DrawRows`], see
+    /// [`DrawRows::split_draws`]), where [`Resampled::low_rank_update`] reads them; an
+    /// antithetic partner's are its first member's negated. Costs `draws (factor_len)` normal
+    /// draws and about `2 B members (r inputs / 2 + 2 H r + H outputs)` flops in the thesis form,
+    /// which forms each member's logits (a pair shares its `X b1^T`); the logit form needs
+    /// only their projection on the innovation ([`super::projected`]): `2 B members (r inputs
+    /// / 2 + 2 H (1 + r))` flops, plus `2 B H outputs` once.
     #[allow(clippy::too_many_arguments)]
     pub fn low_rank_coefficients(
         &self,
@@ -465,9 +476,10 @@ impl Resampled {
         x: &[f32],
         mean: &MeanView<'_>,
         step: u64,
-        members: Range<usize>,
+        draws: Range<usize>,
         workspace: &mut [f32],
         coeffs: &mut [f64],
+        mut rows: DrawRows<'_>,
     ) -> Result<(), MlpError> {
         let pt = &self.perturb;
         let layout = &pt.layout;
@@ -475,60 +487,64 @@ impl Resampled {
         let batch = mean.logits.len() / o;
         let parts = low_rank_parts(pt, self.form, batch);
         check_len("member workspace", workspace.len(), parts.iter().sum())?;
+        if draws.start > draws.end || draws.end > self.draws() {
+            return Err(MlpError::Length {
+                what: "draws",
+                expected: self.draws(),
+                found: draws.end,
+            });
+        }
+        let members = self.members_of(draws.clone());
         check_len("coefficients", coeffs.len(), members.len())?;
-        let f_len = pt.factor_len();
-        let fr = pt.factor_ranges();
+        rows.check(self, draws.len())?;
         let mut carve = Carver(workspace);
-        let (factors, bstack, xb) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
-        let (hidden, logits, scratch) = (carve.take(parts[3]), carve.take(parts[4]), carve.take(parts[5]));
+        let (partner, xb, hidden) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
+        let (logits, scratch) = (carve.take(parts[3]), carve.take(parts[4]));
         let projected = match self.form {
             Form::Logit => Some(project_innovation(
                 layout,
                 theta,
                 mean.innovation,
-                carve.take(parts[6]),
+                carve.take(parts[5]),
             )?),
             Form::Thesis => None,
         };
         let path = gemm::active_kernel();
+        // Draws per chunk: at most LOW_RANK_CHUNK members.
+        let per_chunk = LOW_RANK_CHUNK / if pt.antithetic { 2 } else { 1 };
         let mut done = 0;
-        while done < members.len() {
-            let chunk = LOW_RANK_CHUNK.min(members.len() - done);
-            // Each drawn member's b1 is stacked; an antithetic partner's projections are its
-            // first's negated (exactly what its own b1, the first's negated, gives). Member j's
-            // projections are column `source[j]` of the stacked product, negated for a partner.
-            let mut stacked = 0;
+        let mut k = 0;
+        while done < draws.len() {
+            let chunk = per_chunk.min(draws.len() - done);
+            for j in done..done + chunk {
+                let member = pt.first_member(draws.start + j);
+                pt.fill_factor_slots(normal, step, member, rows.slots(self, j));
+            }
+            // Member m of the chunk reads column `source[m]` of the draws' projections,
+            // negated for an antithetic partner.
             let mut source = [(0usize, false); LOW_RANK_CHUNK];
-            for (j, src) in source.iter_mut().enumerate().take(chunk) {
-                let member = members.start + done + j;
-                let (previous, rest) = factors.split_at_mut(j * f_len);
-                let fj = &mut rest[..f_len];
-                // An antithetic pair's second member is its first, negated: no draws.
-                if j > 0 && pt.is_partner(member) {
-                    fj.copy_from_slice(&previous[(j - 1) * f_len..]);
-                    pt.partner_factors(fj);
-                    *src = (stacked - 1, true);
-                } else {
-                    pt.fill_factors(normal, step, member, fj);
-                    bstack[stacked * r * i..(stacked + 1) * r * i].copy_from_slice(&fj[fr.b1.clone()]);
-                    *src = (stacked, false);
-                    stacked += 1;
+            let mut in_chunk = 0;
+            for d in 0..chunk {
+                let first = pt.first_member(draws.start + done + d);
+                for member in first..members.end.min(first + if pt.antithetic { 2 } else { 1 }) {
+                    source[in_chunk] = (d, pt.is_partner(member));
+                    in_chunk += 1;
                 }
             }
-            let (cr, sr) = (chunk * r, stacked * r);
+            let (cr, sr) = (in_chunk * r, chunk * r);
             let (xb, xs) = xb.split_at_mut(batch * cr);
             let xs = &mut xs[..batch * sr];
             gemm::gemm(
                 1.0,
                 MatRef::new(x, batch, i, i),
-                MatRef::new(&bstack[..sr * i], sr, i, i).t(),
+                MatRef::new(&rows.b1[done * r * i..(done + chunk) * r * i], sr, i, i).t(),
                 0.0,
                 MatMut::new(xs, batch, sr, sr),
                 Epilogue::None,
                 scratch,
             )?;
             for (xb_b, xs_b) in xb.chunks_exact_mut(cr.max(1)).zip(xs.chunks_exact(sr.max(1))) {
-                for (out, &(column, negated)) in xb_b.chunks_exact_mut(r).zip(&source[..chunk]) {
+                for (out, &(column, negated)) in xb_b.chunks_exact_mut(r).zip(&source[..in_chunk]) {
                     let from = &xs_b[column * r..(column + 1) * r];
                     if negated {
                         out.iter_mut().zip(from).for_each(|(o, &v)| *o = -v);
@@ -537,23 +553,28 @@ impl Resampled {
                     }
                 }
             }
-            for j in 0..chunk {
-                let fj = &factors[j * f_len..(j + 1) * f_len];
-                let f = fr.factors(fj);
-                let xbj = if batch == 0 {
+            for (m, &(d, negated)) in source[..in_chunk].iter().enumerate() {
+                let first = rows.factors(self, done + d);
+                let f = if negated {
+                    pt.partner(first, partner)
+                } else {
+                    first
+                };
+                let xbm = if batch == 0 {
                     &xb[..0]
                 } else {
-                    &xb[j * r..batch * cr]
+                    &xb[m * r..batch * cr]
                 };
-                coeffs[done + j] = match &projected {
-                    Some(g) => low_rank_logit_coefficient(path, layout, r, mean.pre, xbj, cr, f, g, hidden)?,
+                coeffs[k] = match &projected {
+                    Some(g) => low_rank_logit_coefficient(path, layout, r, mean.pre, xbm, cr, f, g, hidden)?,
                     None => {
                         particles::forward_low_rank_member(
-                            path, layout, r, theta, mean.pre, xbj, cr, f, hidden, logits,
+                            path, layout, r, theta, mean.pre, xbm, cr, f, hidden, logits,
                         )?;
                         coefficient(self.form, logits, mean, o)
                     }
                 };
+                k += 1;
             }
             done += chunk;
         }

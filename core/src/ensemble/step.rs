@@ -109,7 +109,9 @@ impl Resampled {
     /// and accuracy under theta before the move. Costs what the threaded trainer's step costs
     /// in all: full rank, `M (H a + P_2)` normal draws for the members' perturbations (`a` the
     /// active inputs), twice (forward and update), `H inputs` for the rest of the direction,
-    /// and `2 B M (H a + 2 H outputs)` flops.
+    /// and `2 B M (H a + 2 H outputs)` flops; low rank, `D factor_len` normal draws (D draws:
+    /// M, or ceil(M / 2) with antithetic pairs), once, the member phase's flops
+    /// ([`Resampled::low_rank_coefficients`]) and the update's `2 D r P`.
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &self,
@@ -145,13 +147,15 @@ impl Resampled {
             innovation: g,
         };
         let coeffs = buffers.coefficients;
-        let all = 0..self.members;
         if self.perturb.rank != 0 {
-            self.low_rank_coefficients(normal, theta, x, &mean, step, all, member_ws, coeffs)?;
+            let mut update = self.update_workspace(update_ws)?;
+            let (draws, rows) = (0..self.draws(), update.rows.reborrow());
+            self.low_rank_coefficients(normal, theta, x, &mean, step, draws, member_ws, coeffs, rows)?;
             stabiliser.apply(coeffs)?;
-            self.low_rank_update(normal, theta, velocity, coeffs, step, update_ws)?;
+            self.low_rank_update(theta, velocity, coeffs, update)?;
             return Ok(stats);
         }
+        let all = 0..self.members;
 
         // Full rank: the members of the network restricted to the active inputs.
         let active = active_columns(x, i, buffers.columns)?;
