@@ -294,3 +294,49 @@ fn projected_logit_coefficient_refuses_short_buffers() {
     );
     assert!(fused.is_err(), "{fused:?}");
 }
+
+#[test]
+fn low_rank_member_phase_refuses_rank_zero_and_mismatched_draws() {
+    let normal = Normal::new();
+    let layout = Layout {
+        inputs: 5,
+        hidden: 4,
+        outputs: 3,
+    };
+    let mut rng = TestRng::new(3);
+    let theta = rng.vec(layout.num_params());
+    let x: Vec<f32> = rng.vec(2 * layout.inputs).iter().map(|v| v.abs()).collect();
+    let y = [1u8, 2];
+    let r = rule(layout, 6, 1, true, Form::Logit);
+    let mean = Mean::new(&layout, Form::Logit, &theta, &x, &y);
+    let view = mean.view();
+    let mut ws = vec![0f32; r.member_workspace_len(2)];
+    let mut update = vec![0f32; r.low_rank_update_len()];
+    let mut coeffs = vec![0f64; r.members];
+    let mut run =
+        |r: &Resampled, draws: std::ops::Range<usize>, n: usize, ws: &mut [f32], update: &mut [f32]| {
+            let rows = r.update_workspace(update).unwrap().rows;
+            let (rows, _) = rows.split_draws(r, draws.len());
+            r.low_rank_coefficients(&normal, &theta, &x, &view, 0, draws, ws, &mut coeffs[..n], rows)
+        };
+    // Three antithetic draws: a fourth, a range past them, and a coefficient slice that is not
+    // the range's members are refused; the right call is not.
+    assert!(run(&r, 0..4, 6, &mut ws, &mut update).is_err());
+    assert!(run(&r, 2..4, 2, &mut ws, &mut update).is_err());
+    assert!(run(&r, 0..2, 3, &mut ws, &mut update).is_err());
+    assert!(run(&r, 0..2, 4, &mut ws[1..], &mut update).is_err());
+    run(&r, 1..3, 4, &mut ws, &mut update).unwrap();
+    run(&r, 0..3, 6, &mut ws, &mut update).unwrap();
+    // Rank 0 is not a low-rank member phase: an error whatever the workspace, not a panic.
+    let zero = Resampled {
+        perturb: Perturbations { rank: 0, ..r.perturb },
+        ..r
+    };
+    let mut zero_update = vec![0f32; zero.low_rank_update_len()];
+    for len in 0..1024 {
+        let mut zero_ws = vec![0f32; len];
+        let refused = run(&zero, 0..3, 6, &mut zero_ws, &mut zero_update);
+        let message = refused.expect_err("rank 0 refused").to_string();
+        assert!(message.contains("low rank starts at 1"), "{len}: {message}");
+    }
+}

@@ -116,20 +116,21 @@ impl Perturbations {
         }
     }
 
+    /// Members that share one draw: 2 with antithetic pairs, else 1. O(1).
+    pub fn members_per_draw(&self) -> usize {
+        if self.antithetic { 2 } else { 1 }
+    }
+
     /// Independent draws behind `members` members: `ceil(M / 2)` with antithetic pairs (an odd
     /// M leaves the last draw unpaired), else M. O(1).
     pub fn draws(&self, members: usize) -> usize {
-        if self.antithetic {
-            members.div_ceil(2)
-        } else {
-            members
-        }
+        members.div_ceil(self.members_per_draw())
     }
 
     /// The first member of draw `draw` (the one [`Perturbations::fill_factors`] and
     /// [`Perturbations::fill_block`] draw with sign +1). O(1).
     pub fn first_member(&self, draw: usize) -> usize {
-        if self.antithetic { 2 * draw } else { draw }
+        self.members_per_draw() * draw
     }
 
     /// The coefficient of draw `draw` in `sum_k c_k delta_k`, from the members' `coeffs`: an

@@ -28,8 +28,9 @@ use crate::normal::Normal;
 /// when the true class's probability collapses.
 pub const THESIS_STABILISER: f64 = 0.005;
 
-/// Low-rank members whose `X b^T` projections share one product (at rank 1, a product `B x 32`
-/// wide: two of the AVX2 kernel's 16-column tiles).
+/// Low-rank members handled together: their draws' `X b1^T` projections share one product (at
+/// rank 1, a product `B x 32` wide, two of the AVX2 kernel's 16-column tiles, or `B x 16` with
+/// antithetic pairs).
 pub const LOW_RANK_CHUNK: usize = 32;
 
 /// How the data misfit enters the coefficients.
@@ -464,10 +465,10 @@ impl Resampled {
     /// drawn once, into `rows` (those draws' rows of the update's [`DrawRows`], see
     /// [`DrawRows::split_draws`]), where [`Resampled::low_rank_update`] reads them; an
     /// antithetic partner's are its first member's negated. Costs `draws (factor_len)` normal
-    /// draws and about `2 B members (r inputs / 2 + 2 H r + H outputs)` flops in the thesis form,
-    /// which forms each member's logits (a pair shares its `X b1^T`); the logit form needs
-    /// only their projection on the innovation ([`super::projected`]): `2 B members (r inputs
-    /// / 2 + 2 H (1 + r))` flops, plus `2 B H outputs` once.
+    /// draws, `2 B draws r inputs` flops for the draws' projections `X b1^T` (a pair shares
+    /// them), and per member about `2 B (2 H r + H outputs)` in the thesis form, which forms
+    /// each member's logits; the logit form needs only their projection on the innovation
+    /// ([`super::projected`]): `2 B 2 H (1 + r)` per member, plus `2 B H outputs` once.
     #[allow(clippy::too_many_arguments)]
     pub fn low_rank_coefficients(
         &self,
@@ -485,6 +486,13 @@ impl Resampled {
         let layout = &pt.layout;
         let (i, o, r) = (layout.inputs, layout.outputs, pt.rank);
         let batch = mean.logits.len() / o;
+        if r == 0 {
+            return Err(MlpError::Length {
+                what: "rank of a low-rank member phase (low rank starts at 1)",
+                expected: 1,
+                found: 0,
+            });
+        }
         let parts = low_rank_parts(pt, self.form, batch);
         check_len("member workspace", workspace.len(), parts.iter().sum())?;
         if draws.start > draws.end || draws.end > self.draws() {
@@ -511,7 +519,8 @@ impl Resampled {
         };
         let path = gemm::active_kernel();
         // Draws per chunk: at most LOW_RANK_CHUNK members.
-        let per_chunk = LOW_RANK_CHUNK / if pt.antithetic { 2 } else { 1 };
+        let per_draw = pt.members_per_draw();
+        let per_chunk = LOW_RANK_CHUNK / per_draw;
         let mut done = 0;
         let mut k = 0;
         while done < draws.len() {
@@ -526,7 +535,7 @@ impl Resampled {
             let mut in_chunk = 0;
             for d in 0..chunk {
                 let first = pt.first_member(draws.start + done + d);
-                for member in first..members.end.min(first + if pt.antithetic { 2 } else { 1 }) {
+                for member in first..members.end.min(first + per_draw) {
                     source[in_chunk] = (d, pt.is_partner(member));
                     in_chunk += 1;
                 }
