@@ -248,8 +248,8 @@ impl Resampled {
         })
     }
 
-    /// Phase 1: the rows of draws `draws`, as the member phase left them, become the products'
-    /// operands: each draw's `a1` and `a2` blocks `e_d a^T` (through `tmp`,
+    /// Phase 1 (once per member phase: it scales in place): the rows of draws `draws`, as the
+    /// member phase left them, become the products' operands: each draw's `a1` and `a2` blocks `e_d a^T` (through `tmp`,
     /// [`Resampled::transpose_scratch_len`] floats), its bias blocks `e_d db`, with `e_d` from
     /// every member's coefficient `coeffs` (M of them). `rows` are those draws' rows only (see
     /// [`DrawRows::split_draws`]). O(draws (r (H + outputs) + H + outputs)).
@@ -367,7 +367,8 @@ impl Resampled {
 
     /// Low-rank update on one thread, from the draws' factors that
     /// [`Resampled::low_rank_coefficients`] left in `workspace`'s rows at this step: the three
-    /// phases, then `theta -= h d` (through `velocity`, length P, when momentum is used). Costs
+    /// phases, then `theta -= h d` (through `velocity`, length P, when momentum is used). The
+    /// rows are scaled in place, so each update needs the member phase's fresh factors. Costs
     /// `2 D r P` flops (D draws: M, or ceil(M / 2) with antithetic pairs) and no random numbers.
     pub fn low_rank_update(
         &self,
