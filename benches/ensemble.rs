@@ -1,17 +1,18 @@
 //! Criterion benches of the ensemble hot paths on the 784-128-10 network:
 //! - `particles/dense/M`: M full networks forwarded on a batch of 500, 10 members per stacked
 //!   product (what EKI runs every step);
-//! - `particles/low_rank/M`: M rank-1 members forwarded on a batch of 500 (the mean's X W^T once,
-//!   then each member's correction), coefficients included;
+//! - `particles/low_rank/M`: M rank-1 antithetic members forwarded on a batch of 500 (the mean's
+//!   X W^T once, then each member's correction), coefficients and factor draws included;
 //! - `ienk_step/{rng,forward,update}/M/B`: one resampled IEnK step's parts: drawing the
 //!   perturbations, the members' forward passes (from stored perturbations) and the update (from
 //!   stored perturbations), all on every input column;
 //! - `ienk_step/step/M/B`: the whole step as `ienk-cli train` runs it, on one thread
 //!   (`Resampled::step`: the mean's forward pass, the members restricted to the input columns
-//!   the batch uses, perturbations regenerated for the update).
+//!   the batch uses; full rank, perturbations regenerated for the update).
 //!
-//! Full rank for M <= 100; rank 1 for M = 1000, where `forward` includes drawing the (small)
-//! factors and `rng` times the factors alone. The batches are digit-like: each row non-zero in
+//! Full rank for M <= 100; rank 1 for M = 1000 (500 antithetic draws), where `forward` includes
+//! drawing the (small) factors, which it leaves for the update, `update` starts from a fresh
+//! copy of them and draws nothing, and `rng` times the factors alone. The batches are digit-like: each row non-zero in
 //! a 13 x 11 blob (143 of 784 pixels, an MNIST digit has about 150) whose place moves by up to 3
 //! pixels from row to row, so a batch of 500 uses 323 columns.
 

@@ -6,9 +6,10 @@
 //!
 //! `E[sum_k c_k delta_k] = M (c s_l)^2 grad` per layer, so the effective learning rate of layer l
 //! is `h M (c s_l)^2`. The coefficients are accumulated in f64. The work is split so that callers
-//! can use threads: [`Resampled::dense_coefficients`] / [`Resampled::low_rank_coefficients`] over
-//! member ranges, then [`Resampled::update_blocks`] over parameter blocks (full rank) or
-//! [`Resampled::low_rank_update`] (low rank).
+//! can use threads: [`Resampled::dense_coefficients`] over member ranges, then
+//! [`Resampled::update_blocks`] over parameter blocks (full rank), or
+//! [`Resampled::low_rank_coefficients`] over draw ranges, which leaves each draw's factors for
+//! [`Resampled::low_rank_update`] (low rank; [`super::low_rank_update`]).
 
 use core::fmt;
 use core::ops::Range;
