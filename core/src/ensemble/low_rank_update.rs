@@ -248,22 +248,8 @@ impl Resampled {
         })
     }
 
-    /// Phase 1 (once per member phase: it scales in place): the rows of draws `draws`, as the
-    /// member phase left them, become the products' operands: each draw's `a1` and `a2` blocks `e_d a^T` (through `tmp`,
-    /// [`Resampled::transpose_scratch_len`] floats), its bias blocks `e_d db`, with `e_d` from
-    /// every member's coefficient `coeffs` (M of them). `rows` are those draws' rows only (see
-    /// [`DrawRows::split_draws`]). O(draws (r (H + outputs) + H + outputs)).
-    pub fn scale_draw_rows(
-        &self,
-        coeffs: &[f64],
-        draws: Range<usize>,
-        tmp: &mut [f32],
-        rows: DrawRows<'_>,
-    ) -> Result<(), MlpError> {
-        let pt = &self.perturb;
-        let l = &pt.layout;
-        let (h, o, r) = (l.hidden, l.outputs, pt.rank);
-        check_len("coefficients", coeffs.len(), self.members)?;
+    /// Checks that `draws` is a range of this rule's draws.
+    pub(crate) fn check_draws(&self, draws: &Range<usize>) -> Result<(), MlpError> {
         if draws.start > draws.end || draws.end > self.draws() {
             return Err(MlpError::Length {
                 what: "draws",
@@ -271,10 +257,32 @@ impl Resampled {
                 found: draws.end,
             });
         }
+        Ok(())
+    }
+
+    /// Phase 1 (once per member phase: it scales in place): the rows of draws `draws`, as the
+    /// member phase left them, become the products' operands: each draw's `a1` and `a2` blocks
+    /// `e_d a^T` (through `tmp`, [`Resampled::transpose_scratch_len`] floats), its bias blocks
+    /// `e_d db`, with `e_d` from every member's coefficient `coeffs` (M of them). `rows` are
+    /// those draws' rows only (see [`DrawRows::split_draws`]). O(draws (r (H + outputs) + H +
+    /// outputs)).
+    pub fn scale_draw_rows(
+        &self,
+        coeffs: &[f64],
+        draws: Range<usize>,
+        tmp: &mut [f32],
+        mut rows: DrawRows<'_>,
+    ) -> Result<(), MlpError> {
+        let pt = &self.perturb;
+        let l = &pt.layout;
+        let (h, o, r) = (l.hidden, l.outputs, pt.rank);
+        check_len("coefficients", coeffs.len(), self.members)?;
+        self.check_draws(&draws)?;
         check_len("transpose scratch", tmp.len(), self.transpose_scratch_len())?;
         rows.check(self, draws.len())?;
         for (j, draw) in draws.enumerate() {
             let e = pt.draw_coefficient(coeffs, draw) as f32;
+            let slots = rows.slots(self, j);
             // e a^T: row q of the draw's block is column q of a, scaled.
             let mut transpose_scaled = |block: &mut [f32], len: usize| {
                 let a = &mut tmp[..block.len()];
@@ -285,11 +293,11 @@ impl Resampled {
                     }
                 }
             };
-            transpose_scaled(&mut rows.a1[j * r * h..(j + 1) * r * h], h);
-            transpose_scaled(&mut rows.a2[j * r * o..(j + 1) * r * o], o);
+            transpose_scaled(slots.a1, h);
+            transpose_scaled(slots.a2, o);
             let scale = |db: &mut [f32]| db.iter_mut().for_each(|v| *v *= e);
-            scale(&mut rows.db1[j * h..(j + 1) * h]);
-            scale(&mut rows.db2[j * o..(j + 1) * o]);
+            scale(slots.db1);
+            scale(slots.db2);
         }
         Ok(())
     }
@@ -321,9 +329,8 @@ impl Resampled {
     /// Phase 3: rows `rows` of weight block `block`'s direction, `out` (`rows.len() x cols`) =
     /// those columns of `(e a^T)^T` times `b`, from every draw's rows (`a_t`: `D r x block
     /// rows`, `b`: `D r x cols`: [`DrawRows`]'s `a1` and `b1`, or `a2` and `b2`, after
-    /// [`Resampled::scale_draw_rows`]). `scratch`
-    /// holds [`Resampled::direction_scratch_len`] for `rows.len()` floats. Costs `2 D r
-    /// rows.len() cols` flops.
+    /// [`Resampled::scale_draw_rows`]). `scratch` holds [`Resampled::direction_scratch_len`]
+    /// for `rows.len()` floats. Costs `2 D r rows.len() cols` flops.
     pub fn low_rank_direction_rows(
         &self,
         block: WeightBlock,

@@ -178,6 +178,18 @@ pub fn low_rank_scratch_len(layout: &Layout, rank: usize) -> usize {
     layout.hidden * (1 + layout.outputs + rank)
 }
 
+/// A rank of at least 1 (0 is full rank, not a low-rank member), else the error naming `what`.
+pub(super) fn check_low_rank(what: &'static str, rank: usize) -> Result<(), MlpError> {
+    if rank == 0 {
+        return Err(MlpError::Length {
+            what,
+            expected: 1,
+            found: 0,
+        });
+    }
+    Ok(())
+}
+
 /// Checks what a low-rank member's pass on a batch of `batch` reads besides the mean: a rank of
 /// at least 1, the factors' lengths for `layout` and `rank`, and projections `xb` of `batch` rows
 /// of `rank` with leading dimension `ld_xb`. O(1).
@@ -190,13 +202,7 @@ pub(super) fn check_low_rank_member(
     f: &Factors<'_>,
 ) -> Result<(), MlpError> {
     let (h, o, r) = (layout.hidden, layout.outputs, rank);
-    if r == 0 {
-        return Err(MlpError::Length {
-            what: "a1 of a rank-0 member (low rank starts at 1)",
-            expected: 1,
-            found: 0,
-        });
-    }
+    check_low_rank("a1 of a rank-0 member (low rank starts at 1)", r)?;
     check_len("a1", f.a1.len(), h * r)?;
     check_len("db1", f.db1.len(), h)?;
     check_len("a2", f.a2.len(), o * r)?;

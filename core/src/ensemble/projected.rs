@@ -218,20 +218,29 @@ fn rank1_sum(path: gemm::KernelPath, c: f64, m: &Rank1Member<'_>) -> f64 {
         return unsafe { avx::rank1_sum(c, m) };
     }
     let _ = path;
-    let h = m.hidden.max(1);
-    let rows = m.pre.chunks_exact(h).zip(m.v.chunks_exact(h));
-    rows.enumerate().fold(c, |c, (b, (pre, v))| {
-        let (f, x) = (&m.f, m.xb[b * m.ld_xb]);
+    let f = &m.f;
+    rank1_fold(c, m, |pre, v, x| {
         let n = pre
             .len()
             .min(f.db1.len())
             .min(f.a1.len())
             .min(v.len())
             .min(f.b2.len());
-        let [diff, b2_h] = lanes8(n, |j| {
+        lanes8(n, |j| {
             let hk = relu((pre[j] + f.db1[j]) + x * f.a1[j]);
             [(hk - relu(pre[j])) * v[j], hk * f.b2[j]]
-        });
+        })
+    })
+}
+
+/// The batch loop of [`rank1_sum`] on either path: `c` plus, example after example, `diff +
+/// b2_h (a2 . g_b)` in f64, with `[diff, b2_h] = pair(pre_b, v_b, x_b)`.
+#[inline(always)]
+fn rank1_fold(c: f64, m: &Rank1Member<'_>, pair: impl Fn(&[f32], &[f32], f32) -> [f32; 2]) -> f64 {
+    let h = m.hidden.max(1);
+    let rows = m.pre.chunks_exact(h).zip(m.v.chunks_exact(h));
+    rows.enumerate().fold(c, |c, (b, (pre, v))| {
+        let [diff, b2_h] = pair(pre, v, m.xb[b * m.ld_xb]);
         c + (f64::from(diff) + f64::from(b2_h) * f64::from(m.a2g[b]))
     })
 }
@@ -244,17 +253,13 @@ mod avx {
     };
 
     use super::super::particles::avx::lanes_sum;
-    use super::{Rank1Member, relu};
+    use super::{Rank1Member, rank1_fold, relu};
 
     /// [`super::rank1_sum`] with 8 lanes: the portable path's operations in the same order.
     #[target_feature(enable = "avx")]
     pub(super) fn rank1_sum(c: f64, m: &Rank1Member<'_>) -> f64 {
-        let h = m.hidden.max(1);
-        let rows = m.pre.chunks_exact(h).zip(m.v.chunks_exact(h));
-        rows.enumerate().fold(c, |c, (b, (pre, v))| {
-            let [diff, b2_h] = rank1(pre, m.f.db1, m.f.a1, m.xb[b * m.ld_xb], v, m.f.b2);
-            c + (f64::from(diff) + f64::from(b2_h) * f64::from(m.a2g[b]))
-        })
+        let f = &m.f;
+        rank1_fold(c, m, |pre, v, x| rank1(pre, f.db1, f.a1, x, v, f.b2))
     }
 
     /// `t` where it is not below 0 (a NaN compares false and stays), else 0.

@@ -487,22 +487,10 @@ impl Resampled {
         let layout = &pt.layout;
         let (i, o, r) = (layout.inputs, layout.outputs, pt.rank);
         let batch = mean.logits.len() / o;
-        if r == 0 {
-            return Err(MlpError::Length {
-                what: "rank of a low-rank member phase (low rank starts at 1)",
-                expected: 1,
-                found: 0,
-            });
-        }
+        particles::check_low_rank("rank of a low-rank member phase (low rank starts at 1)", r)?;
         let parts = low_rank_parts(pt, self.form, batch);
         check_len("member workspace", workspace.len(), parts.iter().sum())?;
-        if draws.start > draws.end || draws.end > self.draws() {
-            return Err(MlpError::Length {
-                what: "draws",
-                expected: self.draws(),
-                found: draws.end,
-            });
-        }
+        self.check_draws(&draws)?;
         let members = self.members_of(draws.clone());
         check_len("coefficients", coeffs.len(), members.len())?;
         rows.check(self, draws.len())?;
