@@ -967,11 +967,18 @@ fn low_rank_update_in_parts_as_threads_run_it_equals_the_one_thread_update() {
 #[test]
 fn low_rank_update_moves_theta_by_the_coefficients_sum_of_expanded_perturbations() {
     let normal = Normal::new();
-    // An odd member count with antithetic pairs leaves the last draw unpaired.
-    for (rank, members, antithetic) in [(1, 6, true), (3, 5, false), (2, 7, true), (1, 1, true)] {
+    // An odd member count with antithetic pairs leaves the last draw unpaired; no hidden units
+    // leaves only the output bias.
+    for (rank, members, antithetic, hidden) in [
+        (1, 6, true, 11),
+        (3, 5, false, 11),
+        (2, 7, true, 11),
+        (1, 1, true, 11),
+        (2, 4, true, 0),
+    ] {
         let layout = Layout {
             inputs: 13,
-            hidden: 11,
+            hidden,
             outputs: 7,
         };
         let h = 0.5f32;

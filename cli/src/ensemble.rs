@@ -68,7 +68,7 @@ impl LowRankBuffers {
                 scratch: Vec::new(),
             });
         }
-        let whole_blocks = rule.direction_scratch_len(rule.perturb.layout.hidden);
+        let whole_blocks = rule.whole_direction_scratch_len();
         Ok(LowRankBuffers {
             workspace: zeros("the low-rank update", rule.low_rank_update_len())?,
             tmp: (0..threads)

@@ -145,7 +145,8 @@ pub struct UpdateWorkspace<'a> {
     pub rows: DrawRows<'a>,
     /// The direction, P floats.
     pub direction: &'a mut [f32],
-    /// GEMM scratch for [`Resampled::low_rank_direction_rows`] on whole blocks.
+    /// GEMM scratch for [`Resampled::low_rank_direction_rows`] on whole blocks
+    /// ([`Resampled::whole_direction_scratch_len`]).
     pub scratch: &'a mut [f32],
 }
 
@@ -198,7 +199,7 @@ impl Resampled {
             d * h,
             d * o,
             l.num_params(),
-            self.direction_scratch_len(h),
+            self.whole_direction_scratch_len(),
         ]
     }
 
@@ -224,6 +225,13 @@ impl Resampled {
             l.hidden,
             dr,
         ))
+    }
+
+    /// Floats of GEMM scratch [`Resampled::low_rank_direction_rows`] needs for whole weight
+    /// blocks: calls of up to `max(H, outputs)` rows. O(1).
+    pub fn whole_direction_scratch_len(&self) -> usize {
+        let l = &self.perturb.layout;
+        self.direction_scratch_len(l.hidden.max(l.outputs))
     }
 
     /// Carves `workspace` ([`Resampled::low_rank_update_len`] floats) into its parts. O(1).
@@ -319,9 +327,13 @@ impl Resampled {
         check_len("b2 direction", d_b2.len(), o)?;
         d_b1.fill(0.0);
         d_b2.fill(0.0);
-        for (row1, row2) in db1.chunks_exact(h.max(1)).zip(db2.chunks_exact(o.max(1))) {
-            d_b1.iter_mut().zip(row1).for_each(|(x, &v)| *x += v);
-            d_b2.iter_mut().zip(row2).for_each(|(x, &v)| *x += v);
+        for j in 0..d {
+            d_b1.iter_mut()
+                .zip(&db1[j * h..(j + 1) * h])
+                .for_each(|(x, &v)| *x += v);
+            d_b2.iter_mut()
+                .zip(&db2[j * o..(j + 1) * o])
+                .for_each(|(x, &v)| *x += v);
         }
         Ok(())
     }
