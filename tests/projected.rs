@@ -10,7 +10,7 @@ use common::{Mean, TestRng};
 use ienk::ensemble::particles::{forward_low_rank_member, low_rank_scratch_len};
 use ienk::ensemble::perturb::Perturbations;
 use ienk::ensemble::projected::{
-    logit_coefficient_scratch_len, low_rank_logit_coefficient, project_innovation, projected_innovation_len,
+    logit_coefficient_scratch_len, low_rank_logit_coefficients, project_innovation, projected_innovation_len,
 };
 use ienk::ensemble::resampled::{Form, Resampled};
 use ienk::gemm::KernelPath;
@@ -190,7 +190,7 @@ fn low_rank_coefficients_match_an_f64_forward_of_each_member() {
 }
 
 #[test]
-fn projected_logit_coefficient_is_the_same_on_every_path() {
+fn projected_logit_coefficient_is_the_same_on_every_path_and_in_pairs() {
     let normal = Normal::new();
     // Hidden sizes of 0, 1, primes and non-multiples of the 8 lanes, and the thesis's 128.
     for (hidden, rank, batch) in [
@@ -212,25 +212,42 @@ fn projected_logit_coefficient_is_the_same_on_every_path() {
         let theta = rng.vec(layout.num_params());
         let pre = rng.vec(batch * hidden);
         let g = rng.vec(batch * 10);
-        let ld = rank + 1;
+        // Two members' projections side by side in each example's row, as a chunk holds them.
+        let ld = 2 * rank + 1;
         let xb = rng.vec(batch * ld);
+        let xbs = [&xb[..], &xb[rank..]];
         let pt = rule(layout, 2, rank, false, Form::Logit).perturb;
-        let mut factors = vec![0f32; pt.factor_len()];
-        pt.fill_factors(&normal, 1, 1, &mut factors);
-        let f = pt.factor_ranges().factors(&factors);
+        let mut factors = vec![0f32; 2 * pt.factor_len()];
+        let (first, second) = factors.split_at_mut(pt.factor_len());
+        pt.fill_factors(&normal, 1, 0, first);
+        pt.fill_factors(&normal, 1, 1, second);
+        let ranges = pt.factor_ranges();
+        let f = [ranges.factors(first), ranges.factors(second)];
         let mut projected = vec![f32::NAN; projected_innovation_len(&layout, batch)];
         let g = project_innovation(&layout, &theta, &g, &mut projected).unwrap();
-        let mut scratch = vec![f32::NAN; logit_coefficient_scratch_len(&layout, rank, batch)];
-        let mut run = |path| {
-            low_rank_logit_coefficient(path, &layout, rank, &pre, &xb, ld, f, &g, &mut scratch).unwrap()
+        let mut scratch = vec![f32::NAN; logit_coefficient_scratch_len(&layout, rank, batch, 2)];
+        let mut one = vec![f32::NAN; logit_coefficient_scratch_len(&layout, rank, batch, 1)];
+        let mut single = |path, e: usize| {
+            let s = &mut one;
+            low_rank_logit_coefficients(path, &layout, rank, &pre, [xbs[e]], ld, [f[e]], &g, s).unwrap()[0]
         };
-        let portable = run(KernelPath::Portable);
-        assert!(portable.is_finite());
-        for path in common::supported_paths("projected logit coefficient") {
+        let portable = [single(KernelPath::Portable, 0), single(KernelPath::Portable, 1)];
+        assert!(portable.iter().all(|c| c.is_finite()));
+        assert_ne!(portable[0], portable[1]);
+        let mut paths = common::supported_paths("projected logit coefficient");
+        paths.push(KernelPath::Portable);
+        for path in paths {
+            for (e, want) in portable.iter().enumerate() {
+                let c = single(path, e);
+                assert_eq!(c.to_bits(), want.to_bits(), "{path:?}, H {hidden}, rank {rank}");
+            }
+            // Both members at once: each the same as alone, bit for bit.
+            let pair =
+                low_rank_logit_coefficients(path, &layout, rank, &pre, xbs, ld, f, &g, &mut scratch).unwrap();
             assert_eq!(
-                run(path).to_bits(),
-                portable.to_bits(),
-                "{path:?}, H {hidden}, rank {rank}"
+                pair.map(f64::to_bits),
+                portable.map(f64::to_bits),
+                "pair, {path:?}, H {hidden}, rank {rank}"
             );
         }
     }
@@ -252,9 +269,20 @@ fn projected_logit_coefficient_refuses_short_buffers() {
     let mut projected = vec![0f32; projected_innovation_len(&layout, batch)];
     assert!(project_innovation(&layout, &theta, &g, &mut projected[1..]).is_err());
     let g = project_innovation(&layout, &theta, &g, &mut projected).unwrap();
-    let mut scratch = vec![0f32; logit_coefficient_scratch_len(&layout, rank, batch)];
+    let mut scratch = vec![0f32; logit_coefficient_scratch_len(&layout, rank, batch, 1)];
     let run = |xb: &[f32], ld: usize, scratch: &mut [f32]| {
-        low_rank_logit_coefficient(KernelPath::Portable, &layout, rank, &pre, xb, ld, f, &g, scratch)
+        low_rank_logit_coefficients(
+            KernelPath::Portable,
+            &layout,
+            rank,
+            &pre,
+            [xb],
+            ld,
+            [f],
+            &g,
+            scratch,
+        )
+        .map(|[c]| c)
     };
     // A leading dimension below the rank, too few projections and a short scratch are
     // refused; the right lengths are not.
@@ -265,15 +293,15 @@ fn projected_logit_coefficient_refuses_short_buffers() {
     // Rank 0 is not a low-rank member: refused by both low-rank kernels, not a panic.
     let pt0 = rule(layout, 2, 0, false, Form::Logit).perturb;
     let f0 = pt0.factor_ranges().factors(&factors[..pt0.factor_len()]);
-    let zero_scratch = &mut scratch[..logit_coefficient_scratch_len(&layout, 0, batch)];
-    let zero_rank = low_rank_logit_coefficient(
+    let zero_scratch = &mut scratch[..logit_coefficient_scratch_len(&layout, 0, batch, 1)];
+    let zero_rank = low_rank_logit_coefficients(
         KernelPath::Portable,
         &layout,
         0,
         &pre,
-        &[],
+        [&[]],
         0,
-        f0,
+        [f0],
         &g,
         zero_scratch,
     );

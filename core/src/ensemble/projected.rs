@@ -14,7 +14,9 @@
 //! the hidden rows' difference is taken before its sum, so that the small change a member makes
 //! is not the difference of two large f32 sums. Rank 1, the hidden row is never stored: each 8
 //! of its entries meet `v_b` and `b2` in registers (AVX CPUs, chosen like the GEMM kernels) or
-//! in 8 partial sums (portable), with the same IEEE results on every path.
+//! in 8 partial sums (portable), with the same IEEE results on every path. Two members are
+//! computed together there ([`low_rank_logit_coefficients`] with `N = 2`), so each 8 entries of
+//! `pre_b` and `v_b` are loaded once for both, and their sums are independent chains.
 
 use super::particles::{Factors, check_low_rank_member, reduce8};
 use crate::gemm;
@@ -79,32 +81,36 @@ pub fn project_innovation<'a>(
     Ok(ProjectedInnovation { v, gt, sums })
 }
 
-/// Floats of scratch [`low_rank_logit_coefficient`] needs on a batch of `batch` at rank
-/// `rank`: a hidden row and the `r x B` products `a2_q . g_b`. O(1).
-pub fn logit_coefficient_scratch_len(layout: &Layout, rank: usize, batch: usize) -> usize {
-    layout.hidden + rank * batch
+/// Floats of scratch [`low_rank_logit_coefficients`] needs for `members` members on a batch of
+/// `batch` at rank `rank`: a hidden row and each member's `r x B` products `a2_q . g_b`. O(1).
+pub fn logit_coefficient_scratch_len(layout: &Layout, rank: usize, batch: usize, members: usize) -> usize {
+    layout.hidden + members * rank * batch
 }
 
-/// The logit-form coefficient `sum_b <z_kb - z_b, g_b>` (f64) of the member with factors `f`
-/// and rank `rank`, given the mean's pre-activation `pre` (`B x H`), the member's projections
-/// `xb` (`B` rows of `r`, leading dimension `ld_xb`: `X b1^T`) and the step's
-/// [`ProjectedInnovation`] `g`; `scratch` holds [`logit_coefficient_scratch_len`] floats.
-/// Costs `2 B H (2 + 2 r)` flops plus `2 B r outputs` for `a2_q . g_b`, against `2 B H (2 r +
-/// outputs + r)` for the member's logits; the sum over the batch is in f64. Runs on `path`
-/// (`gemm::active_kernel()` for the best this CPU has): its AVX build where `path` runs it,
-/// else the portable one, with the same result on every path.
+/// The logit-form coefficients `sum_b <z_kb - z_b, g_b>` (f64) of the `N` members with factors
+/// `f[e]` and rank `rank`, given the mean's pre-activation `pre` (`B x H`), each member's
+/// projections `xb[e]` (`B` rows of `r`, leading dimension `ld_xb`: `X b1^T`) and the step's
+/// [`ProjectedInnovation`] `g`; `scratch` holds [`logit_coefficient_scratch_len`] floats for
+/// `N` members. Costs, per member, `2 B H (2 + 2 r)` flops plus `2 B r outputs` for `a2_q .
+/// g_b`, against `2 B H (2 r + outputs + r)` for the member's logits; the sum over the batch is
+/// in f64. Each member's coefficient is the same, bit for bit, whatever `N` and whichever
+/// members it comes with. At rank 1 the `N` members are computed together, so each example's
+/// rows of `pre` and `V` are read once for all of them (memory traffic, not arithmetic, bounds
+/// the one-member loop). Runs on `path` (`gemm::active_kernel()` for the best this CPU has):
+/// its AVX build where `path` runs it, else the portable one, with the same result on every
+/// path.
 #[allow(clippy::too_many_arguments)]
-pub fn low_rank_logit_coefficient(
+pub fn low_rank_logit_coefficients<const N: usize>(
     path: gemm::KernelPath,
     layout: &Layout,
     rank: usize,
     pre: &[f32],
-    xb: &[f32],
+    xb: [&[f32]; N],
     ld_xb: usize,
-    f: Factors<'_>,
+    f: [Factors<'_>; N],
     g: &ProjectedInnovation<'_>,
     scratch: &mut [f32],
-) -> Result<f64, MlpError> {
+) -> Result<[f64; N], MlpError> {
     let (h, o, r) = (layout.hidden, layout.outputs, rank);
     let batch = g.gt.len() / o.max(1);
     check_len("innovation's transpose", g.gt.len(), batch * o)?;
@@ -114,53 +120,63 @@ pub fn low_rank_logit_coefficient(
     check_len(
         "coefficient scratch",
         scratch.len(),
-        logit_coefficient_scratch_len(layout, r, batch),
+        logit_coefficient_scratch_len(layout, r, batch, N),
     )?;
-    check_low_rank_member(layout, r, batch, xb, ld_xb, &f)?;
+    for (xb, f) in xb.iter().zip(&f) {
+        check_low_rank_member(layout, r, batch, xb, ld_xb, f)?;
+    }
     let (hk, a2g) = scratch.split_at_mut(h);
-    // a2g[q B + b] = a2_q . g_b, added in the order of o.
-    for (q, row) in a2g.chunks_exact_mut(batch.max(1)).take(r).enumerate() {
-        row.fill(0.0);
-        for (a2_o, gt_o) in f.a2.chunks_exact(r).zip(g.gt.chunks_exact(batch.max(1))) {
-            for (v, &gk) in row.iter_mut().zip(gt_o) {
-                *v += a2_o[q] * gk;
+    let per_member = r * batch;
+    let mut c = [0f64; N];
+    for ((c, f), a2g) in c.iter_mut().zip(&f).zip(a2g.chunks_exact_mut(per_member.max(1))) {
+        // a2g[q B + b] = a2_q . g_b, added in the order of o.
+        for (q, row) in a2g.chunks_exact_mut(batch.max(1)).take(r).enumerate() {
+            row.fill(0.0);
+            for (a2_o, gt_o) in f.a2.chunks_exact(r).zip(g.gt.chunks_exact(batch.max(1))) {
+                for (v, &gk) in row.iter_mut().zip(gt_o) {
+                    *v += a2_o[q] * gk;
+                }
             }
         }
+        *c = f
+            .db2
+            .iter()
+            .zip(g.sums)
+            .map(|(&d, &s)| f64::from(d) * f64::from(s))
+            .sum();
     }
-    let mut c: f64 = f
-        .db2
-        .iter()
-        .zip(g.sums)
-        .map(|(&d, &s)| f64::from(d) * f64::from(s))
-        .sum();
+    let a2g = &*a2g;
     if r == 1 {
-        let member = Rank1Member {
+        let members = Rank1Members {
             pre,
             v: g.v,
             xb,
             ld_xb,
-            a2g,
+            a2g: core::array::from_fn(|e| &a2g[e * batch..(e + 1) * batch]),
             f,
             hidden: h,
         };
-        return Ok(rank1_sum(path, c, &member));
+        return Ok(rank1_sums(path, c, &members));
     }
-    let rows = pre.chunks_exact(h.max(1)).zip(g.v.chunks_exact(h.max(1)));
-    for (b, (pre_b, v_b)) in rows.enumerate() {
-        let xb_b = &xb[b * ld_xb..b * ld_xb + r];
-        for ((v, &p), (&d, a)) in hk
-            .iter_mut()
-            .zip(pre_b)
-            .zip(f.db1.iter().zip(f.a1.chunks_exact(r)))
-        {
-            *v = relu(xb_b.iter().zip(a).fold(p + d, |t, (x, a)| t + x * a));
-        }
-        let hk = &*hk;
-        let [diff] = lanes8(h, |j| [(hk[j] - relu(pre_b[j])) * v_b[j]]);
-        c += f64::from(diff);
-        for (q, b2_q) in f.b2.chunks_exact(h.max(1)).enumerate() {
-            let [b2_h] = lanes8(h, |j| [hk[j] * b2_q[j]]);
-            c += f64::from(b2_h) * f64::from(a2g[q * batch + b]);
+    for (e, (c, f)) in c.iter_mut().zip(&f).enumerate() {
+        let a2g = &a2g[e * per_member..(e + 1) * per_member];
+        let rows = pre.chunks_exact(h.max(1)).zip(g.v.chunks_exact(h.max(1)));
+        for (b, (pre_b, v_b)) in rows.enumerate() {
+            let xb_b = &xb[e][b * ld_xb..b * ld_xb + r];
+            for ((v, &p), (&d, a)) in hk
+                .iter_mut()
+                .zip(pre_b)
+                .zip(f.db1.iter().zip(f.a1.chunks_exact(r)))
+            {
+                *v = relu(xb_b.iter().zip(a).fold(p + d, |t, (x, a)| t + x * a));
+            }
+            let hk = &*hk;
+            let [diff] = lanes8(h, |j| [(hk[j] - relu(pre_b[j])) * v_b[j]]);
+            *c += f64::from(diff);
+            for (q, b2_q) in f.b2.chunks_exact(h.max(1)).enumerate() {
+                let [b2_h] = lanes8(h, |j| [hk[j] * b2_q[j]]);
+                *c += f64::from(b2_h) * f64::from(a2g[q * batch + b]);
+            }
         }
     }
     Ok(c)
@@ -195,53 +211,63 @@ fn lanes8<const K: usize>(n: usize, term: impl Fn(usize) -> [f32; K]) -> [f32; K
     sums
 }
 
-/// What a rank-1 member's coefficient reads, checked by [`low_rank_logit_coefficient`]: the
-/// mean's pre-activation and `V` (`B x H` each), the projections `xb` (example b's at `b
-/// ld_xb`), `a2g` (`a2 . g_b`, B), and the factors.
-struct Rank1Member<'a> {
+/// What `N` rank-1 members' coefficients read, checked by [`low_rank_logit_coefficients`]: the
+/// mean's pre-activation and `V` (`B x H` each), and each member's projections `xb` (example
+/// b's at `b ld_xb`), `a2g` (`a2 . g_b`, B) and factors.
+struct Rank1Members<'a, const N: usize> {
     pre: &'a [f32],
     v: &'a [f32],
-    xb: &'a [f32],
+    xb: [&'a [f32]; N],
     ld_xb: usize,
-    a2g: &'a [f32],
-    f: Factors<'a>,
+    a2g: [&'a [f32]; N],
+    f: [Factors<'a>; N],
     hidden: usize,
 }
 
-/// `c` plus, example after example, `<h_b - relu(pre_b), v_b> + <h_b, b2> (a2 . g_b)` in f64,
-/// each pair of dot products over H in [`lanes8`]'s order; the path is chosen once for the
-/// batch. O(B H).
-fn rank1_sum(path: gemm::KernelPath, c: f64, m: &Rank1Member<'_>) -> f64 {
+/// `c[e]` plus, example after example, member e's `<h_b - relu(pre_b), v_b> + <h_b, b2> (a2 .
+/// g_b)` in f64, each pair of dot products over H in [`lanes8`]'s order; the path is chosen
+/// once for the batch. O(N B H).
+fn rank1_sums<const N: usize>(path: gemm::KernelPath, c: [f64; N], m: &Rank1Members<'_, N>) -> [f64; N] {
     #[cfg(target_arch = "x86_64")]
     if path.runs_avx2_build() {
         // SAFETY: runs_avx2_build checked that the CPU has AVX2, hence AVX.
-        return unsafe { avx::rank1_sum(c, m) };
+        return unsafe { avx::rank1_sums(c, m) };
     }
     let _ = path;
-    let f = &m.f;
     rank1_fold(c, m, |pre, v, x| {
-        let n = pre
-            .len()
-            .min(f.db1.len())
-            .min(f.a1.len())
-            .min(v.len())
-            .min(f.b2.len());
-        lanes8(n, |j| {
-            let hk = relu((pre[j] + f.db1[j]) + x * f.a1[j]);
-            [(hk - relu(pre[j])) * v[j], hk * f.b2[j]]
+        core::array::from_fn(|e| {
+            let f = &m.f[e];
+            let n = pre
+                .len()
+                .min(f.db1.len())
+                .min(f.a1.len())
+                .min(v.len())
+                .min(f.b2.len());
+            lanes8(n, |j| {
+                let hk = relu((pre[j] + f.db1[j]) + x[e] * f.a1[j]);
+                [(hk - relu(pre[j])) * v[j], hk * f.b2[j]]
+            })
         })
     })
 }
 
-/// The batch loop of [`rank1_sum`] on either path: `c` plus, example after example, `diff +
-/// b2_h (a2 . g_b)` in f64, with `[diff, b2_h] = pair(pre_b, v_b, x_b)`.
+/// The batch loop of [`rank1_sums`] on either path: `c[e]` plus, example after example,
+/// `diff + b2_h (a2 . g_b)` in f64, with member e's `[diff, b2_h]` the e-th of `pairs(pre_b,
+/// v_b, x_b)` (`x_b` each member's projection).
 #[inline(always)]
-fn rank1_fold(c: f64, m: &Rank1Member<'_>, pair: impl Fn(&[f32], &[f32], f32) -> [f32; 2]) -> f64 {
+fn rank1_fold<const N: usize>(
+    c: [f64; N],
+    m: &Rank1Members<'_, N>,
+    pairs: impl Fn(&[f32], &[f32], [f32; N]) -> [[f32; 2]; N],
+) -> [f64; N] {
     let h = m.hidden.max(1);
     let rows = m.pre.chunks_exact(h).zip(m.v.chunks_exact(h));
     rows.enumerate().fold(c, |c, (b, (pre, v))| {
-        let [diff, b2_h] = pair(pre, v, m.xb[b * m.ld_xb]);
-        c + (f64::from(diff) + f64::from(b2_h) * f64::from(m.a2g[b]))
+        let sums = pairs(pre, v, m.xb.map(|xb| xb[b * m.ld_xb]));
+        core::array::from_fn(|e| {
+            let [diff, b2_h] = sums[e];
+            c[e] + (f64::from(diff) + f64::from(b2_h) * f64::from(m.a2g[e][b]))
+        })
     })
 }
 
@@ -253,13 +279,12 @@ mod avx {
     };
 
     use super::super::particles::avx::lanes_sum;
-    use super::{Rank1Member, rank1_fold, relu};
+    use super::{Factors, Rank1Members, rank1_fold, relu};
 
-    /// [`super::rank1_sum`] with 8 lanes: the portable path's operations in the same order.
+    /// [`super::rank1_sums`] with 8 lanes: the portable path's operations in the same order.
     #[target_feature(enable = "avx")]
-    pub(super) fn rank1_sum(c: f64, m: &Rank1Member<'_>) -> f64 {
-        let f = &m.f;
-        rank1_fold(c, m, |pre, v, x| rank1(pre, f.db1, f.a1, x, v, f.b2))
+    pub(super) fn rank1_sums<const N: usize>(c: [f64; N], m: &Rank1Members<'_, N>) -> [f64; N] {
+        rank1_fold(c, m, |pre, v, x| rank1(pre, v, x, &m.f))
     }
 
     /// `t` where it is not below 0 (a NaN compares false and stays), else 0.
@@ -269,37 +294,54 @@ mod avx {
         _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(t, _mm256_setzero_ps()), t)
     }
 
-    /// `[<h - relu(pre), v>, <h, b2>]` for the rank-1 hidden row `h = relu((pre + db1) + x
-    /// a1)`, 8 lanes at a time, then the rest in order: [`super::lanes8`]'s order.
+    /// For each member e, `[<h - relu(pre), v>, <h, b2>]` for its rank-1 hidden row `h =
+    /// relu((pre + db1) + x[e] a1)`, 8 lanes at a time, then the rest in order:
+    /// [`super::lanes8`]'s order. Each 8 lanes of `pre` and `v` are loaded once for the `N`
+    /// members.
     #[inline]
     #[target_feature(enable = "avx")]
-    fn rank1(pre: &[f32], db1: &[f32], a1: &[f32], x: f32, v: &[f32], b2: &[f32]) -> [f32; 2] {
-        let n = pre.len().min(db1.len()).min(a1.len()).min(v.len()).min(b2.len());
+    fn rank1<const N: usize>(pre: &[f32], v: &[f32], x: [f32; N], f: &[Factors<'_>; N]) -> [[f32; 2]; N] {
+        let shortest = f
+            .iter()
+            .map(|f| f.db1.len().min(f.a1.len()).min(f.b2.len()))
+            .min();
+        let n = pre.len().min(v.len()).min(shortest.unwrap_or(0));
         let whole = n / 8 * 8;
-        let xs = _mm256_set1_ps(x);
-        let (mut diff, mut b2_h) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let xs = x.map(|x| _mm256_set1_ps(x));
+        let (mut diff, mut b2_h) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
         for j in (0..whole).step_by(8) {
             // SAFETY: j + 8 <= n, the shortest slice's length: the 8 floats of each unaligned
             // load are the slices'; the CPU has AVX (this function's target feature).
-            let (p, d, a, vv, w) = unsafe {
+            let (p, vv) = unsafe {
                 (
                     _mm256_loadu_ps(pre.as_ptr().add(j)),
-                    _mm256_loadu_ps(db1.as_ptr().add(j)),
-                    _mm256_loadu_ps(a1.as_ptr().add(j)),
                     _mm256_loadu_ps(v.as_ptr().add(j)),
-                    _mm256_loadu_ps(b2.as_ptr().add(j)),
                 )
             };
-            let hk = relu8(_mm256_add_ps(_mm256_add_ps(p, d), _mm256_mul_ps(xs, a)));
-            diff = _mm256_add_ps(diff, _mm256_mul_ps(_mm256_sub_ps(hk, relu8(p)), vv));
-            b2_h = _mm256_add_ps(b2_h, _mm256_mul_ps(hk, w));
+            let relu_p = relu8(p);
+            for e in 0..N {
+                // SAFETY: as above, for member e's factors.
+                let (d, a, w) = unsafe {
+                    (
+                        _mm256_loadu_ps(f[e].db1.as_ptr().add(j)),
+                        _mm256_loadu_ps(f[e].a1.as_ptr().add(j)),
+                        _mm256_loadu_ps(f[e].b2.as_ptr().add(j)),
+                    )
+                };
+                let hk = relu8(_mm256_add_ps(_mm256_add_ps(p, d), _mm256_mul_ps(xs[e], a)));
+                diff[e] = _mm256_add_ps(diff[e], _mm256_mul_ps(_mm256_sub_ps(hk, relu_p), vv));
+                b2_h[e] = _mm256_add_ps(b2_h[e], _mm256_mul_ps(hk, w));
+            }
         }
-        let mut sums = [lanes_sum(diff), lanes_sum(b2_h)];
-        for j in whole..n {
-            let hk = relu((pre[j] + db1[j]) + x * a1[j]);
-            sums[0] += (hk - relu(pre[j])) * v[j];
-            sums[1] += hk * b2[j];
-        }
-        sums
+        core::array::from_fn(|e| {
+            let f = &f[e];
+            let mut sums = [lanes_sum(diff[e]), lanes_sum(b2_h[e])];
+            for j in whole..n {
+                let hk = relu((pre[j] + f.db1[j]) + x[e] * f.a1[j]);
+                sums[0] += (hk - relu(pre[j])) * v[j];
+                sums[1] += hk * f.b2[j];
+            }
+            sums
+        })
     }
 }

@@ -15,10 +15,10 @@ use core::fmt;
 use core::ops::Range;
 
 use super::low_rank_update::DrawRows;
-use super::particles;
+use super::particles::{self, Factors};
 use super::perturb::{BLOCK, Perturbations};
 use super::projected::{
-    logit_coefficient_scratch_len, low_rank_logit_coefficient, project_innovation, projected_innovation_len,
+    logit_coefficient_scratch_len, low_rank_logit_coefficients, project_innovation, projected_innovation_len,
 };
 use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::loss::{self, BatchStats};
@@ -287,6 +287,24 @@ impl<'a> Carver<'a> {
     }
 }
 
+/// The factors of the member that reads `(draw, negated)` of a chunk whose first draw is row
+/// `done` of `rows`: its draw's, or, for an antithetic partner (`negated`), their negation
+/// written into `buf` ([`Perturbations::partner`]).
+fn member_factors<'a>(
+    rule: &Resampled,
+    rows: &'a DrawRows<'_>,
+    done: usize,
+    (draw, negated): (usize, bool),
+    buf: &'a mut [f32],
+) -> Factors<'a> {
+    let first = rows.factors(rule, done + draw);
+    if negated {
+        rule.perturb.partner(first, buf)
+    } else {
+        first
+    }
+}
+
 /// Lengths of the parts of a full-rank member-phase workspace.
 fn dense_parts(layout: &Layout, batch: usize) -> [usize; 5] {
     [
@@ -298,8 +316,8 @@ fn dense_parts(layout: &Layout, batch: usize) -> [usize; 5] {
     ]
 }
 
-/// Lengths of the parts of a low-rank member-phase workspace: an antithetic partner's negated
-/// factors, the projections `X b1^T` of every member of a chunk and of its draws (a partner's
+/// Lengths of the parts of a low-rank member-phase workspace: two antithetic partners' negated
+/// factors (the logit form computes two members at a time), the projections `X b1^T` of every member of a chunk and of its draws (a partner's
 /// are its first's negated), a member's scratch, its logits (thesis form), the GEMM scratch,
 /// and the projected innovation (logit form, which needs no member's logits:
 /// [`super::projected`]). The factors themselves go to the update's [`DrawRows`].
@@ -308,13 +326,13 @@ fn low_rank_parts(p: &Perturbations, form: Form, batch: usize) -> [usize; 6] {
     let (scratch, logits, projected) = match form {
         Form::Thesis => (particles::low_rank_scratch_len(l, r), batch * l.outputs, 0),
         Form::Logit => (
-            logit_coefficient_scratch_len(l, r, batch),
+            logit_coefficient_scratch_len(l, r, batch, 2),
             0,
             projected_innovation_len(l, batch),
         ),
     };
     [
-        p.partner_len(),
+        2 * p.partner_len(),
         2 * batch * c * r,
         scratch,
         logits,
@@ -495,7 +513,8 @@ impl Resampled {
         check_len("coefficients", coeffs.len(), members.len())?;
         rows.check(self, draws.len())?;
         let mut carve = Carver(workspace);
-        let (partner, xb, hidden) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
+        let (partners, xb, hidden) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
+        let (partner0, partner1) = partners.split_at_mut(pt.partner_len());
         let (logits, scratch) = (carve.take(parts[3]), carve.take(parts[4]));
         let projected = match self.form {
             Form::Logit => Some(project_innovation(
@@ -551,28 +570,53 @@ impl Resampled {
                     }
                 }
             }
-            for (m, &(d, negated)) in source[..in_chunk].iter().enumerate() {
-                let first = rows.factors(self, done + d);
-                let f = if negated {
-                    pt.partner(first, partner)
-                } else {
-                    first
-                };
-                let xbm = if batch == 0 {
+            let xbm = |m: usize| {
+                if batch == 0 {
                     &xb[..0]
                 } else {
                     &xb[m * r..batch * cr]
-                };
+                }
+            };
+            let mut m = 0;
+            while m < in_chunk {
+                if let Some(g) = &projected
+                    && m + 1 < in_chunk
+                {
+                    // Two members at a time: each reads the mean's rows once for both.
+                    let f = [
+                        member_factors(self, &rows, done, source[m], partner0),
+                        member_factors(self, &rows, done, source[m + 1], partner1),
+                    ];
+                    let xbs = [xbm(m), xbm(m + 1)];
+                    let pair = low_rank_logit_coefficients(path, layout, r, mean.pre, xbs, cr, f, g, hidden)?;
+                    coeffs[k..k + 2].copy_from_slice(&pair);
+                    (m, k) = (m + 2, k + 2);
+                    continue;
+                }
+                let f = member_factors(self, &rows, done, source[m], partner0);
                 coeffs[k] = match &projected {
-                    Some(g) => low_rank_logit_coefficient(path, layout, r, mean.pre, xbm, cr, f, g, hidden)?,
+                    Some(g) => {
+                        let scratch = &mut hidden[..logit_coefficient_scratch_len(layout, r, batch, 1)];
+                        low_rank_logit_coefficients(path, layout, r, mean.pre, [xbm(m)], cr, [f], g, scratch)?
+                            [0]
+                    }
                     None => {
                         particles::forward_low_rank_member(
-                            path, layout, r, theta, mean.pre, xbm, cr, f, hidden, logits,
+                            path,
+                            layout,
+                            r,
+                            theta,
+                            mean.pre,
+                            xbm(m),
+                            cr,
+                            f,
+                            hidden,
+                            logits,
                         )?;
                         coefficient(self.form, logits, mean, o)
                     }
                 };
-                k += 1;
+                (m, k) = (m + 1, k + 1);
             }
             done += chunk;
         }
