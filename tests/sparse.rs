@@ -7,7 +7,8 @@ use common::TestRng;
 use ienk::gemm::{Epilogue, GemmError, KernelPath, MatMut, MatRef, gemm_on, scratch_len};
 use ienk::mlp::{Layout, MlpError};
 use ienk::sparse::{
-    SparseRows, SplitBuffers, SplitRows, sparse_product_on, sparse_times_dense_on, transpose, transpose_on,
+    SparseRows, SplitBuffers, SplitRows, compressed_len, sparse_product_on, sparse_times_dense_on, transpose,
+    transpose_on,
 };
 
 fn paths() -> Vec<KernelPath> {
@@ -213,6 +214,78 @@ fn bad_buffers_and_paths_are_errors() {
             sparse_times_dense_on(path, &sx, &[0.0; 6], 2, &mut out),
             Err(MlpError::Gemm(GemmError::Unsupported(path)))
         );
+    }
+}
+
+#[test]
+fn a_column_of_a_product_does_not_depend_on_its_position() {
+    // The low-rank member phase puts a draw's projection in any column of a chunk's product,
+    // and its threads cut the chunks differently: column j of X m must have the same bits
+    // whether it lies in a 64-column block, an 8-column block or the last few columns.
+    let mut rng = TestRng::new(41);
+    let (rows, cols) = (5, 37);
+    let x = batch(&mut rng, rows, cols, 0.4);
+    let mut c = Compressed::new(&x, cols);
+    let sx = c.rows(&x, cols);
+    for path in paths() {
+        for n in [1, 3, 8, 13, 64, 71, 130] {
+            let m: Vec<f32> = (0..cols * n).map(|_| rng.uniform()).collect();
+            for add in [false, true] {
+                let start: Vec<f32> = (0..rows * n).map(|_| rng.uniform()).collect();
+                let mut whole = start.clone();
+                let run = |m: &[f32], n: usize, out: &mut [f32]| {
+                    if add {
+                        sparse_times_dense_on(path, &sx, m, n, out).unwrap();
+                    } else {
+                        sparse_product_on(path, &sx, m, n, out).unwrap();
+                    }
+                };
+                run(&m, n, &mut whole);
+                for j in 0..n {
+                    let column: Vec<f32> = (0..cols).map(|i| m[i * n + j]).collect();
+                    let mut alone: Vec<f32> = (0..rows).map(|b| start[b * n + j]).collect();
+                    run(&column, 1, &mut alone);
+                    for b in 0..rows {
+                        assert_eq!(
+                            whole[b * n + j].to_bits(),
+                            alone[b].to_bits(),
+                            "{path:?}, n {n}, add {add}, row {b}, column {j}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rows_compressed_into_one_float_buffer_are_the_same_rows() {
+    let mut rng = TestRng::new(43);
+    for (rows, cols) in [(0, 5), (1, 1), (3, 7), (6, 784)] {
+        let x = batch(&mut rng, rows, cols, 0.3);
+        let mut c = Compressed::new(&x, cols);
+        let want = c.rows(&x, cols);
+        let len = compressed_len(rows, cols);
+        let mut buf = vec![f32::NAN; len];
+        let got = SparseRows::from_dense_in(&x, cols, &mut buf).unwrap();
+        assert_eq!(
+            (got.rows(), got.cols(), got.nnz()),
+            (want.rows(), want.cols(), want.nnz())
+        );
+        // Times the identity, the rows give back the batch.
+        let identity: Vec<f32> = (0..cols * cols)
+            .map(|e| f32::from(u8::from(e % (cols + 1) == 0)))
+            .collect();
+        let mut back = vec![f32::NAN; rows * cols];
+        sparse_product_on(KernelPath::Portable, &got, &identity, cols, &mut back).unwrap();
+        assert_eq!(back, x, "{rows} x {cols}");
+        if len > 0 {
+            let mut short = vec![0f32; len - 1];
+            assert!(matches!(
+                SparseRows::from_dense_in(&x, cols, &mut short),
+                Err(MlpError::Length { .. })
+            ));
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! once per row instead of once per non-zero.
 
 use core::arch::x86_64::{
-    __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    __m256, _mm256_cmpgt_epi32, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_maskload_ps, _mm256_maskstore_ps,
+    _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps,
 };
 
 use super::SparseRows;
@@ -39,15 +40,52 @@ pub(super) unsafe fn sparse_times_dense<const ADD: bool>(
             unsafe { block::<1, ADD>(cols, vals, m, n, c0, out_row) };
             c0 += 8;
         }
-        for (o, out) in out_row.iter_mut().enumerate().skip(c0) {
-            *out = if ADD { *out } else { 0.0 }
-                + cols
-                    .iter()
-                    .zip(vals)
-                    .map(|(&j, &v)| v * m[j as usize * n + o])
-                    .sum::<f32>();
+        if c0 < n {
+            // SAFETY: c0 < n and the n - c0 < 8 remaining columns are the mask's lanes; as
+            // above for the rows of m.
+            unsafe { tail::<ADD>(cols, vals, m, n, c0, out_row) };
         }
     }
+}
+
+/// The last `n - c0` (1 to 7) columns of one output row, as [`block`] computes a column (the
+/// same FMA chain over the row's non-zeros), with masked loads and stores: a column's value
+/// does not depend on where it lies in the output.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `0 < n - c0 < 8`, `n == out_row.len()`; every `cols[q] < m.len()
+/// / n`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn tail<const ADD: bool>(
+    cols: &[u32],
+    vals: &[f32],
+    m: &[f32],
+    n: usize,
+    c0: usize,
+    out_row: &mut [f32],
+) {
+    let lanes = (n - c0) as i32;
+    let mask = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(lanes),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    let dst = out_row[c0..].as_mut_ptr();
+    let mut acc = if ADD {
+        // SAFETY: the mask's lanes are the n - c0 floats of out_row from dst; masked-off lanes
+        // are not read.
+        unsafe { _mm256_maskload_ps(dst, mask) }
+    } else {
+        _mm256_setzero_ps()
+    };
+    for (&j, &v) in cols.iter().zip(vals) {
+        // SAFETY: row j of m spans j n .. j n + n (caller's contract), and the mask's lanes are
+        // its columns c0 .. n; masked-off lanes are not read.
+        let row = unsafe { _mm256_maskload_ps(m.as_ptr().add(j as usize * n + c0), mask) };
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(v), row, acc);
+    }
+    // SAFETY: as for the load of dst; masked-off lanes are not written.
+    unsafe { _mm256_maskstore_ps(dst, mask, acc) };
 }
 
 /// Columns `c0 .. c0 + 8 W` of one output row: `out_row += sum_q vals[q] m[cols[q]]` with

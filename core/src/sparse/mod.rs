@@ -59,6 +59,19 @@ impl<'a> SparseRows<'a> {
         )
     }
 
+    /// [`SparseRows::from_dense`] into the one f32 buffer `buf` of at least [`compressed_len`]
+    /// floats: the row pointers and column indices are stored as `u32` in the bits of its first
+    /// `rows (cols + 1) + 1` floats, the values after them. For callers whose scratch is all
+    /// f32. O(x).
+    pub fn from_dense_in(x: &[f32], cols: usize, buf: &'a mut [f32]) -> Result<SparseRows<'a>, MlpError> {
+        let rows = x.len() / cols.max(1);
+        check_len("input batch", x.len(), rows * cols)?;
+        at_least("compressed batch", buf.len(), compressed_len(rows, cols))?;
+        let (ints, vals) = buf.split_at_mut(rows + 1 + rows * cols);
+        let (ptr, idx) = as_u32(ints).split_at_mut(rows + 1);
+        SparseRows::from_dense(x, cols, ptr, idx, vals)
+    }
+
     /// Compresses `rows` rows of `cols` bytes, row `b` being `row(b)`, each byte `p` standing
     /// for the value `f32::from(p) * scale` (MNIST's pixels with `scale = 1/255`: the values
     /// [`crate::mlp::pixels_to_unit`] gives, without the dense copy). `ptr` holds at least
@@ -235,6 +248,20 @@ fn compact_row<T: Entry>(
     }
     compact(entries.len() - groups.remainder().len(), groups.remainder());
     kept
+}
+
+/// Floats [`SparseRows::from_dense_in`] needs for any batch of `rows x cols`: `rows + 1` row
+/// pointers, then `rows cols` column indices and as many values. O(1).
+pub fn compressed_len(rows: usize, cols: usize) -> usize {
+    rows + 1 + 2 * rows * cols
+}
+
+/// The floats of `buf` seen as `u32`s with the same bits: index storage in f32 scratch.
+fn as_u32(buf: &mut [f32]) -> &mut [u32] {
+    // SAFETY: f32 and u32 have the same size and alignment and every bit pattern is a valid
+    // value of both; the view takes over buf's exclusive borrow for its whole life, so the
+    // floats are not reachable meanwhile.
+    unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u32>(), buf.len()) }
 }
 
 /// An error unless `found >= needed`.
