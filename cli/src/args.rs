@@ -88,7 +88,7 @@ pub enum Command {
     /// write compare.csv (per epoch), accuracy.svg (test accuracy against epoch), and each run's
     /// metrics CSV and model into --out-dir. Each thesis IEnK run makes 600,000 updates of 10
     /// particles (about 5 minutes on two cores) and our best derivative-free run trains 12000
-    /// particles (about 7 minutes on two cores); their results do
+    /// particles (about 5 minutes on two cores); their results do
     /// not depend on the thread count; leave them out with --runs.
     Compare(CompareArgs),
 }

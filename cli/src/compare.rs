@@ -29,7 +29,7 @@ pub enum RunName {
     /// form's runaway: 0.8857-0.8921 after 10 epochs over seeds 0 to 7 (about 5 minutes).
     IenkThesisClip,
     /// Our best derivative-free setting: logit-form IEnK, 12000 antithetic rank-1 particles,
-    /// batch 100, lr 0.006 halved every 3 epochs (about 7 minutes on two cores).
+    /// batch 100, lr 0.006 halved every 3 epochs (about 5 minutes on two cores).
     IenkBest,
 }
 

@@ -33,9 +33,9 @@ pub const THESIS_STABILISER: f64 = 0.005;
 /// Low-rank members handled together: their draws' `X b1^T` projections share one sparse
 /// product ([`crate::sparse`]), over the batch's non-zero inputs only. At rank 1 it is `B x 128`
 /// wide, or `B x 64` with antithetic pairs: at least the 64 output columns the AVX2 sparse
-/// kernel keeps in registers (32 took 20% longer per step at 12000 members, 256 and 512 were
-/// no faster). A draw's projection is the same whatever its column, so the chunk's width does
-/// not change the results.
+/// kernel keeps in registers (chunks of 64 members, 32 columns with antithetic pairs, took 20%
+/// longer per step at 12000 members; 256 and 512 members were no faster). A draw's projection
+/// is the same whatever its column, so the chunk's width does not change the results.
 pub const LOW_RANK_CHUNK: usize = 128;
 
 /// How the data misfit enters the coefficients.
