@@ -51,6 +51,24 @@ pub struct DrawRows<'a> {
     pub db2: &'a mut [f32],
 }
 
+/// Floats per draw of each of [`DrawRows`]' arrays, in field order: `a1` (`r H`), `b1` (`r
+/// inputs`), `a2` (`r outputs`), `b2` (`r H`), `db1` (`H`), `db2` (`outputs`). O(1).
+fn per_draw(rule: &Resampled) -> [usize; 6] {
+    let l = &rule.perturb.layout;
+    let (h, i, o, r) = (l.hidden, l.inputs, l.outputs, rule.perturb.rank);
+    [r * h, r * i, r * o, r * h, h, o]
+}
+
+/// Block `j` of `n` floats of `s`. Panics past `s`.
+fn nth<T>(s: &[T], j: usize, n: usize) -> &[T] {
+    &s[j * n..(j + 1) * n]
+}
+
+/// Block `j` of `n` floats of `s`, writable. Panics past `s`.
+fn nth_mut<T>(s: &mut [T], j: usize, n: usize) -> &mut [T] {
+    &mut s[j * n..(j + 1) * n]
+}
+
 impl<'a> DrawRows<'a> {
     /// The same rows, borrowed for a shorter while (to split them, then use them whole). O(1).
     pub fn reborrow(&mut self) -> DrawRows<'_> {
@@ -66,15 +84,14 @@ impl<'a> DrawRows<'a> {
 
     /// The rows of the first `draws` draws, and those of the rest, for rule `rule`. O(1).
     pub fn split_draws(self, rule: &Resampled, draws: usize) -> (DrawRows<'a>, DrawRows<'a>) {
-        let l = &rule.perturb.layout;
-        let (h, i, o, r) = (l.hidden, l.inputs, l.outputs, rule.perturb.rank);
+        let [a1_n, b1_n, a2_n, b2_n, db1_n, db2_n] = per_draw(rule);
         let cut = |s: &'a mut [f32], per_draw: usize| s.split_at_mut((draws * per_draw).min(s.len()));
-        let (a1, a1_rest) = cut(self.a1, r * h);
-        let (b1, b1_rest) = cut(self.b1, r * i);
-        let (a2, a2_rest) = cut(self.a2, r * o);
-        let (b2, b2_rest) = cut(self.b2, r * h);
-        let (db1, db1_rest) = cut(self.db1, h);
-        let (db2, db2_rest) = cut(self.db2, o);
+        let (a1, a1_rest) = cut(self.a1, a1_n);
+        let (b1, b1_rest) = cut(self.b1, b1_n);
+        let (a2, a2_rest) = cut(self.a2, a2_n);
+        let (b2, b2_rest) = cut(self.b2, b2_n);
+        let (db1, db1_rest) = cut(self.db1, db1_n);
+        let (db2, db2_rest) = cut(self.db2, db2_n);
         (
             DrawRows {
                 a1,
@@ -97,41 +114,38 @@ impl<'a> DrawRows<'a> {
 
     /// Checks that the rows hold exactly `draws` draws of `rule`'s factors.
     pub(crate) fn check(&self, rule: &Resampled, draws: usize) -> Result<(), MlpError> {
-        let l = &rule.perturb.layout;
-        let (h, i, o, r) = (l.hidden, l.inputs, l.outputs, rule.perturb.rank);
-        check_len("a1 rows", self.a1.len(), draws * r * h)?;
-        check_len("b1 rows", self.b1.len(), draws * r * i)?;
-        check_len("a2 rows", self.a2.len(), draws * r * o)?;
-        check_len("b2 rows", self.b2.len(), draws * r * h)?;
-        check_len("db1 rows", self.db1.len(), draws * h)?;
-        check_len("db2 rows", self.db2.len(), draws * o)
+        let [a1, b1, a2, b2, db1, db2] = per_draw(rule);
+        check_len("a1 rows", self.a1.len(), draws * a1)?;
+        check_len("b1 rows", self.b1.len(), draws * b1)?;
+        check_len("a2 rows", self.a2.len(), draws * a2)?;
+        check_len("b2 rows", self.b2.len(), draws * b2)?;
+        check_len("db1 rows", self.db1.len(), draws * db1)?;
+        check_len("db2 rows", self.db2.len(), draws * db2)
     }
 
     /// Where draw `j` of these rows is drawn to. Panics past the rows. O(1).
     pub(crate) fn slots(&mut self, rule: &Resampled, j: usize) -> FactorSlots<'_> {
-        let l = &rule.perturb.layout;
-        let (h, i, o, r) = (l.hidden, l.inputs, l.outputs, rule.perturb.rank);
+        let [a1, b1, a2, b2, db1, db2] = per_draw(rule);
         FactorSlots {
-            a1: &mut self.a1[j * r * h..(j + 1) * r * h],
-            b1: &mut self.b1[j * r * i..(j + 1) * r * i],
-            db1: &mut self.db1[j * h..(j + 1) * h],
-            a2: &mut self.a2[j * r * o..(j + 1) * r * o],
-            b2: &mut self.b2[j * r * h..(j + 1) * r * h],
-            db2: &mut self.db2[j * o..(j + 1) * o],
+            a1: nth_mut(self.a1, j, a1),
+            b1: nth_mut(self.b1, j, b1),
+            db1: nth_mut(self.db1, j, db1),
+            a2: nth_mut(self.a2, j, a2),
+            b2: nth_mut(self.b2, j, b2),
+            db2: nth_mut(self.db2, j, db2),
         }
     }
 
     /// Draw `j`'s factors as drawn (before [`Resampled::scale_draw_rows`]), for the member
     /// kernels. Panics past the rows. O(1).
     pub(crate) fn factors(&self, rule: &Resampled, j: usize) -> Factors<'_> {
-        let l = &rule.perturb.layout;
-        let (h, o, r) = (l.hidden, l.outputs, rule.perturb.rank);
+        let [a1, _, a2, b2, db1, db2] = per_draw(rule);
         Factors {
-            a1: &self.a1[j * r * h..(j + 1) * r * h],
-            db1: &self.db1[j * h..(j + 1) * h],
-            a2: &self.a2[j * r * o..(j + 1) * r * o],
-            b2: &self.b2[j * r * h..(j + 1) * r * h],
-            db2: &self.db2[j * o..(j + 1) * o],
+            a1: nth(self.a1, j, a1),
+            db1: nth(self.db1, j, db1),
+            a2: nth(self.a2, j, a2),
+            b2: nth(self.b2, j, b2),
+            db2: nth(self.db2, j, db2),
         }
     }
 }
@@ -188,17 +202,17 @@ impl Resampled {
     /// Lengths of the update workspace's parts: the transpose scratch, the six draw-row arrays,
     /// the direction, the GEMM scratch.
     fn update_parts(&self) -> [usize; 9] {
-        let (l, r, d) = (&self.perturb.layout, self.perturb.rank, self.draws());
-        let (h, i, o, dr) = (l.hidden, l.inputs, l.outputs, d * r);
+        let d = self.draws();
+        let [a1, b1, a2, b2, db1, db2] = per_draw(self).map(|n| d * n);
         [
             self.transpose_scratch_len(),
-            dr * h,
-            dr * i,
-            dr * o,
-            dr * h,
-            d * h,
-            d * o,
-            l.num_params(),
+            a1,
+            b1,
+            a2,
+            b2,
+            db1,
+            db2,
+            self.perturb.layout.num_params(),
             self.whole_direction_scratch_len(),
         ]
     }

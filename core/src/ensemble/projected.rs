@@ -95,8 +95,9 @@ pub fn logit_coefficient_scratch_len(layout: &Layout, rank: usize, batch: usize,
 /// g_b`, against `2 B H (2 r + outputs + r)` for the member's logits; the sum over the batch is
 /// in f64. Each member's coefficient is the same, bit for bit, whatever `N` and whichever
 /// members it comes with. At rank 1 the `N` members are computed together, so each example's
-/// rows of `pre` and `V` are read once for all of them (memory traffic, not arithmetic, bounds
-/// the one-member loop). Runs on `path` (`gemm::active_kernel()` for the best this CPU has):
+/// rows of `pre` and `V` are read once for all of them and their sums run side by side (the
+/// one-member loop waited on its two chains of sums and read those rows again for every
+/// member). Runs on `path` (`gemm::active_kernel()` for the best this CPU has):
 /// its AVX build where `path` runs it, else the portable one, with the same result on every
 /// path.
 #[allow(clippy::too_many_arguments)]

@@ -64,8 +64,8 @@ impl<'a> SparseRows<'a> {
     /// `rows (cols + 1) + 1` floats, the values after them. For callers whose scratch is all
     /// f32. O(x).
     pub fn from_dense_in(x: &[f32], cols: usize, buf: &'a mut [f32]) -> Result<SparseRows<'a>, MlpError> {
+        // from_dense checks that x holds whole rows.
         let rows = x.len() / cols.max(1);
-        check_len("input batch", x.len(), rows * cols)?;
         at_least("compressed batch", buf.len(), compressed_len(rows, cols))?;
         let (ints, vals) = buf.split_at_mut(rows + 1 + rows * cols);
         let (ptr, idx) = as_u32(ints).split_at_mut(rows + 1);
