@@ -26,6 +26,7 @@ use ienk::ensemble::resampled::{Form, MeanView, Resampled, Stabiliser, innovatio
 use ienk::ensemble::step::StepBuffers;
 use ienk::mlp::Layout;
 use ienk::normal::Normal;
+use ienk::workers::OneThread;
 
 const LAYOUT: Layout = Layout::mnist(128);
 
@@ -161,11 +162,11 @@ fn particles(c: &mut Criterion) {
     for members in [10, 100, 1000] {
         let r = resampled(members, 1);
         let mut ws = vec![0f32; r.member_workspace_len(batch)];
-        let mut uw = vec![0f32; r.low_rank_update_len()];
+        let mut uw = vec![0f32; r.low_rank_update_len(1)];
         let mut coeffs = vec![0f64; members];
         group.bench_function(BenchmarkId::new("low_rank", members), |b| {
             b.iter(|| {
-                let rows = r.update_workspace(&mut uw).unwrap().rows;
+                let rows = r.update_workspace(&mut uw, 1).unwrap().rows;
                 let view = mean.view();
                 r.low_rank_coefficients(
                     &normal,
@@ -254,7 +255,7 @@ fn ienk_step(c: &mut Criterion) {
         } else {
             // The member phase draws each draw's factors once (an antithetic partner's are
             // derived) and leaves them in the update's workspace.
-            let mut uw = vec![0f32; r.low_rank_update_len()];
+            let mut uw = vec![0f32; r.low_rank_update_len(1)];
             let mut factors = vec![0f32; r.perturb.factor_len()];
             group.bench_function(BenchmarkId::new("rng", &id), |b| {
                 b.iter(|| {
@@ -267,7 +268,7 @@ fn ienk_step(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new("forward", &id), |b| {
                 b.iter(|| {
                     let view = mean.view();
-                    let rows = r.update_workspace(&mut uw).unwrap().rows;
+                    let rows = r.update_workspace(&mut uw, 1).unwrap().rows;
                     let draws = 0..r.draws();
                     r.low_rank_coefficients(
                         &normal,
@@ -288,15 +289,16 @@ fn ienk_step(c: &mut Criterion) {
                 b.iter_batched_ref(
                     || uw.clone(),
                     |w| {
-                        let u = r.update_workspace(w).unwrap();
-                        r.low_rank_update(&mut mean.theta, None, &coeffs, u).unwrap()
+                        let u = r.update_workspace(w, 1).unwrap();
+                        r.low_rank_update(&OneThread, &mut mean.theta, None, &coeffs, u)
+                            .unwrap()
                     },
                     BatchSize::LargeInput,
                 )
             });
         }
         let mut theta = mean.theta.clone();
-        let mut work = vec![0f32; r.step_workspace_len(batch)];
+        let mut work = vec![0f32; r.step_workspace_len(batch, 1)];
         let mut columns = vec![0u32; LAYOUT.inputs];
         group.bench_function(BenchmarkId::new("step", &id), |b| {
             b.iter(|| {
@@ -304,6 +306,7 @@ fn ienk_step(c: &mut Criterion) {
                     work: &mut work,
                     columns: &mut columns,
                     coefficients: &mut coeffs,
+                    stored: None,
                 };
                 let stabiliser = Stabiliser::default();
                 r.step(

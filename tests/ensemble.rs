@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Mean, TestRng, logits_of};
+use common::{Mean, ScopedThreads, TestRng, logits_of};
 use ienk::ensemble::eki::Eki;
 use ienk::ensemble::particles::{forward_low_rank_member, low_rank_scratch_len};
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
@@ -12,6 +12,7 @@ use ienk::gemm::KernelPath;
 use ienk::loss::cross_entropy_grad;
 use ienk::mlp::Layout;
 use ienk::normal::Normal;
+use ienk::workers::OneThread;
 
 const TINY: Layout = Layout {
     inputs: 9,
@@ -616,13 +617,13 @@ fn momentum_accumulates_the_plain_directions() {
                 r.update_blocks(&normal, theta, v, 0, &coeffs, t, None, &mut tmp)
                     .unwrap();
             } else {
-                let mut uw = vec![0f32; r.low_rank_update_len()];
-                let mut update = r.update_workspace(&mut uw).unwrap();
+                let mut uw = vec![0f32; r.low_rank_update_len(1)];
+                let mut update = r.update_workspace(&mut uw, 1).unwrap();
                 let (draws, rows) = (0..r.draws(), update.rows.reborrow());
                 let view = mean.view();
                 r.low_rank_coefficients(&normal, theta, &x, &view, t, draws, &mut ws, &mut coeffs, rows)
                     .unwrap();
-                r.low_rank_update(theta, v, &coeffs, update).unwrap();
+                r.low_rank_update(&OneThread, theta, v, &coeffs, update).unwrap();
             }
         };
         let plain = Resampled {
@@ -861,11 +862,12 @@ fn low_rank_forward_refuses_short_projections() {
     assert!(logits.iter().all(|&z| z != 7.0));
 }
 
-/// The update workspace of `rule` with every draw's factors at `step` in its rows, as the
-/// member phase leaves them, written here from `fill_factors` of each draw's first member.
-fn workspace_with_factors(rule: &Resampled, normal: &Normal, step: u64) -> Vec<f32> {
-    let mut ws = vec![f32::NAN; rule.low_rank_update_len()];
-    let rows = rule.update_workspace(&mut ws).unwrap().rows;
+/// The update workspace of `rule` for `workers` with every draw's factors at `step` in its rows,
+/// as the member phase leaves them, written here from `fill_factors` of each draw's first
+/// member.
+fn workspace_with_factors(rule: &Resampled, normal: &Normal, step: u64, workers: usize) -> Vec<f32> {
+    let mut ws = vec![f32::NAN; rule.low_rank_update_len(workers)];
+    let rows = rule.update_workspace(&mut ws, workers).unwrap().rows;
     let ranges = rule.perturb.factor_ranges();
     let mut factors = vec![0f32; rule.perturb.factor_len()];
     for d in 0..rule.draws() {
@@ -887,10 +889,10 @@ fn workspace_with_factors(rule: &Resampled, normal: &Normal, step: u64) -> Vec<f
 }
 
 #[test]
-fn low_rank_update_in_parts_as_threads_run_it_equals_the_one_thread_update() {
-    use ienk::ensemble::low_rank_update::{WeightBlock, direction_row_parts, direction_rows};
+fn low_rank_update_on_threads_equals_the_one_thread_update() {
     let normal = Normal::new();
-    // Block rows below, at and past the GEMM's unpacked path (4 rows), odd member counts.
+    // Block rows below, at and past the GEMM's unpacked path (4 rows), odd member counts,
+    // more threads than draws.
     for (hidden, outputs, rank, members, antithetic) in [
         (128, 10, 1, 37, false),
         (11, 5, 3, 8, true),
@@ -916,45 +918,16 @@ fn low_rank_update_in_parts_as_threads_run_it_equals_the_one_thread_update() {
         let theta0 = rng.vec(layout.num_params());
         let coeffs: Vec<f64> = rng.vec(members).iter().map(|&c| f64::from(c)).collect();
         let mut whole = theta0.clone();
-        let mut ws = workspace_with_factors(&rule, &normal, 3);
-        let u = rule.update_workspace(&mut ws).unwrap();
-        rule.low_rank_update(&mut whole, None, &coeffs, u).unwrap();
+        let mut ws = workspace_with_factors(&rule, &normal, 3, 1);
+        let u = rule.update_workspace(&mut ws, 1).unwrap();
+        rule.low_rank_update(&OneThread, &mut whole, None, &coeffs, u)
+            .unwrap();
         for threads in [2, 3, 5, 64] {
-            let mut ws = workspace_with_factors(&rule, &normal, 3);
-            let u = rule.update_workspace(&mut ws).unwrap();
-            let mut tmp = vec![0f32; rule.transpose_scratch_len()];
-            let mut scratch = vec![0f32; rule.direction_scratch_len(hidden)];
-            // Phase 1 by draw ranges, as the CLI's workers take them.
-            let mut rows = u.rows;
-            let mut rest = rows.reborrow();
-            let draws = rule.draws();
-            let per = draws.div_ceil(threads);
-            for first in (0..draws).step_by(per) {
-                let n = per.min(draws - first);
-                let (mine, others) = rest.split_draws(&rule, n);
-                rest = others;
-                rule.scale_draw_rows(&coeffs, first..first + n, &mut tmp, mine)
-                    .unwrap();
-            }
-            let d = layout.split_mut(u.direction).unwrap();
-            rule.low_rank_bias_direction(rows.db1, rows.db2, d.b1, d.b2)
-                .unwrap();
-            // Phase 3 by row ranges of each block.
-            for (block, total, a_t, b, out) in [
-                (WeightBlock::W1, hidden, &*rows.a1, &*rows.b1, d.w1),
-                (WeightBlock::W2, outputs, &*rows.a2, &*rows.b2, d.w2),
-            ] {
-                let parts = direction_row_parts(total, threads);
-                let cols = out.len() / total;
-                for part in 0..parts {
-                    let range = direction_rows(total, parts, part);
-                    let span = range.start * cols..range.end * cols;
-                    rule.low_rank_direction_rows(block, a_t, b, range, &mut out[span], &mut scratch)
-                        .unwrap();
-                }
-            }
+            let mut ws = workspace_with_factors(&rule, &normal, 3, threads);
+            let u = rule.update_workspace(&mut ws, threads).unwrap();
             let mut split = theta0.clone();
-            rule.apply_direction(&mut split, u.direction, None).unwrap();
+            rule.low_rank_update(&ScopedThreads(threads), &mut split, None, &coeffs, u)
+                .unwrap();
             assert_eq!(
                 split.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 whole.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -994,9 +967,10 @@ fn low_rank_update_moves_theta_by_the_coefficients_sum_of_expanded_perturbations
         let theta0 = rng.vec(layout.num_params());
         let coeffs: Vec<f64> = rng.vec(members).iter().map(|&c| f64::from(c)).collect();
         let mut theta = theta0.clone();
-        let mut ws = workspace_with_factors(&rule, &normal, 2);
-        let u = rule.update_workspace(&mut ws).unwrap();
-        rule.low_rank_update(&mut theta, None, &coeffs, u).unwrap();
+        let mut ws = workspace_with_factors(&rule, &normal, 2, 1);
+        let u = rule.update_workspace(&mut ws, 1).unwrap();
+        rule.low_rank_update(&OneThread, &mut theta, None, &coeffs, u)
+            .unwrap();
         // Reference: each member's factors expanded into a dense perturbation, summed in f64.
         let mut want = vec![0f64; layout.num_params()];
         let mut factors = vec![0f32; rule.perturb.factor_len()];

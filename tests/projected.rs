@@ -123,10 +123,10 @@ fn low_rank_coefficients_match_an_f64_forward_of_each_member() {
             let r = rule(layout, members, rank, antithetic, form);
             let mean = Mean::new(&layout, form, &theta, &x, &y);
             let mut ws = vec![f32::NAN; r.member_workspace_len(batch)];
-            let mut update = vec![f32::NAN; r.low_rank_update_len()];
+            let mut update = vec![f32::NAN; r.low_rank_update_len(1)];
             let mut coeffs = vec![0f64; r.members];
             // The draws in two ranges, as two threads take them.
-            let mut rows = r.update_workspace(&mut update).unwrap().rows;
+            let mut rows = r.update_workspace(&mut update, 1).unwrap().rows;
             let mut rest = coeffs.as_mut_slice();
             for draws in [0..1, 1..r.draws()] {
                 let (c, tail) = rest.split_at_mut(r.members_of(draws.clone()).len());
@@ -140,7 +140,7 @@ fn low_rank_coefficients_match_an_f64_forward_of_each_member() {
             assert!(rest.is_empty());
             // The rows hold each draw's factors, as its first member draws them.
             let ranges = r.perturb.factor_ranges();
-            let rows = r.update_workspace(&mut update).unwrap().rows;
+            let rows = r.update_workspace(&mut update, 1).unwrap().rows;
             let (l, o) = (layout.hidden * rank, outputs * rank);
             let (i, b2) = (layout.inputs * rank, layout.hidden * rank);
             for d in 0..r.draws() {
@@ -339,11 +339,11 @@ fn low_rank_member_phase_refuses_rank_zero_and_mismatched_draws() {
     let mean = Mean::new(&layout, Form::Logit, &theta, &x, &y);
     let view = mean.view();
     let mut ws = vec![0f32; r.member_workspace_len(2)];
-    let mut update = vec![0f32; r.low_rank_update_len()];
+    let mut update = vec![0f32; r.low_rank_update_len(1)];
     let mut coeffs = vec![0f64; r.members];
     let mut run =
         |r: &Resampled, draws: std::ops::Range<usize>, n: usize, ws: &mut [f32], update: &mut [f32]| {
-            let rows = r.update_workspace(update).unwrap().rows;
+            let rows = r.update_workspace(update, 1).unwrap().rows;
             let (rows, _) = rows.split_draws(r, draws.len());
             r.low_rank_coefficients(&normal, &theta, &x, &view, 0, draws, ws, &mut coeffs[..n], rows)
         };
@@ -360,7 +360,7 @@ fn low_rank_member_phase_refuses_rank_zero_and_mismatched_draws() {
         perturb: Perturbations { rank: 0, ..r.perturb },
         ..r
     };
-    let mut zero_update = vec![0f32; zero.low_rank_update_len()];
+    let mut zero_update = vec![0f32; zero.low_rank_update_len(1)];
     for len in 0..1024 {
         let mut zero_ws = vec![0f32; len];
         let refused = run(&zero, 0..3, 6, &mut zero_ws, &mut zero_update);

@@ -1,19 +1,21 @@
-//! The core's one-thread IEnK step (`Resampled::step`, what firmware calls) against a second
-//! implementation: `ienk-cli`'s trainer, which runs the same phases split over threads and
-//! composes them itself. Both must move theta identically, bit for bit, on every setting; and
-//! the step must refuse what it cannot use without touching theta.
+//! The core's IEnK step on several threads against the same step on one thread
+//! (`Resampled::step`, what firmware calls): `Resampled::step_on` on scoped threads (with the
+//! perturbations stored or regenerated) and `ienk-cli`'s trainer on its pool must move theta
+//! identically, bit for bit, on every setting; the gradient estimate must be the move's
+//! direction; and the step must refuse what it cannot use without touching theta.
 
 mod common;
 
-use common::TestRng;
+use common::{ScopedThreads, TestRng};
 use ienk::batch::Batch;
 use ienk::ensemble::perturb::Perturbations;
 use ienk::ensemble::resampled::{Form, NonFiniteCoefficient, Resampled, Stabiliser};
-use ienk::ensemble::step::{StepBuffers, StepError};
+use ienk::ensemble::step::{Move, StepBuffers, StepError};
 use ienk::idx::{IMAGE_PIXELS, Split};
 use ienk::mlp::{Layout, MlpError, pixels_to_unit};
 use ienk::normal::Normal;
 use ienk::seeds::{Stream, perturbation_seed, rng};
+use ienk::workers::OneThread;
 use ienk_cli::ensemble::{EnsembleConfig, IenkOptimizer};
 use ienk_cli::optimizer::Optimizer;
 use ienk_cli::train::EnsembleSettings;
@@ -64,6 +66,8 @@ struct Setting {
     normalize: bool,
     stabiliser: Stabiliser,
     lr: f32,
+    /// Full rank: the threaded runs store the perturbations (`--store-perturbations`).
+    store: bool,
 }
 
 const BASE: Setting = Setting {
@@ -80,6 +84,7 @@ const BASE: Setting = Setting {
         clip: None,
     },
     lr: 0.5,
+    store: false,
 };
 
 /// The core's rule for a setting, seeded as `ienk-cli train --seed SEED` seeds it.
@@ -120,6 +125,7 @@ fn cli_optimizer(s: &Setting) -> IenkOptimizer {
         momentum: s.momentum,
         normalize: s.normalize,
         clip: s.stabiliser.clip.map(|c| c as f32),
+        store: s.store,
         ..EnsembleSettings::default()
     };
     IenkOptimizer::new(Layout::mnist(HIDDEN), cfg, &settings, s.lr).unwrap()
@@ -134,20 +140,62 @@ fn glorot_theta() -> Vec<f32> {
     theta
 }
 
-/// Runs `steps` steps of both on consecutive batches; asserts the same theta (bits) and the same
-/// batch statistics after each.
+/// The bits of `v`.
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Buffers of one run of the core's step.
+struct CoreRun {
+    theta: Vec<f32>,
+    velocity: Option<Vec<f32>>,
+    work: Vec<f32>,
+    columns: Vec<u32>,
+    coefficients: Vec<f64>,
+    stored: Option<Vec<f32>>,
+}
+
+impl CoreRun {
+    fn new(r: &Resampled, s: &Setting, workers: usize, store: bool) -> Self {
+        let layout = r.perturb.layout;
+        let p = layout.num_params();
+        CoreRun {
+            theta: glorot_theta(),
+            velocity: (s.momentum != 0.0).then(|| vec![0f32; p]),
+            work: vec![0f32; r.step_workspace_len(s.batch, workers)],
+            columns: vec![0u32; layout.inputs],
+            coefficients: vec![0f64; s.members],
+            stored: store.then(|| vec![0f32; s.members * p]),
+        }
+    }
+
+    fn buffers(&mut self) -> (&mut [f32], Move<'_>, StepBuffers<'_>) {
+        let buffers = StepBuffers {
+            work: &mut self.work,
+            columns: &mut self.columns,
+            coefficients: &mut self.coefficients,
+            stored: self.stored.as_deref_mut(),
+        };
+        let target = Move::Theta {
+            velocity: self.velocity.as_deref_mut(),
+        };
+        (&mut self.theta, target, buffers)
+    }
+}
+
+/// Runs `steps` steps on consecutive batches three ways: the core's step on one thread, on
+/// `s.threads` scoped threads (storing the perturbations when `s.store`), and the CLI's trainer;
+/// asserts the same theta (bits) and the same batch statistics after each.
 fn assert_same_steps(s: &Setting, steps: usize) {
     let (images, labels) = idx_files(s.batch * steps);
     let split = Split::parse(&images, &labels).unwrap();
     let r = rule(s);
-    let layout = r.perturb.layout;
     let normal = Normal::new();
     let mut cli = cli_optimizer(s);
-    let (mut theta_cli, mut theta_core) = (glorot_theta(), glorot_theta());
-    let mut velocity = (s.momentum != 0.0).then(|| vec![0f32; layout.num_params()]);
-    let mut work = vec![0f32; r.step_workspace_len(s.batch)];
-    let mut columns = vec![0u32; layout.inputs];
-    let mut coefficients = vec![0f64; s.members];
+    let mut theta_cli = glorot_theta();
+    let mut one = CoreRun::new(&r, s, 1, false);
+    let mut threaded = CoreRun::new(&r, s, s.threads, s.store);
+    let threads = ScopedThreads(s.threads);
     let mut x = vec![0f32; s.batch * IMAGE_PIXELS];
     let indices: Vec<u32> = (0..(s.batch * steps) as u32).collect();
     for (t, idx) in indices.chunks(s.batch).enumerate() {
@@ -157,36 +205,37 @@ fn assert_same_steps(s: &Setting, steps: usize) {
         for (row, &i) in x.chunks_exact_mut(IMAGE_PIXELS).zip(idx) {
             pixels_to_unit(split.image(i as usize).unwrap(), row);
         }
-        let buffers = StepBuffers {
-            work: &mut work,
-            columns: &mut columns,
-            coefficients: &mut coefficients,
+        let (theta, Move::Theta { velocity }, buffers) = one.buffers() else {
+            unreachable!("CoreRun moves theta")
         };
         let got = r
-            .step(
+            .step(&normal, s.stabiliser, theta, velocity, &x, &y, t as u64, buffers)
+            .unwrap();
+        let (theta, target, buffers) = threaded.buffers();
+        let on_threads = r
+            .step_on(
+                &threads,
                 &normal,
                 s.stabiliser,
-                &mut theta_core,
-                velocity.as_deref_mut(),
+                theta,
+                target,
                 &x,
                 &y,
                 t as u64,
                 buffers,
             )
             .unwrap();
-        assert_eq!(
-            (got.loss_sum, got.correct, got.count),
-            (want.loss_sum, want.correct, want.count)
-        );
-        let differ = theta_cli
-            .iter()
-            .zip(&theta_core)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
-        assert_eq!(differ, 0, "step {t}: {differ} parameters differ");
+        for stats in [got, on_threads] {
+            assert_eq!(
+                (stats.loss_sum, stats.correct, stats.count),
+                (want.loss_sum, want.correct, want.count)
+            );
+        }
+        assert_eq!(bits(&one.theta), bits(&theta_cli), "step {t}: the CLI's trainer");
+        assert_eq!(bits(&one.theta), bits(&threaded.theta), "step {t}: step_on");
     }
     // The steps did move theta.
-    assert_ne!(theta_core, glorot_theta());
+    assert_ne!(one.theta, glorot_theta());
 }
 
 #[test]
@@ -244,6 +293,95 @@ fn low_rank_members_over_several_chunks() {
     assert_same_steps(&s, 4);
 }
 
+#[test]
+fn stored_perturbations_on_more_threads_than_members() {
+    let s = Setting {
+        members: 5,
+        threads: 7,
+        store: true,
+        ..BASE
+    };
+    assert_same_steps(&s, 4);
+}
+
+#[test]
+fn low_rank_antithetic_pairs_over_several_chunks_and_threads() {
+    // 300 members: three chunks of the member phase; 150 draws over three threads.
+    let s = Setting {
+        members: 300,
+        batch: 2,
+        threads: 3,
+        rank: 1,
+        antithetic: true,
+        form: Form::Logit,
+        lr: 0.05,
+        ..BASE
+    };
+    assert_same_steps(&s, 3);
+}
+
+#[test]
+fn the_gradient_estimate_is_the_direction_of_the_normalised_move() {
+    let (images, labels) = idx_files(3);
+    let split = Split::parse(&images, &labels).unwrap();
+    let y: Vec<u8> = (0..3).map(|i| split.label(i).unwrap()).collect();
+    let mut x = vec![0f32; 3 * IMAGE_PIXELS];
+    for (i, row) in x.chunks_exact_mut(IMAGE_PIXELS).enumerate() {
+        pixels_to_unit(split.image(i).unwrap(), row);
+    }
+    let normal = Normal::new();
+    for (rank, antithetic, form) in [
+        (0, false, Form::Logit),
+        (0, true, Form::Thesis),
+        (1, true, Form::Logit),
+        (2, false, Form::Thesis),
+    ] {
+        let s = Setting {
+            members: 9,
+            batch: 3,
+            threads: 2,
+            rank,
+            antithetic,
+            form,
+            normalize: true,
+            lr: 0.01,
+            ..BASE
+        };
+        let r = rule(&s);
+        let threads = ScopedThreads(2);
+        // theta -= lr d / (M (c s_l)^2): the plain move, normalised.
+        let mut moved = CoreRun::new(&r, &s, 2, false);
+        let (theta, target, buffers) = moved.buffers();
+        r.step_on(&threads, &normal, s.stabiliser, theta, target, &x, &y, 4, buffers)
+            .unwrap();
+        // The same step writing the estimate d / (M (c s_l)^2), theta left as it is.
+        let mut estimating = CoreRun::new(&r, &s, 2, false);
+        let mut estimate = vec![f32::NAN; estimating.theta.len()];
+        let (theta, _, buffers) = estimating.buffers();
+        let target = Move::Estimate {
+            estimate: &mut estimate,
+        };
+        r.step_on(&threads, &normal, s.stabiliser, theta, target, &x, &y, 4, buffers)
+            .unwrap();
+        assert_eq!(bits(&estimating.theta), bits(&glorot_theta()), "rank {rank}");
+        let start = glorot_theta();
+        let mut largest = 0f32;
+        for (k, ((&e, &t0), &t1)) in estimate.iter().zip(&start).zip(&moved.theta).enumerate() {
+            let want = (t0 - t1) / s.lr;
+            // theta's rounding, about 1e-8, divided by the rate.
+            assert!(
+                (e - want).abs() <= 1e-5 + 1e-4 * want.abs(),
+                "rank {rank}, parameter {k}: estimate {e}, move / lr {want}"
+            );
+            largest = largest.max(e.abs());
+        }
+        assert!(
+            largest > 1e-3,
+            "rank {rank}: the estimate is about zero ({largest})"
+        );
+    }
+}
+
 /// A step on one synthetic example with buffers for `batch`, returning the result and theta.
 fn refused(
     s: &Setting,
@@ -261,6 +399,7 @@ fn refused(
         work: &mut work,
         columns: &mut columns,
         coefficients: &mut coefficients,
+        stored: None,
     };
     r.step(
         &Normal::new(),
@@ -278,7 +417,7 @@ fn refused(
 #[test]
 fn refusals_leave_theta_untouched() {
     let r = rule(&BASE);
-    let need = r.step_workspace_len(1);
+    let need = r.step_workspace_len(1, 1);
     let inputs = r.perturb.layout.inputs;
     let start = glorot_theta();
     let mut theta = start.clone();
@@ -325,4 +464,57 @@ fn refusals_leave_theta_untouched() {
     let mut theta = start.clone();
     refused(&BASE, &mut theta, None, need + 100, inputs + 3).unwrap();
     assert_ne!(theta, start);
+}
+
+#[test]
+fn stored_perturbations_at_low_rank_and_a_short_estimate_are_refused() {
+    let x: Vec<f32> = (0..IMAGE_PIXELS).map(|j| (j % 3) as f32 * 0.5).collect();
+    let normal = Normal::new();
+    let low_rank = Setting { rank: 1, ..BASE };
+    let r = rule(&low_rank);
+    let mut run = CoreRun::new(&r, &low_rank, 1, true);
+    let (theta, target, buffers) = run.buffers();
+    let stored = r.step_on(
+        &OneThread,
+        &normal,
+        BASE.stabiliser,
+        theta,
+        target,
+        &x,
+        &[3],
+        0,
+        buffers,
+    );
+    assert!(
+        matches!(stored, Err(StepError::Mlp(MlpError::Length { what, expected: 0, .. })) if what.contains("low rank")),
+        "{stored:?}"
+    );
+    let mut run = CoreRun::new(&r, &low_rank, 1, false);
+    let mut estimate = vec![0f32; run.theta.len() - 1];
+    let (theta, _, buffers) = run.buffers();
+    let target = Move::Estimate {
+        estimate: &mut estimate,
+    };
+    let short = r.step_on(
+        &OneThread,
+        &normal,
+        BASE.stabiliser,
+        theta,
+        target,
+        &x,
+        &[3],
+        0,
+        buffers,
+    );
+    assert!(
+        matches!(
+            short,
+            Err(StepError::Mlp(MlpError::Length {
+                what: "gradient estimate",
+                ..
+            }))
+        ),
+        "{short:?}"
+    );
+    assert_eq!(run.theta, glorot_theta());
 }

@@ -1,21 +1,18 @@
-//! The ensemble optimizers behind `train --optimizer ienk|eki`: buffers, and the split of their
-//! work over threads (members for the forward passes, parameter blocks for the update).
-
-use std::ops::Range;
+//! The ensemble optimizers behind `train --optimizer ienk|eki`: their buffers, and their steps
+//! on the trainer's thread pool (IEnK's is the core's `Resampled::step_on`; EKI splits its
+//! members' forward passes over the threads).
 
 use ienk::batch::Batch;
-use ienk::ensemble::collapse::{
-    active_columns, copy_shared_parts, draw_coefficient_norm, expand_w1_rows, restrict,
-};
 use ienk::ensemble::eki::Eki;
-use ienk::ensemble::low_rank_update::{WeightBlock, direction_row_parts, direction_rows};
-use ienk::ensemble::perturb::{BLOCK, Perturbations};
-use ienk::ensemble::resampled::{MeanView, Resampled, Stabiliser, innovation};
+use ienk::ensemble::perturb::Perturbations;
+use ienk::ensemble::resampled::{Resampled, Stabiliser};
+use ienk::ensemble::step::{Move, StepBuffers, StepError};
 use ienk::loss::BatchStats;
 use ienk::mlp::{Layout, MlpError};
 use ienk::normal::Normal;
 use ienk::optim::Adam;
 use ienk::seeds::{Stream, perturbation_seed, rng};
+use ienk::workers::part_ranges;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::buffers::{product, zeros};
@@ -43,112 +40,20 @@ fn failed(e: MlpError) -> CliError {
     CliError::Failed(format!("ensemble step failed: {e}"))
 }
 
-/// `0..n` cut into `parts` contiguous ranges of nearly equal length (empty ones dropped).
-fn split(n: usize, parts: usize) -> Vec<Range<usize>> {
-    let per = n.div_ceil(parts.max(1)).max(1);
-    (0..n).step_by(per).map(|s| s..(s + per).min(n)).collect()
-}
-
-/// The low-rank update's buffers: the workspace of `Resampled::low_rank_update` (where the member
-/// phase leaves every draw's factors) and, per thread, transpose and GEMM scratch (all empty at
-/// full rank).
-struct LowRankBuffers {
-    workspace: Vec<f32>,
-    tmp: Vec<Vec<f32>>,
-    scratch: Vec<Vec<f32>>,
-}
-
-impl LowRankBuffers {
-    /// Buffers for `rule` (nothing at full rank) and `threads` threads.
-    fn new(rule: &Resampled, threads: usize) -> Result<Self> {
-        if rule.perturb.rank == 0 {
-            return Ok(LowRankBuffers {
-                workspace: Vec::new(),
-                tmp: Vec::new(),
-                scratch: Vec::new(),
-            });
-        }
-        let whole_blocks = rule.whole_direction_scratch_len();
-        Ok(LowRankBuffers {
-            workspace: zeros("the low-rank update", rule.low_rank_update_len())?,
-            tmp: (0..threads)
-                .map(|_| zeros("the update's transpose scratch", rule.transpose_scratch_len()))
-                .collect::<Result<_>>()?,
-            scratch: (0..threads)
-                .map(|_| zeros("the update's GEMM scratch", whole_blocks))
-                .collect::<Result<_>>()?,
-        })
-    }
-
-    /// The direction `sum_k c_k delta_k` of `coeffs`, from the draws' factors the member phase
-    /// left in the workspace, by the phases of `ienk::ensemble::low_rank_update` spread over
-    /// `pool`: the draws' rows by draw ranges, the biases on this thread, the weight blocks by
-    /// row ranges. The same numbers as `Resampled::low_rank_update` on one thread, bit for bit.
-    fn direction(&mut self, pool: &Pool, rule: &Resampled, coeffs: &[f64]) -> Result<&[f32]> {
-        let layout = rule.perturb.layout;
-        let ws = rule.update_workspace(&mut self.workspace).map_err(failed)?;
-        let mut rows = ws.rows;
-        let mut jobs = Vec::new();
-        let mut rest = rows.reborrow();
-        for (draws, tmp) in split(rule.draws(), pool.threads()).into_iter().zip(&mut self.tmp) {
-            let (mine, others) = rest.split_draws(rule, draws.len());
-            rest = others;
-            jobs.push((draws, tmp, mine));
-        }
-        pool.each(jobs, |(draws, tmp, mine)| {
-            rule.scale_draw_rows(coeffs, draws, tmp, mine).map_err(failed)
-        })?;
-        let d = layout.split_mut(ws.direction).map_err(failed)?;
-        rule.low_rank_bias_direction(rows.db1, rows.db2, d.b1, d.b2)
-            .map_err(failed)?;
-        for (block, total, a_t, b, out) in [
-            (WeightBlock::W1, layout.hidden, &*rows.a1, &*rows.b1, d.w1),
-            (WeightBlock::W2, layout.outputs, &*rows.a2, &*rows.b2, d.w2),
-        ] {
-            let parts = direction_row_parts(total, pool.threads());
-            let cols = out.len() / total.max(1);
-            let mut jobs = Vec::new();
-            let mut rest = &mut *out;
-            for (part, scratch) in (0..parts).zip(&mut self.scratch) {
-                let range = direction_rows(total, parts, part);
-                let (mine, others) = rest.split_at_mut(range.len() * cols);
-                rest = others;
-                jobs.push((range, mine, scratch));
-            }
-            pool.each(jobs, |(range, mine, scratch)| {
-                rule.low_rank_direction_rows(block, a_t, b, range, mine, scratch)
-                    .map_err(failed)
-            })?;
-        }
-        Ok(ws.direction)
-    }
-}
-
-/// The resampled IEnK (thesis's scheme).
+/// The resampled IEnK (thesis's scheme): `Resampled::step_on` on the trainer's thread pool.
 pub struct IenkOptimizer {
     rule: Resampled,
     dense: DenseRows,
     normal: Normal,
     pool: Pool,
     step: u64,
-    pre: Vec<f32>,
-    hidden: Vec<f32>,
-    logits: Vec<f32>,
-    probs: Vec<f32>,
-    innovation: Vec<f32>,
-    scratch: Vec<f32>,
-    workspaces: Vec<Vec<f32>>,
-    coeffs: Vec<f64>,
-    stored: Option<Vec<f32>>,
-    blocks: Vec<Vec<f32>>,
-    /// Full rank: the batch's active input columns, the restricted parameters, batch and
-    /// direction, and the full direction.
+    /// The step's workspace for the pool's threads.
+    work: Vec<f32>,
+    /// The batch's active input columns (full rank).
     cols: Vec<u32>,
-    theta_sub: Vec<f32>,
-    x_sub: Vec<f32>,
-    d_sub: Vec<f32>,
-    direction: Vec<f32>,
-    low_rank: LowRankBuffers,
+    coeffs: Vec<f64>,
+    /// The M perturbations of a step, with `--store-perturbations`.
+    stored: Option<Vec<f32>>,
     velocity: Option<Vec<f32>>,
     adam: Option<AdamState>,
     stabiliser: Stabiliser,
@@ -199,30 +104,18 @@ impl IenkOptimizer {
             normalize: e.normalize,
         };
         let threads = cfg.threads.clamp(1, cfg.members.max(1));
-        let (b, h, o, p) = (cfg.batch, layout.hidden, layout.outputs, layout.num_params());
-        let bh = product("the hidden layer", &[b, h])?;
-        let bo = product("the logits", &[b, o])?;
-        let full_rank = |what: &str, len: usize| {
-            if rank == 0 {
-                zeros(what, len)
-            } else {
-                Ok(Vec::new())
-            }
-        };
+        let p = layout.num_params();
+        // The workspace's parts are each below the address space when the buffers the flags
+        // size are (checked first), but their sum may not be.
+        product("the hidden layer", &[cfg.batch, layout.hidden])?;
+        product("the restricted batch", &[cfg.batch, layout.inputs])?;
         Ok(IenkOptimizer {
-            dense: DenseRows::new(b)?,
+            dense: DenseRows::new(cfg.batch)?,
             normal: Normal::new(),
             pool: Pool::new(threads)?,
             step: 0,
-            pre: zeros("the pre-activations", bh)?,
-            hidden: zeros("the hidden layer", bh)?,
-            logits: zeros("the logits", bo)?,
-            probs: zeros("the probabilities", bo)?,
-            innovation: zeros("the innovations", bo)?,
-            scratch: zeros("the GEMM scratch", layout.gemm_scratch_len(b))?,
-            workspaces: (0..threads)
-                .map(|_| zeros("a member workspace", rule.member_workspace_len(b)))
-                .collect::<Result<_>>()?,
+            work: zeros("the step workspace", rule.step_workspace_len(cfg.batch, threads))?,
+            cols: zeros("the active columns", layout.inputs)?,
             coeffs: zeros("the coefficients", cfg.members)?,
             stored: (store && rank == 0)
                 .then(|| {
@@ -232,18 +125,6 @@ impl IenkOptimizer {
                     )
                 })
                 .transpose()?,
-            blocks: (0..threads)
-                .map(|_| zeros("a perturbation block", BLOCK))
-                .collect::<Result<_>>()?,
-            cols: zeros("the active columns", layout.inputs)?,
-            theta_sub: full_rank("the restricted parameters", p)?,
-            x_sub: full_rank(
-                "the restricted batch",
-                product("the restricted batch", &[b, layout.inputs])?,
-            )?,
-            d_sub: full_rank("the restricted direction", p)?,
-            direction: full_rank("the direction", p)?,
-            low_rank: LowRankBuffers::new(&rule, threads)?,
             velocity: (momentum != 0.0).then(|| zeros("the velocity", p)).transpose()?,
             adam: e.adam.then(|| AdamState::new(lr, p)).transpose()?,
             stabiliser: Stabiliser {
@@ -256,179 +137,36 @@ impl IenkOptimizer {
 }
 
 impl Optimizer for IenkOptimizer {
+    /// One step on the pool; with `--update adam` the step writes the gradient estimate and
+    /// Adam moves theta.
     fn step(&mut self, theta: &mut [f32], batch: &Batch<'_>) -> Result<BatchStats> {
         let (x, y) = self.dense.load(batch)?;
-        let layout = self.rule.perturb.layout;
-        let b = y.len();
-        let (h, o) = (layout.hidden, layout.outputs);
-        let (pre, hidden, logits) = (
-            &mut self.pre[..b * h],
-            &mut self.hidden[..b * h],
-            &mut self.logits[..b * o],
-        );
-        layout
-            .forward_keep_pre(theta, x, pre, hidden, logits, &mut self.scratch)
-            .map_err(failed)?;
-        let (probs, g) = (&mut self.probs[..b * o], &mut self.innovation[..b * o]);
-        let stats = innovation(self.rule.form, logits, o, y, probs, g).map_err(failed)?;
-        let mean = MeanView {
-            pre,
-            logits,
-            probs,
-            innovation: g,
-        };
-        let (rule, normal, step) = (&self.rule, &self.normal, self.step);
-
-        // Full rank: the members perturb only the input columns this batch uses, the rest of
-        // the direction is drawn at once (the same update in distribution; see
-        // ienk::ensemble::collapse).
-        let full_rank = rule.perturb.rank == 0;
-        let active = if full_rank {
-            active_columns(x, layout.inputs, &mut self.cols).map_err(failed)?
-        } else {
-            layout.inputs
-        };
-        let cols = &self.cols[..active];
-        let sub = Layout {
-            inputs: active,
-            ..layout
-        };
-        let sub_rule = Resampled {
-            perturb: Perturbations {
-                layout: sub,
-                ..rule.perturb
+        let target = match self.adam.as_mut() {
+            Some(a) => Move::Estimate {
+                estimate: &mut a.estimate,
             },
-            ..*rule
+            None => Move::Theta {
+                velocity: self.velocity.as_deref_mut(),
+            },
         };
-        let (member_rule, th, xm) = if full_rank {
-            let (ts, xs) = (
-                &mut self.theta_sub[..sub.num_params()],
-                &mut self.x_sub[..b * active],
-            );
-            restrict(&layout, theta, x, cols, ts, xs).map_err(failed)?;
-            (&sub_rule, &*ts, &*xs)
-        } else {
-            (rule, &*theta, x)
+        let buffers = StepBuffers {
+            work: &mut self.work,
+            columns: &mut self.cols,
+            coefficients: &mut self.coeffs,
+            stored: self.stored.as_deref_mut(),
         };
-        let pm = member_rule.perturb.layout.num_params();
-
-        // Member phase: contiguous member ranges per thread; with low rank, the members of
-        // contiguous draw ranges, each draw's factors left in the update's rows.
-        let pool = &self.pool;
-        let ws_len = member_rule.member_workspace_len(b);
-        if full_rank {
-            let mut jobs = Vec::new();
-            let mut rest = self.coeffs.as_mut_slice();
-            let mut stored_rest = self.stored.as_deref_mut().map(|s| &mut s[..rule.members * pm]);
-            for (r, ws) in split(rule.members, pool.threads())
-                .into_iter()
-                .zip(&mut self.workspaces)
-            {
-                let (c, tail) = rest.split_at_mut(r.len());
-                rest = tail;
-                let s = stored_rest.take().map(|s| {
-                    let (head, tail) = s.split_at_mut(r.len() * pm);
-                    stored_rest = Some(tail);
-                    head
-                });
-                jobs.push((r, c, s, ws));
-            }
-            pool.each(jobs, |(members, coeffs, store, ws)| {
-                let ws = &mut ws[..ws_len];
-                member_rule
-                    .dense_coefficients(normal, th, xm, &mean, step, members, ws, coeffs, store)
-                    .map_err(failed)
+        let (normal, stabiliser) = (&self.normal, self.stabiliser);
+        let stats = self
+            .rule
+            .step_on(
+                &self.pool, normal, stabiliser, theta, target, x, y, self.step, buffers,
+            )
+            .map_err(|e| match e {
+                StepError::Diverged(e) => {
+                    CliError::Failed(format!("training diverged at step {}: {e}", self.step + 1))
+                }
+                StepError::Mlp(e) => failed(e),
             })?;
-        } else {
-            let update = rule
-                .update_workspace(&mut self.low_rank.workspace)
-                .map_err(failed)?;
-            let mut rows = update.rows;
-            let mut jobs = Vec::new();
-            let mut rest = self.coeffs.as_mut_slice();
-            for (draws, ws) in split(rule.draws(), pool.threads())
-                .into_iter()
-                .zip(&mut self.workspaces)
-            {
-                let (c, tail) = rest.split_at_mut(rule.members_of(draws.clone()).len());
-                rest = tail;
-                let (mine, others) = rows.split_draws(rule, draws.len());
-                rows = others;
-                jobs.push((draws, c, mine, ws));
-            }
-            pool.each(jobs, |(draws, coeffs, rows, ws)| {
-                let ws = &mut ws[..ws_len];
-                rule.low_rank_coefficients(normal, th, xm, &mean, step, draws, ws, coeffs, rows)
-                    .map_err(failed)
-            })?;
-        }
-        if let Err(e) = self.stabiliser.apply(&mut self.coeffs) {
-            return Err(CliError::Failed(format!(
-                "training diverged at step {}: {e}",
-                self.step + 1
-            )));
-        }
-
-        // Update phase: theta -= h d directly, or, with Adam, the gradient estimate
-        // d / (M (c s_l)^2) is written into a zero vector by the same update with h = -1.
-        let coeffs = &self.coeffs;
-        let estimating = Resampled {
-            lr: -1.0,
-            normalize: true,
-            momentum: 0.0,
-            ..*rule
-        };
-        let (target_rule, target, velocity) = match self.adam.as_mut() {
-            Some(a) => {
-                a.estimate.fill(0.0);
-                (&estimating, &mut a.estimate[..], None)
-            }
-            None => (rule, &mut *theta, self.velocity.as_deref_mut()),
-        };
-        if full_rank {
-            // The restricted direction sum_k c_k delta_k, by parameter blocks over the threads,
-            // then the full one.
-            let d_sub = &mut self.d_sub[..pm];
-            let stored = self.stored.as_deref().map(|s| &s[..rule.members * pm]);
-            let per_thread = sub_rule.perturb.blocks().div_ceil(self.blocks.len()).max(1);
-            let span = per_thread * BLOCK;
-            let jobs: Vec<_> = d_sub
-                .chunks_mut(span)
-                .zip(self.blocks.iter_mut())
-                .enumerate()
-                .collect();
-            pool.each(jobs, |(t, (part, tmp))| {
-                sub_rule
-                    .direction_blocks(normal, part, t * per_thread, coeffs, step, stored, tmp)
-                    .map_err(failed)
-            })?;
-            let noise_std = rule.perturb.std[0] * draw_coefficient_norm(&rule.perturb, coeffs) as f32;
-            // b1, W2 and b2 are copied; W1's rows are split over the threads.
-            copy_shared_parts(&rule.perturb, active, d_sub, &mut self.direction).map_err(failed)?;
-            let (i, rows_per) = (layout.inputs, h.div_ceil(pool.threads()).max(1));
-            let w1 = &mut self.direction[..h * i];
-            let sub_w1 = &d_sub[..h * active];
-            let jobs: Vec<_> = w1.chunks_mut(rows_per * i).enumerate().collect();
-            pool.each(jobs, |(t, rows)| {
-                expand_w1_rows(
-                    &rule.perturb,
-                    normal,
-                    cols,
-                    sub_w1,
-                    noise_std,
-                    step,
-                    t * rows_per,
-                    rows,
-                )
-                .map_err(failed)
-            })?;
-            target_rule
-                .apply_direction(target, &self.direction, velocity)
-                .map_err(failed)?;
-        } else {
-            let d = self.low_rank.direction(pool, target_rule, coeffs)?;
-            target_rule.apply_direction(target, d, velocity).map_err(failed)?;
-        }
         if let Some(a) = self.adam.as_mut() {
             a.step += 1;
             a.rule.step(a.step, theta, &a.estimate, &mut a.m, &mut a.v);
@@ -540,7 +278,7 @@ impl Optimizer for EkiOptimizer {
         let b = y.len();
         let bo = b * eki.layout.outputs;
         let (w32, w64) = eki.update_workspace_len(b);
-        let ranges = split(eki.members, self.pool.threads());
+        let ranges = part_ranges(eki.members, self.pool.threads());
         let ens = &self.ensemble;
         let mut parts = Vec::new();
         let mut rest = &mut self.logits[..eki.members * bo];

@@ -12,6 +12,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ienk::workers::Workers;
+
 use crate::error::{CliError, Result};
 
 /// How long an idle worker spins before it sleeps (when the pool has no more threads than the
@@ -92,22 +94,32 @@ impl Pool {
     /// Runs `f` on each item, in parallel over the pool's threads; the first error wins. A
     /// panic in a task becomes an error.
     pub fn each<T: Send>(&self, items: Vec<T>, f: impl Fn(T) -> Result<()> + Sync) -> Result<()> {
+        self.run_items(items, f)
+            .unwrap_or_else(|Panicked| Err(CliError::Failed("a worker thread panicked".into())))
+    }
+
+    /// Runs `f` on each item over the pool: the first error `f` returned, or [`Panicked`] when
+    /// a task panicked.
+    fn run_items<T: Send, E: Send>(
+        &self,
+        items: Vec<T>,
+        f: impl Fn(T) -> std::result::Result<(), E> + Sync,
+    ) -> std::result::Result<std::result::Result<(), E>, Panicked> {
         let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
-        let first_error: Mutex<Option<CliError>> = Mutex::new(None);
+        let first_error: Mutex<Option<E>> = Mutex::new(None);
         let task = |i: usize| {
             let item = lock(&slots[i]).take();
             if let Some(Err(e)) = item.map(&f) {
                 lock(&first_error).get_or_insert(e);
             }
         };
-        let panicked = self.run(slots.len(), &task);
-        if panicked {
-            return Err(CliError::Failed("a worker thread panicked".into()));
+        if self.run(slots.len(), &task) {
+            return Err(Panicked);
         }
         match first_error.into_inner() {
-            Ok(Some(e)) => Err(e),
-            Ok(None) => Ok(()),
-            Err(_) => Err(CliError::Failed("a worker thread panicked".into())),
+            Ok(Some(e)) => Ok(Err(e)),
+            Ok(None) => Ok(Ok(())),
+            Err(_) => Err(Panicked),
         }
     }
 
@@ -140,6 +152,28 @@ impl Pool {
         }
         st.job = None;
         st.panicked
+    }
+}
+
+/// A task of [`Pool::each`] panicked.
+struct Panicked;
+
+/// The core's steps cut their work into jobs for the pool's threads
+/// (`ienk::ensemble::resampled::Resampled::step_on`).
+impl Workers for Pool {
+    fn count(&self) -> usize {
+        self.threads()
+    }
+
+    /// [`Pool::each`] on the jobs; a panicking job panics the caller (as `std::thread::scope`
+    /// does), after every other job has finished.
+    fn each<J: Send, E: Send>(
+        &self,
+        jobs: impl Iterator<Item = J>,
+        work: impl Fn(J) -> std::result::Result<(), E> + Sync,
+    ) -> std::result::Result<(), E> {
+        self.run_items(jobs.collect(), work)
+            .unwrap_or_else(|Panicked| panic!("a worker thread of the step panicked"))
     }
 }
 

@@ -45,7 +45,7 @@ const BATCH: usize = 1;
 const LR: f32 = 0.001;
 /// Bound on each coefficient: the thesis's update stays exact otherwise (README, Results).
 const CLIP: f64 = 2.0;
-/// Step workspace floats reserved; checked against `step_workspace_len(BATCH)`.
+/// Step workspace floats reserved; checked against `step_workspace_len(BATCH, 1)`.
 const WORK: usize = 3 * PARAMS + 16 * 1024;
 /// Training examples at most (MNIST's training split).
 const MAX_EXAMPLES: usize = 60_000;
@@ -182,7 +182,7 @@ fn train_model(
         center: false,
         clip: Some(CLIP),
     };
-    let need = rule.step_workspace_len(BATCH);
+    let need = rule.step_workspace_len(BATCH, 1);
     if need > WORK {
         return Err(format!("step workspace: {need} floats needed, {WORK} reserved"));
     }
@@ -210,6 +210,7 @@ fn train_model(
                 work: &mut b.work,
                 columns: &mut b.columns,
                 coefficients: &mut b.coefficients,
+                stored: None,
             };
             let stats = rule
                 .step(

@@ -40,7 +40,7 @@
 //!     normalize: false,
 //! };
 //! let batch = 16;
-//! let mut work = vec![0f32; rule.step_workspace_len(batch)];
+//! let mut work = vec![0f32; rule.step_workspace_len(batch, 1)];
 //! let (mut columns, mut coefficients) = (vec![0u32; layout.inputs], vec![0f64; rule.members]);
 //! let (mut x, mut y) = (vec![0f32; batch * 2], vec![0u8; batch]);
 //! let mut correct = 0;
@@ -54,6 +54,7 @@
 //!         work: &mut work,
 //!         columns: &mut columns,
 //!         coefficients: &mut coefficients,
+//!         stored: None,
 //!     };
 //!     let no_stabiliser = Stabiliser { center: false, clip: None };
 //!     // The batch's loss and accuracy before the update.
@@ -119,3 +120,4 @@ pub mod prefetch;
 pub mod safetensors;
 pub mod seeds;
 pub mod sparse;
+pub mod workers;

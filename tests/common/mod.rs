@@ -114,3 +114,27 @@ impl Mean {
         }
     }
 }
+
+/// `count` workers for the core's steps, independent of `ienk-cli`'s pool: every job on its own
+/// scoped thread, all at once.
+pub struct ScopedThreads(pub usize);
+
+impl ienk::workers::Workers for ScopedThreads {
+    fn count(&self) -> usize {
+        self.0
+    }
+
+    fn each<J: Send, E: Send>(
+        &self,
+        jobs: impl Iterator<Item = J>,
+        work: impl Fn(J) -> Result<(), E> + Sync,
+    ) -> Result<(), E> {
+        let work = &work;
+        std::thread::scope(|s| {
+            let running: Vec<_> = jobs.map(|job| s.spawn(move || work(job))).collect();
+            running
+                .into_iter()
+                .try_for_each(|t| t.join().expect("a job panicked"))
+        })
+    }
+}

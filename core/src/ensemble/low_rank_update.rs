@@ -17,8 +17,8 @@
 //!    as each call has more than [`gemm::SMALL_M`] rows ([`direction_row_parts`] says how
 //!    many calls a block allows).
 //!
-//! [`Resampled::low_rank_update`] runs them one after the other on one thread; `ienk-cli`
-//! spreads phases 1 and 3 over its workers, with the same result bit for bit.
+//! [`Resampled::low_rank_update`] runs them one after the other, phases 1 and 3 spread over the
+//! caller's [`Workers`], with the same result bit for bit on any number of them.
 
 use core::ops::Range;
 
@@ -27,6 +27,7 @@ use super::perturb::FactorSlots;
 use super::resampled::{Carver, Resampled};
 use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::mlp::{MlpError, check_len};
+use crate::workers::{Workers, part_ranges, shares};
 
 /// Every draw's low-rank factors, in the layout of the update's products. For draw d, rows `d r
 /// .. (d + 1) r` of `b1` (`r x inputs` each) and `b2` (`r x H`), and draw d's blocks of `a1`
@@ -67,6 +68,20 @@ fn nth<T>(s: &[T], j: usize, n: usize) -> &[T] {
 /// Block `j` of `n` floats of `s`, writable. Panics past `s`.
 fn nth_mut<T>(s: &mut [T], j: usize, n: usize) -> &mut [T] {
     &mut s[j * n..(j + 1) * n]
+}
+
+impl Default for DrawRows<'_> {
+    /// No draw's rows.
+    fn default() -> Self {
+        DrawRows {
+            a1: &mut [],
+            b1: &mut [],
+            a2: &mut [],
+            b2: &mut [],
+            db1: &mut [],
+            db2: &mut [],
+        }
+    }
 }
 
 impl<'a> DrawRows<'a> {
@@ -150,17 +165,18 @@ impl<'a> DrawRows<'a> {
     }
 }
 
-/// The parts of [`Resampled::low_rank_update`]'s workspace.
+/// The parts of [`Resampled::low_rank_update`]'s workspace for some number of workers.
 #[derive(Debug)]
 pub struct UpdateWorkspace<'a> {
-    /// A block of `a` factors being transposed ([`Resampled::transpose_scratch_len`] floats).
+    /// Per worker, a block of `a` factors being transposed ([`Resampled::transpose_scratch_len`]
+    /// floats each).
     pub tmp: &'a mut [f32],
     /// Every draw's factors: the member phase fills them, the update reads them.
     pub rows: DrawRows<'a>,
     /// The direction, P floats.
     pub direction: &'a mut [f32],
-    /// GEMM scratch for [`Resampled::low_rank_direction_rows`] on whole blocks
-    /// ([`Resampled::whole_direction_scratch_len`]).
+    /// Per worker, GEMM scratch for [`Resampled::low_rank_direction_rows`] on whole blocks
+    /// ([`Resampled::whole_direction_scratch_len`] floats each).
     pub scratch: &'a mut [f32],
 }
 
@@ -199,13 +215,14 @@ impl Resampled {
         self.perturb.draws(self.members)
     }
 
-    /// Lengths of the update workspace's parts: the transpose scratch, the six draw-row arrays,
-    /// the direction, the GEMM scratch.
-    fn update_parts(&self) -> [usize; 9] {
+    /// Lengths of the update workspace's parts for `workers` workers: the transpose scratch,
+    /// the six draw-row arrays, the direction, the GEMM scratch.
+    fn update_parts(&self, workers: usize) -> [usize; 9] {
         let d = self.draws();
         let [a1, b1, a2, b2, db1, db2] = per_draw(self).map(|n| d * n);
+        let w = workers.max(1);
         [
-            self.transpose_scratch_len(),
+            w * self.transpose_scratch_len(),
             a1,
             b1,
             a2,
@@ -213,14 +230,14 @@ impl Resampled {
             db1,
             db2,
             self.perturb.layout.num_params(),
-            self.whole_direction_scratch_len(),
+            w * self.whole_direction_scratch_len(),
         ]
     }
 
-    /// Floats of workspace [`Resampled::low_rank_update`] needs, the draws' factors included
-    /// ([`Resampled::update_workspace`]). O(1).
-    pub fn low_rank_update_len(&self) -> usize {
-        self.update_parts().iter().sum()
+    /// Floats of workspace [`Resampled::low_rank_update`] needs on `workers` workers, the draws'
+    /// factors included ([`Resampled::update_workspace`]). O(1).
+    pub fn low_rank_update_len(&self, workers: usize) -> usize {
+        self.update_parts(workers).iter().sum()
     }
 
     /// Floats of scratch [`Resampled::scale_draw_rows`] needs: one draw's `a1` or `a2`. O(1).
@@ -248,9 +265,14 @@ impl Resampled {
         self.direction_scratch_len(l.hidden.max(l.outputs))
     }
 
-    /// Carves `workspace` ([`Resampled::low_rank_update_len`] floats) into its parts. O(1).
-    pub fn update_workspace<'a>(&self, workspace: &'a mut [f32]) -> Result<UpdateWorkspace<'a>, MlpError> {
-        let parts = self.update_parts();
+    /// Carves `workspace` ([`Resampled::low_rank_update_len`] floats for `workers`) into its
+    /// parts. O(1).
+    pub fn update_workspace<'a>(
+        &self,
+        workspace: &'a mut [f32],
+        workers: usize,
+    ) -> Result<UpdateWorkspace<'a>, MlpError> {
+        let parts = self.update_parts(workers);
         check_len("update workspace", workspace.len(), parts.iter().sum())?;
         let mut carve = Carver(workspace);
         let tmp = carve.take(parts[0]);
@@ -398,19 +420,23 @@ impl Resampled {
         Ok(())
     }
 
-    /// Low-rank update on one thread, from the draws' factors that
-    /// [`Resampled::low_rank_coefficients`] left in `workspace`'s rows at this step: the three
-    /// phases, then `theta -= h d` (through `velocity`, length P, when momentum is used). The
-    /// rows are scaled in place, so each update needs the member phase's fresh factors. Costs
-    /// `2 D r P` flops (D draws: M, or ceil(M / 2) with antithetic pairs) and no random numbers.
-    pub fn low_rank_update(
+    /// Low-rank update on `workers`, from the draws' factors that
+    /// [`Resampled::low_rank_coefficients`] left in `workspace`'s rows at this step
+    /// ([`Resampled::update_workspace`] for as many workers): the three phases (1 and 3 cut over
+    /// the workers), then `theta -= h d` (through `velocity`, length P, when momentum is used).
+    /// The same numbers on any number of workers. The rows are scaled in place, so each update
+    /// needs the member phase's fresh factors. Costs `2 D r P` flops (D draws: M, or ceil(M /
+    /// 2) with antithetic pairs) and no random numbers.
+    pub fn low_rank_update<W: Workers>(
         &self,
+        workers: &W,
         theta: &mut [f32],
         velocity: Option<&mut [f32]>,
         coeffs: &[f64],
         workspace: UpdateWorkspace<'_>,
     ) -> Result<(), MlpError> {
         let l = self.perturb.layout;
+        let count = workers.count().max(1);
         check_len("coefficients", coeffs.len(), self.members)?;
         check_len("parameter vector", theta.len(), l.num_params())?;
         if let Some(v) = velocity.as_deref() {
@@ -418,14 +444,46 @@ impl Resampled {
         }
         let ws = workspace;
         check_len("direction", ws.direction.len(), l.num_params())?;
+        let (tmp_len, scratch_len) = (self.transpose_scratch_len(), self.whole_direction_scratch_len());
+        check_len("transpose scratch", ws.tmp.len(), count * tmp_len)?;
+        check_len("direction GEMM scratch", ws.scratch.len(), count * scratch_len)?;
         let mut rows = ws.rows;
-        self.scale_draw_rows(coeffs, 0..self.draws(), ws.tmp, rows.reborrow())?;
-        {
-            let d = l.split_mut(ws.direction)?;
-            self.low_rank_bias_direction(rows.db1, rows.db2, d.b1, d.b2)?;
-            let (w1, w2) = (WeightBlock::W1, WeightBlock::W2);
-            self.low_rank_direction_rows(w1, rows.a1, rows.b1, 0..l.hidden, d.w1, ws.scratch)?;
-            self.low_rank_direction_rows(w2, rows.a2, rows.b2, 0..l.outputs, d.w2, ws.scratch)?;
+
+        // Phase 1 by draw ranges: each worker scales its draws' rows.
+        let draws = self.draws();
+        let mut rest = rows.reborrow();
+        let jobs = part_ranges(draws, count)
+            .zip(shares(ws.tmp, tmp_len))
+            .map(|(range, tmp)| {
+                let (mine, others) = core::mem::take(&mut rest).split_draws(self, range.len());
+                rest = others;
+                (range, tmp, mine)
+            });
+        workers.each(jobs, |(range, tmp, mine)| {
+            self.scale_draw_rows(coeffs, range, tmp, mine)
+        })?;
+
+        // Phase 2 on this thread, phase 3 by row ranges of each weight block.
+        let d = l.split_mut(ws.direction)?;
+        self.low_rank_bias_direction(rows.db1, rows.db2, d.b1, d.b2)?;
+        for (block, total, a_t, b, out) in [
+            (WeightBlock::W1, l.hidden, &*rows.a1, &*rows.b1, d.w1),
+            (WeightBlock::W2, l.outputs, &*rows.a2, &*rows.b2, d.w2),
+        ] {
+            let parts = direction_row_parts(total, count);
+            let cols = out.len() / total.max(1);
+            let mut rest = &mut *out;
+            let jobs = (0..parts)
+                .zip(shares(ws.scratch, scratch_len))
+                .map(|(part, scratch)| {
+                    let range = direction_rows(total, parts, part);
+                    let (mine, others) = core::mem::take(&mut rest).split_at_mut(range.len() * cols);
+                    rest = others;
+                    (range, mine, scratch)
+                });
+            workers.each(jobs, |(range, mine, scratch)| {
+                self.low_rank_direction_rows(block, a_t, b, range, mine, scratch)
+            })?;
         }
         self.apply_layers(theta, ws.direction, velocity, 0);
         Ok(())

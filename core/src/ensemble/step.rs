@@ -1,23 +1,28 @@
-//! One whole resampled IEnK step on one thread, in caller buffers: what firmware calls to train.
+//! One whole resampled IEnK step in caller buffers, on the caller's workers: what firmware calls
+//! to train on one thread ([`Resampled::step`]) and `ienk-cli train --optimizer ienk` calls on
+//! its thread pool ([`Resampled::step_on`]).
 //!
-//! [`Resampled::step`] runs the phases `ienk-cli train --optimizer ienk` spreads over threads
-//! (the mean's forward pass and innovation, the members' coefficients, [`Stabiliser`], the
-//! update) one after the other, with the same numbers bit for bit: every phase gives the same
-//! results however it is cut. Full rank, the members perturb only the input columns the batch
-//! uses and the rest of the direction is drawn at once ([`super::collapse`]); the perturbations
-//! are regenerated from their seeds in the update, never stored. The workspace is therefore
-//! O(P + B (inputs + H)) floats plus GEMM scratch, whatever the number of members: for the
-//! thesis's network (P = 101,770) 312,372 floats (1.2 MB) at batch 1, 474,872 at batch 32.
+//! The phases: the mean's forward pass and innovation, the members' coefficients (member or
+//! draw ranges, one per worker), [`Stabiliser`], the update (parameter blocks, draw ranges and
+//! row ranges per worker). Every phase gives the same numbers however it is cut, so a step does
+//! not depend on the number of workers, bit for bit. Full rank, the members perturb only the
+//! input columns the batch uses and the rest of the direction is drawn at once
+//! ([`super::collapse`]); the perturbations are regenerated from their seeds in the update
+//! unless the caller gives room to store them. The workspace is therefore O(P + B (inputs + H))
+//! floats plus GEMM scratch and, per worker, a member workspace, whatever the number of members:
+//! for the thesis's network (P = 101,770) on one worker 312,372 floats (1.2 MB) at batch 1,
+//! 474,872 at batch 32.
 
 use core::fmt;
 
 use super::collapse::{active_columns, draw_coefficient_norm, expand_w1_rows, restrict};
+use super::low_rank_update::DrawRows;
 use super::perturb::{BLOCK, Perturbations};
 use super::resampled::{Carver, MeanView, NonFiniteCoefficient, Resampled, Stabiliser, innovation};
 use crate::loss::BatchStats;
 use crate::mlp::{Layout, MlpError, check_len};
-
 use crate::normal::Normal;
+use crate::workers::{OneThread, Workers, optional_chunks, part_len, part_ranges, shares};
 
 /// Why [`Resampled::step`] stopped. Either way theta was not changed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -51,15 +56,37 @@ impl From<NonFiniteCoefficient> for StepError {
     }
 }
 
+/// Where a step's move goes.
+#[derive(Debug)]
+pub enum Move<'a> {
+    /// `theta -= h sum_k c_k delta_k`, each layer with its step ([`Resampled::layer_steps`]),
+    /// through `velocity` (length P) when the rule has momentum.
+    Theta {
+        /// The momentum's velocity (length P), or `None` without momentum.
+        velocity: Option<&'a mut [f32]>,
+    },
+    /// Theta stays as it is; `estimate` (length P) is overwritten with the ensemble's estimate
+    /// of the batch loss's gradient, `sum_k c_k delta_k / (M (c s_l)^2)` on layer l, for an
+    /// optimizer of the caller's (`ienk-cli --update adam`).
+    Estimate {
+        /// The gradient estimate, length P.
+        estimate: &'a mut [f32],
+    },
+}
+
 /// The caller's buffers of [`Resampled::step`]; their contents between steps do not matter.
 #[derive(Debug)]
 pub struct StepBuffers<'a> {
-    /// At least [`Resampled::step_workspace_len`] floats for the batch size.
+    /// At least [`Resampled::step_workspace_len`] floats for the batch size and the workers.
     pub work: &'a mut [f32],
     /// At least `layout.inputs` entries (the batch's active input columns; unused with low rank).
     pub columns: &'a mut [u32],
     /// Exactly M entries: the members' coefficients, left there after the step.
     pub coefficients: &'a mut [f64],
+    /// Full rank only: room for the M perturbations (exactly `M x P` floats), drawn once by the
+    /// member phase and read back by the update, which then draws none: half the normal draws
+    /// for `M P` floats of memory. `None` regenerates them from their seeds (O(P) memory).
+    pub stored: Option<&'a mut [f32]>,
 }
 
 /// `region`'s first `len` floats, or the error naming `what`.
@@ -73,17 +100,18 @@ fn prefix<'a>(what: &'static str, region: &'a mut [f32], len: usize) -> Result<&
 }
 
 impl Resampled {
-    /// Lengths of the parts of the step workspace for `batch` rows: the mean's pre-activation,
-    /// hidden layer, logits, probabilities and innovation, its GEMM scratch, the member phase's
-    /// workspace, and the update's.
-    fn step_parts(&self, batch: usize) -> [usize; 8] {
+    /// Lengths of the parts of the step workspace for `batch` rows on `workers` workers: the
+    /// mean's pre-activation, hidden layer, logits, probabilities and innovation, its GEMM
+    /// scratch, the member phase's workspaces, and the update's.
+    fn step_parts(&self, batch: usize, workers: usize) -> [usize; 8] {
         let l = &self.perturb.layout;
-        let (bh, bo) = (batch * l.hidden, batch * l.outputs);
+        let (bh, bo, w) = (batch * l.hidden, batch * l.outputs, workers.max(1));
         let update = if self.perturb.rank == 0 {
-            // The restricted parameters, batch and direction, a perturbation block, a W1 row.
-            2 * l.num_params() + batch * l.inputs + BLOCK + l.inputs
+            // The restricted parameters, batch and direction; per worker a perturbation block
+            // and a W1 row.
+            2 * l.num_params() + batch * l.inputs + w * (BLOCK + l.inputs)
         } else {
-            self.low_rank_update_len()
+            self.low_rank_update_len(w)
         };
         [
             bh,
@@ -92,26 +120,19 @@ impl Resampled {
             bo,
             bo,
             l.gemm_scratch_len(batch),
-            self.member_workspace_len(batch),
+            w * self.member_workspace_len(batch),
             update,
         ]
     }
 
-    /// Floats of [`StepBuffers::work`] a step on up to `batch` rows needs. O(1).
-    pub fn step_workspace_len(&self, batch: usize) -> usize {
-        self.step_parts(batch).iter().sum()
+    /// Floats of [`StepBuffers::work`] a step on up to `batch` rows needs on `workers` workers
+    /// ([`Workers::count`]; 1 for [`Resampled::step`]). O(1).
+    pub fn step_workspace_len(&self, batch: usize, workers: usize) -> usize {
+        self.step_parts(batch, workers).iter().sum()
     }
 
-    /// One update of `theta` on the batch `x` (`B x inputs`, pixels in [0, 1]) with labels `y`:
-    /// the coefficients of the M members of step number `step` (which, with the rule's seed,
-    /// fixes their perturbations), `stabiliser` applied to them, then `theta -= h sum_k c_k
-    /// delta_k` (through `velocity`, length P, which momentum needs). Returns the batch's loss
-    /// and accuracy under theta before the move. Costs what the threaded trainer's step costs
-    /// in all: full rank, `M (H a + P_2)` normal draws for the members' perturbations (`a` the
-    /// active inputs), twice (forward and update), `H inputs` for the rest of the direction,
-    /// and `2 B M (H a + 2 H outputs)` flops; low rank, `D factor_len` normal draws (D draws:
-    /// M, or ceil(M / 2) with antithetic pairs), once, the member phase's flops
-    /// ([`Resampled::low_rank_coefficients`]) and the update's `2 D r P`.
+    /// One update of `theta` on the batch `x` (`B x inputs`, pixels in [0, 1]) with labels `y`,
+    /// on this thread: [`Resampled::step_on`] with [`OneThread`] and [`Move::Theta`].
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &self,
@@ -124,38 +145,99 @@ impl Resampled {
         step: u64,
         buffers: StepBuffers<'_>,
     ) -> Result<BatchStats, StepError> {
+        let target = Move::Theta { velocity };
+        self.step_on(&OneThread, normal, stabiliser, theta, target, x, y, step, buffers)
+    }
+
+    /// One step on the batch `x` (`B x inputs`, pixels in [0, 1]) with labels `y`, its work cut
+    /// over `workers`: the coefficients of the M members of step number `step` (which, with the
+    /// rule's seed, fixes their perturbations), `stabiliser` applied to them, then the move
+    /// `target` (theta moved, or the gradient estimate written). The same numbers on any
+    /// number of workers. Returns the batch's loss and accuracy under theta before the move.
+    /// Costs, over all workers: full rank, `M (H a + P_2)` normal draws for the members'
+    /// perturbations (`a` the active inputs), twice (forward and update; once when stored),
+    /// `H inputs` for the rest of the direction, and `2 B M (H a + 2 H outputs)` flops; low
+    /// rank, `D factor_len` normal draws (D draws: M, or ceil(M / 2) with antithetic pairs),
+    /// once, the member phase's flops ([`Resampled::low_rank_coefficients`]) and the update's
+    /// `2 D r P`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_on<W: Workers>(
+        &self,
+        workers: &W,
+        normal: &Normal,
+        stabiliser: Stabiliser,
+        theta: &mut [f32],
+        target: Move<'_>,
+        x: &[f32],
+        y: &[u8],
+        step: u64,
+        buffers: StepBuffers<'_>,
+    ) -> Result<BatchStats, StepError> {
         let layout = self.perturb.layout;
-        let (i, h, o, p) = (layout.inputs, layout.hidden, layout.outputs, layout.num_params());
-        let b = y.len();
+        let (i, p, m) = (layout.inputs, layout.num_params(), self.members);
+        let (b, count) = (y.len(), workers.count().max(1));
         check_len("parameter vector", theta.len(), p)?;
-        match velocity.as_deref() {
-            Some(v) => check_len("velocity", v.len(), p)?,
-            None if self.momentum != 0.0 => check_len("velocity", 0, p)?,
+        match &target {
+            Move::Theta { velocity: Some(v) } => check_len("velocity", v.len(), p)?,
+            Move::Theta { velocity: None } if self.momentum != 0.0 => check_len("velocity", 0, p)?,
+            Move::Theta { velocity: None } => {}
+            Move::Estimate { estimate } => check_len("gradient estimate", estimate.len(), p)?,
+        }
+        let coeffs = buffers.coefficients;
+        check_len("coefficients", coeffs.len(), m)?;
+        match buffers.stored.as_deref() {
+            Some(s) if self.perturb.rank != 0 => {
+                check_len("stored perturbations (low rank stores none)", s.len(), 0)?
+            }
+            Some(s) => check_len("stored perturbations", s.len(), m * p)?,
             None => {}
         }
-        let parts = self.step_parts(b);
+        let parts = self.step_parts(b, count);
         let mut carve = Carver(prefix("step workspace", buffers.work, parts.iter().sum())?);
         let (pre, hidden, logits) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
         let (probs, g, scratch) = (carve.take(parts[3]), carve.take(parts[4]), carve.take(parts[5]));
         let (member_ws, update_ws) = (carve.take(parts[6]), carve.take(parts[7]));
         layout.forward_keep_pre(theta, x, pre, hidden, logits, scratch)?;
-        let stats = innovation(self.form, logits, o, y, probs, g)?;
+        let stats = innovation(self.form, logits, layout.outputs, y, probs, g)?;
         let mean = MeanView {
             pre,
             logits,
             probs,
             innovation: g,
         };
-        let coeffs = buffers.coefficients;
+        let ws_len = self.member_workspace_len(b);
+        // The rule that moves the target: this one, or, for the gradient estimate, the same
+        // update with h = -1, normalised per layer, on a zero vector.
+        let estimating = Resampled {
+            lr: -1.0,
+            normalize: true,
+            momentum: 0.0,
+            ..*self
+        };
         if self.perturb.rank != 0 {
-            let mut update = self.update_workspace(update_ws)?;
-            let (draws, rows) = (0..self.draws(), update.rows.reborrow());
-            self.low_rank_coefficients(normal, theta, x, &mean, step, draws, member_ws, coeffs, rows)?;
+            let mut update = self.update_workspace(update_ws, count)?;
+            let members = shares(member_ws, ws_len);
+            self.low_rank_members(
+                workers,
+                normal,
+                theta,
+                x,
+                &mean,
+                step,
+                members,
+                coeffs,
+                update.rows.reborrow(),
+            )?;
             stabiliser.apply(coeffs)?;
-            self.low_rank_update(theta, velocity, coeffs, update)?;
+            match target {
+                Move::Theta { velocity } => self.low_rank_update(workers, theta, velocity, coeffs, update)?,
+                Move::Estimate { estimate } => {
+                    estimate.fill(0.0);
+                    estimating.low_rank_update(workers, estimate, None, coeffs, update)?;
+                }
+            }
             return Ok(stats);
         }
-        let all = 0..self.members;
 
         // Full rank: the members of the network restricted to the active inputs.
         let active = active_columns(x, i, buffers.columns)?;
@@ -173,34 +255,102 @@ impl Resampled {
         let pm = sub_rule.perturb.layout.num_params();
         let mut carve = Carver(update_ws);
         let (theta_sub, x_sub, d_sub) = (carve.take(p), carve.take(b * i), carve.take(p));
-        let (block, row) = (carve.take(BLOCK), carve.take(i));
+        let (blocks, rows) = (carve.take(count * BLOCK), carve.take(count * i));
         let (theta_sub, x_sub, d_sub) = (&mut theta_sub[..pm], &mut x_sub[..b * active], &mut d_sub[..pm]);
         restrict(&layout, theta, x, cols, theta_sub, x_sub)?;
-        let ws = prefix("member workspace", member_ws, sub_rule.member_workspace_len(b))?;
-        sub_rule.dense_coefficients(normal, theta_sub, x_sub, &mean, step, all, ws, coeffs, None)?;
+        let mut stored = buffers.stored.map(|s| &mut s[..m * pm]);
+        let (sub_ws_len, per) = (sub_rule.member_workspace_len(b), part_len(m, count));
+        let jobs = part_ranges(m, count)
+            .zip(coeffs.chunks_mut(per))
+            .zip(optional_chunks(stored.as_deref_mut(), per * pm))
+            .zip(shares(member_ws, ws_len));
+        workers.each(jobs, |(((members, c), store), ws)| {
+            let ws = &mut ws[..sub_ws_len];
+            sub_rule.dense_coefficients(normal, theta_sub, x_sub, &mean, step, members, ws, c, store)
+        })?;
         stabiliser.apply(coeffs)?;
+        let coeffs = &*coeffs;
 
-        // The restricted direction sum_k c_k delta_k.
-        sub_rule.direction_blocks(normal, d_sub, 0, coeffs, step, None, block)?;
+        // The restricted direction sum_k c_k delta_k, by parameter blocks.
+        let (stored, per) = (
+            stored.as_deref(),
+            sub_rule.perturb.blocks().div_ceil(count).max(1),
+        );
+        let jobs = d_sub
+            .chunks_mut(per * BLOCK)
+            .zip(shares(blocks, BLOCK))
+            .enumerate();
+        workers.each(jobs, |(t, (part, tmp))| {
+            sub_rule.direction_blocks(normal, part, t * per, coeffs, step, stored, tmp)
+        })?;
 
-        // theta -= h d: W1 a row at a time (the inactive columns drawn at once), then b1, W2 and
-        // b2, which the restricted network shares.
+        // The move: W1 a row at a time (the inactive columns drawn at once), by row ranges,
+        // then b1, W2 and b2, which the restricted network shares.
+        let (mover, target, velocity) = match target {
+            Move::Theta { velocity } => (self, theta, velocity),
+            Move::Estimate { estimate } => {
+                estimate.fill(0.0);
+                (&estimating, estimate, None)
+            }
+        };
+        let h = layout.hidden;
         let noise_std = self.perturb.std[0] * draw_coefficient_norm(&self.perturb, coeffs) as f32;
         let (sub_w1, shared) = d_sub.split_at(h * active);
-        let (w1, rest) = theta.split_at_mut(h * i);
-        let (mut v1, v_rest) = match velocity {
+        let (w1, rest) = target.split_at_mut(h * i);
+        let (v1, v_rest) = match velocity {
             Some(v) => {
                 let (a, b) = v.split_at_mut(h * i);
                 (Some(a), Some(b))
             }
             None => (None, None),
         };
-        for (r, w1_row) in w1.chunks_exact_mut(i.max(1)).enumerate() {
-            expand_w1_rows(&self.perturb, normal, cols, sub_w1, noise_std, step, r, row)?;
-            let v = v1.as_deref_mut().map(|v| &mut v[r * i..(r + 1) * i]);
-            self.apply_layers(w1_row, row, v, r * i);
-        }
-        self.apply_layers(rest, shared, v_rest, h * i);
+        let per = part_len(h, count);
+        let jobs = w1
+            .chunks_mut((per * i).max(1))
+            .zip(optional_chunks(v1, per * i))
+            .zip(shares(rows, i))
+            .enumerate();
+        workers.each(jobs, |(t, ((w1_rows, mut v_rows), row))| {
+            for (k, w1_row) in w1_rows.chunks_exact_mut(i.max(1)).enumerate() {
+                let r = t * per + k;
+                expand_w1_rows(&self.perturb, normal, cols, sub_w1, noise_std, step, r, row)?;
+                let v = v_rows.as_deref_mut().map(|v| &mut v[k * i..(k + 1) * i]);
+                mover.apply_layers(w1_row, row, v, r * i);
+            }
+            Ok::<(), MlpError>(())
+        })?;
+        mover.apply_layers(rest, shared, v_rest, h * i);
         Ok(stats)
+    }
+
+    /// The low-rank member phase cut over `workers` by draw ranges: each worker's draws'
+    /// members' coefficients (in `coeffs`, all M) and factors (in `rows`, every draw's), with
+    /// one of `workspaces` ([`Resampled::member_workspace_len`] each).
+    #[allow(clippy::too_many_arguments)]
+    fn low_rank_members<'w, W: Workers>(
+        &self,
+        workers: &W,
+        normal: &Normal,
+        theta: &[f32],
+        x: &[f32],
+        mean: &MeanView<'_>,
+        step: u64,
+        workspaces: impl Iterator<Item = &'w mut [f32]>,
+        coeffs: &mut [f64],
+        rows: DrawRows<'_>,
+    ) -> Result<(), MlpError> {
+        let (mut coeffs_left, mut rows_left) = (coeffs, rows);
+        let jobs = part_ranges(self.draws(), workers.count())
+            .zip(workspaces)
+            .map(|(draws, ws)| {
+                let members = self.members_of(draws.clone()).len();
+                let (c, other_coeffs) = core::mem::take(&mut coeffs_left).split_at_mut(members);
+                let (r, other_rows) = core::mem::take(&mut rows_left).split_draws(self, draws.len());
+                (coeffs_left, rows_left) = (other_coeffs, other_rows);
+                (draws, c, r, ws)
+            });
+        workers.each(jobs, |(draws, c, r, ws)| {
+            self.low_rank_coefficients(normal, theta, x, mean, step, draws, ws, c, r)
+        })
     }
 }
