@@ -36,9 +36,23 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// GFLOP/s of 12 independent chains of AVX2 FMAs on registers: this core's practical peak.
+/// GFLOP/s of `chains(iters)`, which runs `iters x flops_per_iter` flops: the best of 5 runs.
 #[cfg(target_arch = "x86_64")]
-fn fma_peak() -> Option<f64> {
+fn best_gflops(flops_per_iter: usize, chains: impl Fn(usize) -> f32) -> f64 {
+    let iters = 50_000_000;
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(chains(iters));
+            (iters * flops_per_iter) as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0.0, f64::max)
+}
+
+/// GFLOP/s of 12 independent chains of AVX2 FMAs on registers: this core's practical AVX2
+/// peak, or `None` without AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+fn avx2_peak() -> Option<f64> {
     use std::arch::x86_64::{_mm256_fmadd_ps, _mm256_set1_ps, _mm256_storeu_ps};
     #[target_feature(enable = "avx2,fma")]
     fn chains(iters: usize) -> f32 {
@@ -61,20 +75,78 @@ fn fma_peak() -> Option<f64> {
     if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
         return None;
     }
-    let iters = 50_000_000;
-    let best = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            // SAFETY: AVX2 and FMA were detected above.
-            std::hint::black_box(unsafe { chains(iters) });
-            (iters * 12 * 8 * 2) as f64 / t.elapsed().as_secs_f64() / 1e9
-        })
-        .fold(0.0, f64::max);
-    Some(best)
+    // SAFETY: AVX2 and FMA were detected above.
+    Some(best_gflops(12 * 8 * 2, |iters| unsafe { chains(iters) }))
+}
+
+/// GFLOP/s of 24 independent chains of AVX-512 FMAs on registers, in inline assembly (two FMA
+/// pipes of latency up to 12 cycles; written with intrinsics over an array of accumulators,
+/// LLVM's code ran at 60% to 100% of this depending on the chain count): this core's practical
+/// AVX-512 peak, or `None` without AVX-512F.
+#[cfg(target_arch = "x86_64")]
+fn avx512_peak() -> Option<f64> {
+    #[target_feature(enable = "avx512f")]
+    fn chains(iters: usize) -> f32 {
+        // SAFETY: register-only arithmetic on the zmm registers it declares clobbered, and a
+        // counter; AVX-512F is enabled for this function.
+        unsafe {
+            std::arch::asm!(
+                "vxorps xmm30, xmm30, xmm30",
+                "vxorps xmm31, xmm31, xmm31",
+                "2:",
+                "vfmadd231ps zmm0, zmm30, zmm31",
+                "vfmadd231ps zmm1, zmm30, zmm31",
+                "vfmadd231ps zmm2, zmm30, zmm31",
+                "vfmadd231ps zmm3, zmm30, zmm31",
+                "vfmadd231ps zmm4, zmm30, zmm31",
+                "vfmadd231ps zmm5, zmm30, zmm31",
+                "vfmadd231ps zmm6, zmm30, zmm31",
+                "vfmadd231ps zmm7, zmm30, zmm31",
+                "vfmadd231ps zmm8, zmm30, zmm31",
+                "vfmadd231ps zmm9, zmm30, zmm31",
+                "vfmadd231ps zmm10, zmm30, zmm31",
+                "vfmadd231ps zmm11, zmm30, zmm31",
+                "vfmadd231ps zmm12, zmm30, zmm31",
+                "vfmadd231ps zmm13, zmm30, zmm31",
+                "vfmadd231ps zmm14, zmm30, zmm31",
+                "vfmadd231ps zmm15, zmm30, zmm31",
+                "vfmadd231ps zmm16, zmm30, zmm31",
+                "vfmadd231ps zmm17, zmm30, zmm31",
+                "vfmadd231ps zmm18, zmm30, zmm31",
+                "vfmadd231ps zmm19, zmm30, zmm31",
+                "vfmadd231ps zmm20, zmm30, zmm31",
+                "vfmadd231ps zmm21, zmm30, zmm31",
+                "vfmadd231ps zmm22, zmm30, zmm31",
+                "vfmadd231ps zmm23, zmm30, zmm31",
+                "dec {n}",
+                "jnz 2b",
+                n = inout(reg) iters.max(1) => _,
+                out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
+                out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
+                out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
+                out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _,
+                out("zmm16") _, out("zmm17") _, out("zmm18") _, out("zmm19") _,
+                out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _,
+                out("zmm30") _, out("zmm31") _,
+                options(nomem, nostack),
+            );
+        }
+        0.0
+    }
+    if !std::is_x86_feature_detected!("avx512f") {
+        return None;
+    }
+    // SAFETY: AVX-512F was detected above.
+    Some(best_gflops(24 * 16 * 2, |iters| unsafe { chains(iters) }))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn fma_peak() -> Option<f64> {
+fn avx2_peak() -> Option<f64> {
+    None
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512_peak() -> Option<f64> {
     None
 }
 
@@ -87,17 +159,32 @@ fn main() {
         [m, k, n, ..] => vec![Shape { m, k, n }],
         _ => SHAPES.to_vec(),
     };
-    if let Some(peak) = fma_peak() {
-        println!("AVX2 FMA peak of this core (12 register chains): {peak:.1} GFLOP/s\n");
+    if let Some(peak) = avx2_peak() {
+        println!("AVX2 FMA peak of this core (12 register chains): {peak:.1} GFLOP/s");
     }
+    let peak512 = avx512_peak();
+    if let Some(peak) = peak512 {
+        println!("AVX-512 FMA peak of this core (24 register chains): {peak:.1} GFLOP/s");
+    }
+    println!();
     let paths = bench_paths();
     let auto = ienk::gemm::active_kernel();
     print!("| shape (m x k x n) | naive | matrixmultiply |");
     for p in &paths {
         print!(" ienk {p} |");
     }
-    println!(" ienk auto ({auto}) / matrixmultiply |");
-    println!("|{}", "---|".repeat(paths.len() + 4));
+    print!(" ienk auto ({auto}) / matrixmultiply |");
+    // The AVX-512 path's share of the AVX-512 peak, when both were measured.
+    let avx512 = paths.iter().position(|&p| p == ienk::gemm::KernelPath::Avx512);
+    let share_of_peak = peak512.zip(avx512);
+    if share_of_peak.is_some() {
+        print!(" ienk avx512 / AVX-512 peak |");
+    }
+    println!();
+    println!(
+        "|{}",
+        "---|".repeat(paths.len() + 4 + usize::from(share_of_peak.is_some()))
+    );
     for shape in shapes {
         let mut ops = Operands::new(shape);
         let gf = |secs: f64| shape.flops() / secs / 1e9;
@@ -136,13 +223,18 @@ fn main() {
             }
         }
         print!("| {} | {naive} | {:.1} |", shape.label(), gf(median(mm)));
-        for times in ours {
-            print!(" {:.1} |", gf(median(times)));
+        let ours: Vec<f64> = ours.into_iter().map(|times| gf(median(times))).collect();
+        for g in &ours {
+            print!(" {g:.1} |");
         }
         if ratios.is_empty() {
-            println!(" - |");
+            print!(" - |");
         } else {
-            println!(" {:.2}x |", median(ratios));
+            print!(" {:.2}x |", median(ratios));
         }
+        if let Some((peak, q)) = share_of_peak {
+            print!(" {:.0}% |", 100.0 * ours[q] / peak);
+        }
+        println!();
     }
 }

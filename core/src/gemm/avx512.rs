@@ -1,14 +1,18 @@
-//! x86_64 AVX-512F micro-kernel: 12 x 32 tile, 24 zmm accumulators.
+//! x86_64 AVX-512F micro-kernel: 12 x 32 tile, 24 zmm accumulators; ragged edges through masked
+//! loads and stores of C, with only the rows and 16-column halves they need.
 
 use core::arch::x86_64::{
-    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps,
-    _mm512_setzero_ps, _mm512_storeu_ps,
+    __m512, __mmask16, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
+    _mm512_maskz_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
 
 use super::kernel::Kernel;
 
 /// The AVX-512F kernel.
 pub(crate) struct Avx512;
+
+/// Every lane of a 16-float half.
+const ALL: __mmask16 = 0xFFFF;
 
 impl Kernel for Avx512 {
     const MR: usize = 12;
@@ -22,8 +26,32 @@ impl Kernel for Avx512 {
 
     #[inline(always)]
     unsafe fn tile(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta: f32, c: *mut f32, ldc: usize) {
-        // SAFETY: same contract as `Kernel::tile`, forwarded unchanged.
-        unsafe { tile_12x32(kc, alpha, a, b, beta, c, ldc) }
+        // SAFETY: same contract as `Kernel::tile`, forwarded unchanged; the masks cover the tile.
+        unsafe { tile_masked::<12, 2>(kc, alpha, a, b, beta, c, ldc, [ALL, ALL]) }
+    }
+
+    #[inline(always)]
+    unsafe fn edge(
+        mr: usize,
+        nr: usize,
+        kc: usize,
+        alpha: f32,
+        a: *const f32,
+        b: *const f32,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let masks = [lanes(nr), lanes(nr.saturating_sub(16))];
+        // SAFETY: same contract as `Kernel::edge`: `mr <= 12` rows, and the masks leave out
+        // every column past `nr`, so only the corner's elements of C are touched.
+        unsafe {
+            if nr <= 16 {
+                edge_rows::<1>(mr, kc, alpha, a, b, beta, c, ldc, masks)
+            } else {
+                edge_rows::<2>(mr, kc, alpha, a, b, beta, c, ldc, masks)
+            }
+        }
     }
 
     #[inline(always)]
@@ -33,11 +61,23 @@ impl Kernel for Avx512 {
     }
 }
 
+/// The mask of the first `cols` lanes of a 16-float half (all of them from 16 on). O(1).
+fn lanes(cols: usize) -> __mmask16 {
+    if cols >= 16 {
+        ALL
+    } else {
+        ((1u32 << cols) - 1) as __mmask16
+    }
+}
+
+/// [`tile_masked`] for `mr` (1 to 12) rows and `H` halves.
+///
 /// # Safety
-/// As [`Kernel::tile`] with `MR = 12`, `NR = 32`; the CPU has AVX-512F.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn tile_12x32(
+/// As [`tile_masked`] with `R = mr`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn edge_rows<const H: usize>(
+    mr: usize,
     kc: usize,
     alpha: f32,
     a: *const f32,
@@ -45,25 +85,66 @@ unsafe fn tile_12x32(
     beta: f32,
     c: *mut f32,
     ldc: usize,
+    masks: [__mmask16; 2],
 ) {
-    let mut acc: [[__m512; 2]; 12] = [[_mm512_setzero_ps(); 2]; 12];
-    // One rank-1 update of the 12 x 32 accumulator tile per step of the depth.
-    let step = |acc: &mut [[__m512; 2]; 12], p: usize| {
-        // SAFETY: `p < kc`, so `b + 32 p + 32` and `a + 12 p + 12` stay inside the packed panels.
-        let (b0, b1) = unsafe {
-            (
-                _mm512_loadu_ps(b.add(32 * p)),
-                _mm512_loadu_ps(b.add(32 * p + 16)),
-            )
-        };
+    // SAFETY: forwarded contract; each arm computes `mr` rows.
+    unsafe {
+        match mr {
+            1 => tile_masked::<1, H>(kc, alpha, a, b, beta, c, ldc, masks),
+            2 => tile_masked::<2, H>(kc, alpha, a, b, beta, c, ldc, masks),
+            3 => tile_masked::<3, H>(kc, alpha, a, b, beta, c, ldc, masks),
+            4 => tile_masked::<4, H>(kc, alpha, a, b, beta, c, ldc, masks),
+            5 => tile_masked::<5, H>(kc, alpha, a, b, beta, c, ldc, masks),
+            6 => tile_masked::<6, H>(kc, alpha, a, b, beta, c, ldc, masks),
+            7 => tile_masked::<7, H>(kc, alpha, a, b, beta, c, ldc, masks),
+            8 => tile_masked::<8, H>(kc, alpha, a, b, beta, c, ldc, masks),
+            9 => tile_masked::<9, H>(kc, alpha, a, b, beta, c, ldc, masks),
+            10 => tile_masked::<10, H>(kc, alpha, a, b, beta, c, ldc, masks),
+            11 => tile_masked::<11, H>(kc, alpha, a, b, beta, c, ldc, masks),
+            _ => tile_masked::<12, H>(kc, alpha, a, b, beta, c, ldc, masks),
+        }
+    }
+}
+
+/// `C = alpha Ap Bp + beta C` on the first `R` rows of a packed 12-row A panel and the first
+/// `16 H` columns of a packed 32-column B panel, each half `h` of a row of C limited to the
+/// lanes of `masks[h]` (the other lanes of C are neither read nor written). When `beta == 0` C
+/// is never read. Per step of the depth, `2 R H` broadcast FMAs on `R H` accumulators.
+///
+/// # Safety
+/// As [`Kernel::tile`] with `MR = 12`, `NR = 32`, except that C needs only the masked lanes of
+/// `R` rows; `R <= 12`, `H <= 2`; the CPU has AVX-512F.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile_masked<const R: usize, const H: usize>(
+    kc: usize,
+    alpha: f32,
+    a: *const f32,
+    b: *const f32,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    masks: [__mmask16; 2],
+) {
+    debug_assert!(R <= 12 && H <= 2);
+    let mut acc: [[__m512; H]; R] = [[_mm512_setzero_ps(); H]; R];
+    // One rank-1 update of the R x 16 H accumulator tile per step of the depth.
+    let step = |acc: &mut [[__m512; H]; R], p: usize| {
+        let mut bv = [_mm512_setzero_ps(); H];
+        for (h, v) in bv.iter_mut().enumerate() {
+            // SAFETY: `p < kc` and `16 h + 16 <= 32`: inside the packed `kc x 32` panel.
+            *v = unsafe { _mm512_loadu_ps(b.add(32 * p + 16 * h)) };
+        }
         for (i, row) in acc.iter_mut().enumerate() {
-            // SAFETY: as above, `12 p + i < 12 kc`.
+            // SAFETY: `p < kc` and `i < R <= 12`: inside the packed `12 x kc` panel.
             let ai = _mm512_set1_ps(unsafe { *a.add(12 * p + i) });
-            row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-            row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+            for (x, &bh) in row.iter_mut().zip(&bv) {
+                *x = _mm512_fmadd_ps(ai, bh, *x);
+            }
         }
     };
-    // Unrolled by 4 to amortise the loop counter over 4 x 24 FMAs.
+    // Unrolled by 4 to amortise the loop counter over 4 x 2 R H FMAs.
     let mut p = 0;
     while p + 4 <= kc {
         step(&mut acc, p);
@@ -79,18 +160,30 @@ unsafe fn tile_12x32(
     let va = _mm512_set1_ps(alpha);
     let vb = _mm512_set1_ps(beta);
     for (i, row) in acc.iter().enumerate() {
-        for (h, &v) in row.iter().enumerate() {
-            // SAFETY: row `i < 12` and column `16 h + 15 < 32` are inside the caller's tile of C.
+        for ((h, &v), &mask) in row.iter().enumerate().zip(&masks) {
+            // SAFETY: row `i < R` of the caller's tile of C; its lanes `16 h ..` that `mask`
+            // keeps are inside the tile (a masked load or store does not touch the others).
             unsafe {
                 let dst = c.add(i * ldc + 16 * h);
+                let old = || {
+                    if mask == ALL {
+                        _mm512_loadu_ps(dst)
+                    } else {
+                        _mm512_maskz_loadu_ps(mask, dst)
+                    }
+                };
                 let out = if beta == 0.0 {
                     _mm512_mul_ps(va, v)
                 } else if beta == 1.0 {
-                    _mm512_add_ps(_mm512_mul_ps(va, v), _mm512_loadu_ps(dst))
+                    _mm512_add_ps(_mm512_mul_ps(va, v), old())
                 } else {
-                    _mm512_add_ps(_mm512_mul_ps(va, v), _mm512_mul_ps(vb, _mm512_loadu_ps(dst)))
+                    _mm512_add_ps(_mm512_mul_ps(va, v), _mm512_mul_ps(vb, old()))
                 };
-                _mm512_storeu_ps(dst, out);
+                if mask == ALL {
+                    _mm512_storeu_ps(dst, out);
+                } else {
+                    _mm512_mask_storeu_ps(dst, mask, out);
+                }
             }
         }
     }

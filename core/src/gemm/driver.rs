@@ -3,7 +3,7 @@
 //! Every function here is `#[inline(always)]` so that the per-ISA entry points in `mod.rs`, which
 //! carry `#[target_feature]`, compile the whole hot path (packing and edges included) for their ISA.
 
-use super::kernel::{Kernel, MAX_TILE};
+use super::kernel::Kernel;
 
 /// At most this many rows of C go through the unpacked path: packing B costs as much as the
 /// product itself when it is reused by so few rows.
@@ -302,7 +302,7 @@ unsafe fn packed<K: Kernel>(p: &Problem, apack: *mut f32, bpack: *mut f32) {
                             if mr == K::MR && nr == K::NR {
                                 K::tile(kc, p.alpha, ap, bp, beta, c, p.ldc);
                             } else {
-                                edge_tile::<K>(kc, p.alpha, ap, bp, beta, c, p.ldc, mr, nr);
+                                K::edge(mr, nr, kc, p.alpha, ap, bp, beta, c, p.ldc);
                             }
                             if last {
                                 let bias = if p.bias.is_null() {
@@ -331,39 +331,5 @@ unsafe fn packed<K: Kernel>(p: &Problem, apack: *mut f32, bpack: *mut f32) {
 fn prefetch_tile(c: *const f32, ldc: usize, mr: usize, nr: usize) {
     for r in 0..mr {
         crate::prefetch::span(c.wrapping_add(r * ldc).cast(), nr * core::mem::size_of::<f32>());
-    }
-}
-
-/// A ragged `mr x nr` corner: the kernel writes a full tile on the stack, then the valid part is
-/// merged into C.
-///
-/// # Safety
-/// As [`Kernel::tile`], but C needs only `mr x nr` valid elements.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn edge_tile<K: Kernel>(
-    kc: usize,
-    alpha: f32,
-    ap: *const f32,
-    bp: *const f32,
-    beta: f32,
-    c: *mut f32,
-    ldc: usize,
-    mr: usize,
-    nr: usize,
-) {
-    let mut tile = [0f32; MAX_TILE];
-    debug_assert!(K::MR * K::NR <= MAX_TILE);
-    // SAFETY: `tile` holds MR x NR floats at stride NR, and `mr <= MR`.
-    unsafe { K::tile_rows(mr, kc, alpha, ap, bp, tile.as_mut_ptr(), K::NR) };
-    for r in 0..mr {
-        // SAFETY: row `r < mr` of the corner holds `nr` writable floats.
-        let row = unsafe { core::slice::from_raw_parts_mut(c.add(r * ldc), nr) };
-        let src = &tile[r * K::NR..r * K::NR + nr];
-        if beta == 0.0 {
-            row.copy_from_slice(src);
-        } else {
-            row.iter_mut().zip(src).for_each(|(o, &v)| *o = v + beta * *o);
-        }
     }
 }

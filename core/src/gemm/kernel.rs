@@ -51,6 +51,42 @@ pub(crate) trait Kernel {
         unsafe { Self::tile(kc, alpha, a, b, 0.0, c, ldc) }
     }
 
+    /// A ragged `mr x nr` corner of C (`mr <= MR`, `nr <= NR`, one of them short): `C = alpha
+    /// Ap Bp + beta C` on those elements only. The default has [`Kernel::tile_rows`] write a
+    /// whole tile on the stack, then merges its valid part into C; a kernel with masked loads
+    /// and stores overrides it to write C directly.
+    ///
+    /// # Safety
+    /// As [`Kernel::tile`], but C needs only `mr x nr` valid elements.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn edge(
+        mr: usize,
+        nr: usize,
+        kc: usize,
+        alpha: f32,
+        a: *const f32,
+        b: *const f32,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mut tile = [0f32; MAX_TILE];
+        debug_assert!(Self::MR * Self::NR <= MAX_TILE && mr <= Self::MR && nr <= Self::NR);
+        // SAFETY: `tile` holds MR x NR floats at stride NR, and `mr <= MR`.
+        unsafe { Self::tile_rows(mr, kc, alpha, a, b, tile.as_mut_ptr(), Self::NR) };
+        for r in 0..mr {
+            // SAFETY: row `r < mr` of the corner holds `nr` writable floats.
+            let row = unsafe { core::slice::from_raw_parts_mut(c.add(r * ldc), nr) };
+            let src = &tile[r * Self::NR..r * Self::NR + nr];
+            if beta == 0.0 {
+                row.copy_from_slice(src);
+            } else {
+                row.iter_mut().zip(src).for_each(|(o, &v)| *o = v + beta * *o);
+            }
+        }
+    }
+
     /// Transposes an 8 x 8 block while packing: element q of row l (`rows[l] + q`) goes to
     /// `dst + q stride + l`. The default is scalar; the x86 kernels use register shuffles.
     ///

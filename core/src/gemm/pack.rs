@@ -90,6 +90,32 @@ unsafe fn pack_lines<K: Kernel>(
                     p += 8;
                 }
             }
+            if w > 8 && w < 16 {
+                // Between one and two transposes wide (AVX-512's MR = 12): lines 8.. (the last
+                // repeated to fill 8) first, as the narrow panels above, so each store's 16 - w
+                // surplus floats fall on the first lines of the next group; then lines 0..8,
+                // whose stores overwrite that surplus. The last group's surplus falls on group
+                // p + 8, so this runs only while that group exists; the next block or the
+                // scalar loop writes it afterwards.
+                let mut rows = [core::ptr::null::<f32>(); 8];
+                while p + 8 < kc {
+                    prefetch_ahead(&ptrs[..w], p);
+                    for (l, row) in rows.iter_mut().enumerate() {
+                        // SAFETY: line `min(8 + l, w - 1) < w` has elements `p .. p + 8 < kc`.
+                        *row = unsafe { ptrs[(8 + l).min(w - 1)].add(p) };
+                    }
+                    // SAFETY: the writes end at `(p + 7) w + 16 <= (p + 9) w <= kc w` (w > 8,
+                    // p + 8 < kc), inside the panel, in increasing group order.
+                    unsafe { K::transpose8(&rows, out.add(p * w + 8), w) };
+                    for (l, row) in rows.iter_mut().enumerate() {
+                        // SAFETY: line `l < 8 < w` has elements `p .. p + 8 < kc`.
+                        *row = unsafe { ptrs[l].add(p) };
+                    }
+                    // SAFETY: groups p .. p + 8, lines 0..8, inside the panel.
+                    unsafe { K::transpose8(&rows, out.add(p * w), w) };
+                    p += 8;
+                }
+            }
             for p in p..kc {
                 for (l, ptr) in ptrs.iter().enumerate().take(w) {
                     // SAFETY: `p < kc` elements of each line are readable; `p w + l` is in the panel.
