@@ -250,6 +250,20 @@ fn projected_logit_coefficient_is_the_same_on_every_path_and_in_pairs() {
                 "pair, {path:?}, H {hidden}, rank {rank}"
             );
         }
+        // A NaN in the mean's pre-activation (in the last example, inside the 8-lane part
+        // when there is one) survives every path's ReLU: the step must see it.
+        if hidden > 0 {
+            let mut nan_pre = pre.clone();
+            nan_pre[(batch - 1) * hidden + hidden.min(8) / 2] = f32::NAN;
+            let mut paths = common::supported_paths("projected logit coefficient, NaN");
+            paths.push(KernelPath::Portable);
+            for path in paths {
+                let pair =
+                    low_rank_logit_coefficients(path, &layout, rank, &nan_pre, xbs, ld, f, &g, &mut scratch)
+                        .unwrap();
+                assert!(pair.iter().all(|c| c.is_nan()), "{path:?}, H {hidden}: {pair:?}");
+            }
+        }
     }
 }
 

@@ -230,6 +230,11 @@ struct Rank1Members<'a, const N: usize> {
 /// once for the batch. O(N B H).
 fn rank1_sums<const N: usize>(path: gemm::KernelPath, c: [f64; N], m: &Rank1Members<'_, N>) -> [f64; N] {
     #[cfg(target_arch = "x86_64")]
+    if path == gemm::KernelPath::Avx512 && path.is_supported() {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { avx512::rank1_sums(c, m) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if path.runs_avx2_build() {
         // SAFETY: runs_avx2_build checked that the CPU has AVX2, hence AVX.
         return unsafe { avx::rank1_sums(c, m) };
@@ -275,8 +280,8 @@ fn rank1_fold<const N: usize>(
 #[cfg(target_arch = "x86_64")]
 mod avx {
     use core::arch::x86_64::{
-        __m256, _CMP_LT_OQ, _mm256_add_ps, _mm256_andnot_ps, _mm256_cmp_ps, _mm256_loadu_ps, _mm256_mul_ps,
-        _mm256_set1_ps, _mm256_setzero_ps, _mm256_sub_ps,
+        __m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_max_ps, _mm256_mul_ps, _mm256_set1_ps,
+        _mm256_setzero_ps, _mm256_sub_ps,
     };
 
     use super::super::particles::avx::lanes_sum;
@@ -288,11 +293,13 @@ mod avx {
         rank1_fold(c, m, |pre, v, x| rank1(pre, v, x, &m.f))
     }
 
-    /// `t` where it is not below 0 (a NaN compares false and stays), else 0.
+    /// `t` where it is not below 0, else +0, in one instruction: `vmaxps` returns its second
+    /// operand `t` unless `0 > t`, so a NaN and a -0 stay as they are, as in the portable
+    /// `relu`.
     #[inline]
     #[target_feature(enable = "avx")]
     fn relu8(t: __m256) -> __m256 {
-        _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(t, _mm256_setzero_ps()), t)
+        _mm256_max_ps(_mm256_setzero_ps(), t)
     }
 
     /// For each member e, `[<h - relu(pre), v>, <h, b2>]` for its rank-1 hidden row `h =
@@ -301,7 +308,12 @@ mod avx {
     /// members.
     #[inline]
     #[target_feature(enable = "avx")]
-    fn rank1<const N: usize>(pre: &[f32], v: &[f32], x: [f32; N], f: &[Factors<'_>; N]) -> [[f32; 2]; N] {
+    pub(super) fn rank1<const N: usize>(
+        pre: &[f32],
+        v: &[f32],
+        x: [f32; N],
+        f: &[Factors<'_>; N],
+    ) -> [[f32; 2]; N] {
         let shortest = f
             .iter()
             .map(|f| f.db1.len().min(f.a1.len()).min(f.b2.len()))
@@ -344,5 +356,171 @@ mod avx {
             }
             sums
         })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use core::arch::x86_64::{
+        __m256, __m512, _mm256_castpd_ps, _mm256_castps_pd, _mm256_loadu_ps, _mm512_add_ps,
+        _mm512_broadcast_f64x4, _mm512_castpd_ps, _mm512_castps_pd, _mm512_castps256_ps512,
+        _mm512_castps512_ps256, _mm512_extractf64x4_pd, _mm512_insertf64x4, _mm512_max_ps, _mm512_mul_ps,
+        _mm512_setzero_ps, _mm512_sub_ps,
+    };
+
+    use super::super::particles::avx::lanes_sum;
+    use super::{Factors, Rank1Members, relu};
+
+    /// [`super::rank1_sums`] two examples at a time, one in each 256-bit half of a zmm
+    /// register: each half runs the AVX path's 8-lane operations for its example, so the sums
+    /// are the same bit for bit, with half the instructions. An odd batch's last example runs
+    /// the AVX path. The examples' terms reach `c` in order.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn rank1_sums<const N: usize>(mut c: [f64; N], m: &Rank1Members<'_, N>) -> [f64; N] {
+        let h = m.hidden.max(1);
+        let rows = m.pre.len().min(m.v.len()) / h;
+        fn row(s: &[f32], b: usize, h: usize) -> &[f32] {
+            &s[b * h..(b + 1) * h]
+        }
+        let add = |c: &mut [f64; N], b: usize, sums: [[f32; 2]; N]| {
+            for (e, (c, [diff, b2_h])) in c.iter_mut().zip(sums).enumerate() {
+                *c += f64::from(diff) + f64::from(b2_h) * f64::from(m.a2g[e][b]);
+            }
+        };
+        let mut b = 0;
+        while b + 2 <= rows {
+            let x = [b, b + 1].map(|b| m.xb.map(|xb| xb[b * m.ld_xb]));
+            let [first, second] = rank1_two(
+                [row(m.pre, b, h), row(m.pre, b + 1, h)],
+                [row(m.v, b, h), row(m.v, b + 1, h)],
+                x,
+                &m.f,
+            );
+            add(&mut c, b, first);
+            add(&mut c, b + 1, second);
+            b += 2;
+        }
+        if b < rows {
+            let x = m.xb.map(|xb| xb[b * m.ld_xb]);
+            add(
+                &mut c,
+                b,
+                super::avx::rank1(row(m.pre, b, h), row(m.v, b, h), x, &m.f),
+            );
+        }
+        c
+    }
+
+    /// The 8 floats at `s[j..]` of each of two slices, the first in the low half.
+    ///
+    /// # Safety
+    /// `j + 8` is within both slices.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn halves(s: [&[f32]; 2], j: usize) -> __m512 {
+        // SAFETY: the caller guarantees 8 floats from `j` in each slice.
+        let (lo, hi) = unsafe {
+            (
+                _mm256_loadu_ps(s[0].as_ptr().add(j)),
+                _mm256_loadu_ps(s[1].as_ptr().add(j)),
+            )
+        };
+        _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castps_pd(_mm512_castps256_ps512(lo)),
+            _mm256_castps_pd(hi),
+        ))
+    }
+
+    /// The 8 floats at `s[j..]` in both halves.
+    ///
+    /// # Safety
+    /// `j + 8` is within `s`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn both(s: &[f32], j: usize) -> __m512 {
+        // SAFETY: the caller guarantees 8 floats from `j`.
+        let v = unsafe { _mm256_loadu_ps(s.as_ptr().add(j)) };
+        _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(v)))
+    }
+
+    /// Half `H` (0 low, 1 high) of `v`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn half<const H: i32>(v: __m512) -> __m256 {
+        if H == 0 {
+            _mm512_castps512_ps256(v)
+        } else {
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))
+        }
+    }
+
+    /// `t` where it is not below 0, else +0, in one instruction: `vmaxps` returns its second
+    /// operand `t` unless `0 > t`, so a NaN and a -0 stay as they are, as in the AVX path's
+    /// `relu8`, lane for lane.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn relu16(t: __m512) -> __m512 {
+        _mm512_max_ps(_mm512_setzero_ps(), t)
+    }
+
+    /// For examples `[b, b + 1]` (their rows `pre[i]`, `v[i]` and each member's projection
+    /// `x[i][e]`), each member's `[<h - relu(pre), v>, <h, b2>]` as the AVX path's `rank1`
+    /// computes it for one example: the same operations on the same 8 lanes, then the same
+    /// reduction and tail.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn rank1_two<const N: usize>(
+        pre: [&[f32]; 2],
+        v: [&[f32]; 2],
+        x: [[f32; N]; 2],
+        f: &[Factors<'_>; N],
+    ) -> [[[f32; 2]; N]; 2] {
+        let shortest = f
+            .iter()
+            .map(|f| f.db1.len().min(f.a1.len()).min(f.b2.len()))
+            .min();
+        let n = pre[0]
+            .len()
+            .min(pre[1].len())
+            .min(v[0].len())
+            .min(v[1].len())
+            .min(shortest.unwrap_or(0));
+        let whole = n / 8 * 8;
+        // Member e's projection of example b in the low half, of b + 1 in the high half.
+        let xs: [__m512; N] = core::array::from_fn(|e| {
+            let (lo, hi) = ([x[0][e]; 8], [x[1][e]; 8]);
+            // SAFETY: both arrays hold 8 floats.
+            unsafe { halves([&lo, &hi], 0) }
+        });
+        let (mut diff, mut b2_h) = ([_mm512_setzero_ps(); N], [_mm512_setzero_ps(); N]);
+        for j in (0..whole).step_by(8) {
+            // SAFETY: j + 8 <= n, the shortest slice's length.
+            let (p, vv) = unsafe { (halves(pre, j), halves(v, j)) };
+            let relu_p = relu16(p);
+            for e in 0..N {
+                // SAFETY: as above, for member e's factors.
+                let (d, a, w) = unsafe { (both(f[e].db1, j), both(f[e].a1, j), both(f[e].b2, j)) };
+                let hk = relu16(_mm512_add_ps(_mm512_add_ps(p, d), _mm512_mul_ps(xs[e], a)));
+                diff[e] = _mm512_add_ps(diff[e], _mm512_mul_ps(_mm512_sub_ps(hk, relu_p), vv));
+                b2_h[e] = _mm512_add_ps(b2_h[e], _mm512_mul_ps(hk, w));
+            }
+        }
+        let sums = |i: usize, e: usize| {
+            let f = &f[e];
+            let (d, w) = if i == 0 {
+                (half::<0>(diff[e]), half::<0>(b2_h[e]))
+            } else {
+                (half::<1>(diff[e]), half::<1>(b2_h[e]))
+            };
+            let mut sums = [lanes_sum(d), lanes_sum(w)];
+            let (pre, v, x) = (pre[i], v[i], x[i][e]);
+            for j in whole..n {
+                let hk = relu((pre[j] + f.db1[j]) + x * f.a1[j]);
+                sums[0] += (hk - relu(pre[j])) * v[j];
+                sums[1] += hk * f.b2[j];
+            }
+            sums
+        };
+        [0, 1].map(|i| core::array::from_fn(|e| sums(i, e)))
     }
 }
