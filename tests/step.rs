@@ -276,7 +276,7 @@ fn momentum_and_per_layer_normalisation() {
 }
 
 #[test]
-fn low_rank_members_over_several_chunks() {
+fn low_rank_rank_two_with_momentum_and_stabilisers() {
     let s = Setting {
         members: 19,
         batch: 4,

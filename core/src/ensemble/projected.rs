@@ -249,12 +249,36 @@ fn rank1_sums<const N: usize>(path: gemm::KernelPath, c: [f64; N], m: &Rank1Memb
                 .min(f.a1.len())
                 .min(v.len())
                 .min(f.b2.len());
-            lanes8(n, |j| {
-                let hk = relu((pre[j] + f.db1[j]) + x[e] * f.a1[j]);
-                [(hk - relu(pre[j])) * v[j], hk * f.b2[j]]
-            })
+            lanes8(n, |j| rank1_terms(pre, v, x[e], f, j))
         })
     })
+}
+
+/// Entry `j`'s terms of a rank-1 member's two sums over H: `[(h_j - relu(pre_j)) v_j, h_j
+/// b2_j]` with `h_j = relu((pre_j + db1_j) + x a1_j)`.
+#[inline(always)]
+fn rank1_terms(pre: &[f32], v: &[f32], x: f32, f: &Factors<'_>, j: usize) -> [f32; 2] {
+    let hk = relu((pre[j] + f.db1[j]) + x * f.a1[j]);
+    [(hk - relu(pre[j])) * v[j], hk * f.b2[j]]
+}
+
+/// `sums` plus the terms of entries `rest` ([`rank1_terms`]), added in order: the vector
+/// paths' tail past their whole groups of 8.
+#[inline(always)]
+fn rank1_tail(
+    mut sums: [f32; 2],
+    pre: &[f32],
+    v: &[f32],
+    x: f32,
+    f: &Factors<'_>,
+    rest: core::ops::Range<usize>,
+) -> [f32; 2] {
+    for j in rest {
+        let [d, w] = rank1_terms(pre, v, x, f, j);
+        sums[0] += d;
+        sums[1] += w;
+    }
+    sums
 }
 
 /// The batch loop of [`rank1_sums`] on either path: `c[e]` plus, example after example,
@@ -285,7 +309,7 @@ mod avx {
     };
 
     use super::super::particles::avx::lanes_sum;
-    use super::{Factors, Rank1Members, rank1_fold, relu};
+    use super::{Factors, Rank1Members, rank1_fold, rank1_tail};
 
     /// [`super::rank1_sums`] with 8 lanes: the portable path's operations in the same order.
     #[target_feature(enable = "avx")]
@@ -348,13 +372,8 @@ mod avx {
         }
         core::array::from_fn(|e| {
             let f = &f[e];
-            let mut sums = [lanes_sum(diff[e]), lanes_sum(b2_h[e])];
-            for j in whole..n {
-                let hk = relu((pre[j] + f.db1[j]) + x[e] * f.a1[j]);
-                sums[0] += (hk - relu(pre[j])) * v[j];
-                sums[1] += hk * f.b2[j];
-            }
-            sums
+            let sums = [lanes_sum(diff[e]), lanes_sum(b2_h[e])];
+            rank1_tail(sums, pre, v, x[e], f, whole..n)
         })
     }
 }
@@ -369,7 +388,7 @@ mod avx512 {
     };
 
     use super::super::particles::avx::lanes_sum;
-    use super::{Factors, Rank1Members, relu};
+    use super::{Factors, Rank1Members, rank1_tail};
 
     /// [`super::rank1_sums`] two examples at a time, one in each 256-bit half of a zmm
     /// register: each half runs the AVX path's 8-lane operations for its example, so the sums
@@ -512,14 +531,7 @@ mod avx512 {
             } else {
                 (half::<1>(diff[e]), half::<1>(b2_h[e]))
             };
-            let mut sums = [lanes_sum(d), lanes_sum(w)];
-            let (pre, v, x) = (pre[i], v[i], x[i][e]);
-            for j in whole..n {
-                let hk = relu((pre[j] + f.db1[j]) + x * f.a1[j]);
-                sums[0] += (hk - relu(pre[j])) * v[j];
-                sums[1] += hk * f.b2[j];
-            }
-            sums
+            rank1_tail([lanes_sum(d), lanes_sum(w)], pre[i], v[i], x[i][e], f, whole..n)
         };
         [0, 1].map(|i| core::array::from_fn(|e| sums(i, e)))
     }
