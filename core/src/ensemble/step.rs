@@ -84,8 +84,9 @@ pub struct StepBuffers<'a> {
     /// Exactly M entries: the members' coefficients, left there after the step.
     pub coefficients: &'a mut [f64],
     /// Full rank only: room for the M perturbations (exactly `M x P` floats), drawn once by the
-    /// member phase and read back by the update, which then draws none: half the normal draws
-    /// for `M P` floats of memory. `None` regenerates them from their seeds (O(P) memory).
+    /// member phase and read back by the update, which then draws only the inactive inputs'
+    /// part of the direction: half the members' normal draws for `M P` floats of memory.
+    /// `None` regenerates them from their seeds (O(P) memory).
     pub stored: Option<&'a mut [f32]>,
 }
 
