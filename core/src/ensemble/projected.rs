@@ -264,6 +264,7 @@ fn rank1_terms(pre: &[f32], v: &[f32], x: f32, f: &Factors<'_>, j: usize) -> [f3
 
 /// `sums` plus the terms of entries `rest` ([`rank1_terms`]), added in order: the vector
 /// paths' tail past their whole groups of 8.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn rank1_tail(
     mut sums: [f32; 2],
