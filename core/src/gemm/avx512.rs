@@ -23,6 +23,8 @@ impl Kernel for Avx512 {
     const KC: usize = 256;
     // 256 x 1024 floats of packed B = 1 MiB, in L2 / L3.
     const NC: usize = 1024;
+    // 8 columns of 16 partial sums: 8 independent zmm chains for the two FMA pipes.
+    const DOT_COLUMNS: usize = 8;
 
     #[inline(always)]
     unsafe fn tile(kc: usize, alpha: f32, a: *const f32, b: *const f32, beta: f32, c: *mut f32, ldc: usize) {

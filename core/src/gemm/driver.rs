@@ -64,12 +64,16 @@ pub(crate) unsafe fn run<K: Kernel>(p: &Problem, apack: *mut f32, bpack: *mut f3
     if p.k == 0 {
         // SAFETY: forwarded contract.
         unsafe { scale_only(p) };
-    } else if p.m <= SMALL_M && p.rsb == 1 && p.csa == 1 {
-        // SAFETY: forwarded contract.
-        unsafe { small_dot::<true>(p) };
     } else if p.m <= SMALL_M && p.rsb == 1 {
         // SAFETY: forwarded contract.
-        unsafe { small_dot::<false>(p) };
+        unsafe {
+            match (K::DOT_COLUMNS, p.csa == 1) {
+                (8, true) => small_dot::<8, true>(p),
+                (8, false) => small_dot::<8, false>(p),
+                (_, true) => small_dot::<4, true>(p),
+                (_, false) => small_dot::<4, false>(p),
+            }
+        };
     } else if p.m <= SMALL_M && p.csb == 1 {
         // SAFETY: forwarded contract.
         unsafe { small_axpy(p) };
@@ -112,14 +116,14 @@ unsafe fn epilogue_row(row: &mut [f32], bias: *const f32, relu: bool) {
     }
 }
 
-/// Few rows, op(B) columns contiguous (e.g. `x W^T`): one dot product per element of C, each with
-/// 4 x 16 independent partial sums the compiler keeps in vector registers. `A_CONTIGUOUS` says
-/// op(A) rows are contiguous (`csa == 1`); otherwise each row is first gathered into `row_buf`
-/// chunk by chunk.
+/// Few rows, op(B) columns contiguous (e.g. `x W^T`): one dot product per element of C, each in
+/// 16 partial sums, `COLS` columns at a time so that their `COLS x 16` partial sums are
+/// independent chains the compiler keeps in vector registers; a column's sum is the same
+/// whatever `COLS`. `A_CONTIGUOUS` says op(A) rows are contiguous (`csa == 1`); otherwise each
+/// row is first gathered into `row_buf` chunk by chunk.
 #[inline(always)]
-unsafe fn small_dot<const A_CONTIGUOUS: bool>(p: &Problem) {
+unsafe fn small_dot<const COLS: usize, const A_CONTIGUOUS: bool>(p: &Problem) {
     const LANES: usize = 16;
-    const COLS: usize = 4;
     const ROW_CHUNK: usize = 1024;
     let k = p.k;
     if !A_CONTIGUOUS && k > ROW_CHUNK {
@@ -144,7 +148,7 @@ unsafe fn small_dot<const A_CONTIGUOUS: bool>(p: &Problem) {
                 ..*p
             };
             // SAFETY: forwarded contract on the sub-problem.
-            unsafe { small_dot::<false>(&part) };
+            unsafe { small_dot::<COLS, false>(&part) };
             start += len;
         }
         return;

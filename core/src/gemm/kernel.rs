@@ -19,6 +19,11 @@ pub(crate) trait Kernel {
     const KC: usize;
     /// Columns of B packed at once (a multiple of `NR`).
     const NC: usize;
+    /// Columns of C the unpacked path for a few rows computes at once, each in 16 partial
+    /// sums: 4 or 8, as many as keep the partial sums in registers (8 needs 32 AVX-512
+    /// registers' worth of 16 floats: the 4 x 16 of the other kernels are too few chains to
+    /// keep its two FMA pipes busy). A column's sum is the same either way.
+    const DOT_COLUMNS: usize = 4;
 
     /// `C[0..MR, 0..NR] = alpha * Ap * Bp + beta * C`, where `Ap` is a packed `MR x kc` panel
     /// (column after column) and `Bp` a packed `kc x NR` panel (row after row). When `beta == 0`
