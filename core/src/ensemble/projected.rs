@@ -382,13 +382,11 @@ mod avx {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use core::arch::x86_64::{
-        __m256, __m512, _mm256_castpd_ps, _mm256_castps_pd, _mm256_loadu_ps, _mm512_add_ps,
-        _mm512_broadcast_f64x4, _mm512_castpd_ps, _mm512_castps_pd, _mm512_castps256_ps512,
-        _mm512_castps512_ps256, _mm512_extractf64x4_pd, _mm512_insertf64x4, _mm512_max_ps, _mm512_mul_ps,
-        _mm512_setzero_ps, _mm512_sub_ps,
+        __m512, _mm256_castps_pd, _mm256_loadu_ps, _mm512_add_ps, _mm512_broadcast_f64x4, _mm512_castpd_ps,
+        _mm512_castps_pd, _mm512_castps256_ps512, _mm512_insertf64x4, _mm512_max_ps, _mm512_mul_ps,
+        _mm512_permute_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_storeu_ps, _mm512_sub_ps,
     };
 
-    use super::super::particles::avx::lanes_sum;
     use super::{Factors, Rank1Members, rank1_tail};
 
     /// [`super::rank1_sums`] two examples at a time, one in each 256-bit half of a zmm
@@ -463,17 +461,6 @@ mod avx512 {
         _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(v)))
     }
 
-    /// Half `H` (0 low, 1 high) of `v`.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn half<const H: i32>(v: __m512) -> __m256 {
-        if H == 0 {
-            _mm512_castps512_ps256(v)
-        } else {
-            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))
-        }
-    }
-
     /// `t` where it is not below 0, else +0, in one instruction: `vmaxps` returns its second
     /// operand `t` unless `0 > t`, so a NaN and a -0 stay as they are, as in the AVX path's
     /// `relu8`, lane for lane.
@@ -525,15 +512,29 @@ mod avx512 {
                 b2_h[e] = _mm512_add_ps(b2_h[e], _mm512_mul_ps(hk, w));
             }
         }
-        let sums = |i: usize, e: usize| {
-            let f = &f[e];
-            let (d, w) = if i == 0 {
-                (half::<0>(diff[e]), half::<0>(b2_h[e]))
-            } else {
-                (half::<1>(diff[e]), half::<1>(b2_h[e]))
-            };
-            rank1_tail([lanes_sum(d), lanes_sum(w)], pre[i], v[i], x[i][e], f, whole..n)
-        };
-        [0, 1].map(|i| core::array::from_fn(|e| sums(i, e)))
+        let reduced: [[[f32; 2]; 2]; N] = core::array::from_fn(|e| lane_sums(diff[e], b2_h[e]));
+        [0, 1].map(|i| {
+            core::array::from_fn(|e| rank1_tail(reduced[e][i], pre[i], v[i], x[i][e], &f[e], whole..n))
+        })
+    }
+
+    /// The AVX path's `lanes_sum` of each 256-bit half of `d` and of `w`, all four at once:
+    /// `[[d_0, w_0], [d_1, w_1]]` for halves 0 and 1. Each result is made of the same additions
+    /// of the same lanes: the two 128-bit quarters of a half, then lanes 0 + 2 and 1 + 3, then
+    /// those two.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn lane_sums(d: __m512, w: __m512) -> [[f32; 2]; 2] {
+        // Quarter q of `s`: the low plus the high quarter of d's half 0, d's half 1, w's half 0,
+        // w's half 1.
+        let low = _mm512_shuffle_f32x4::<0b10_00_10_00>(d, w);
+        let high = _mm512_shuffle_f32x4::<0b11_01_11_01>(d, w);
+        let s = _mm512_add_ps(low, high);
+        let t = _mm512_add_ps(s, _mm512_permute_ps::<0b11_10_11_10>(s));
+        let r = _mm512_add_ps(t, _mm512_permute_ps::<0b01_01_01_01>(t));
+        let mut out = [0f32; 16];
+        // SAFETY: `out` holds the 16 floats of the store.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), r) };
+        [[out[0], out[8]], [out[4], out[12]]]
     }
 }
