@@ -5,6 +5,53 @@
 //! [`Workers`]: [`OneThread`] runs them one after the other (what firmware has), a std program's
 //! thread pool runs them at once (`ienk-cli` implements it on its pool). The core itself never
 //! starts a thread and allocates nothing here.
+//!
+//! A std program can run the jobs on scoped threads, one thread per job (a pool that keeps its
+//! threads, as `ienk-cli`'s does, saves their start-up at every phase of a step):
+//!
+//! ```
+//! use ienk::workers::Workers;
+//!
+//! struct Scoped(usize);
+//!
+//! impl Workers for Scoped {
+//!     fn count(&self) -> usize {
+//!         self.0
+//!     }
+//!
+//!     fn each<J: Send, E: Send>(
+//!         &self,
+//!         jobs: impl Iterator<Item = J>,
+//!         work: impl Fn(J) -> Result<(), E> + Sync,
+//!     ) -> Result<(), E> {
+//!         let work = &work;
+//!         std::thread::scope(|s| {
+//!             let running: Vec<_> = jobs.map(|job| s.spawn(move || work(job))).collect();
+//!             running.into_iter().try_for_each(|t| t.join().expect("a job panicked"))
+//!         })
+//!     }
+//! }
+//!
+//! // Each job gets its own part of a buffer, as a step's phases cut theirs.
+//! let mut squares = [0u64; 10];
+//! let workers = Scoped(3);
+//! let per = ienk::workers::part_len(squares.len(), workers.count());
+//! let jobs = squares.chunks_mut(per).enumerate();
+//! workers.each(jobs, |(part, chunk)| {
+//!     for (i, v) in chunk.iter_mut().enumerate() {
+//!         let n = (part * per + i) as u64;
+//!         *v = n * n;
+//!     }
+//!     Ok::<(), ()>(())
+//! })?;
+//! assert_eq!(squares[9], 81);
+//! # Ok::<(), ()>(())
+//! ```
+//!
+//! [`Resampled::step_on`](crate::ensemble::resampled::Resampled::step_on)`(&workers, ...)`
+//! then runs an IEnK step on them, in a workspace of
+//! [`step_workspace_len`](crate::ensemble::resampled::Resampled::step_workspace_len)`(batch,
+//! workers.count())` floats.
 
 /// Runs independent jobs, perhaps at the same time.
 pub trait Workers {
