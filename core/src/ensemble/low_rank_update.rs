@@ -127,6 +127,22 @@ impl<'a> DrawRows<'a> {
         )
     }
 
+    /// These rows (every draw's) cut for `parts` workers: each of the consecutive draw ranges
+    /// of [`part_ranges`]`(draws, parts)` with its draws' rows. O(1) per range.
+    pub(crate) fn by_parts(
+        self,
+        rule: &Resampled,
+        parts: usize,
+    ) -> impl Iterator<Item = (Range<usize>, DrawRows<'a>)> {
+        let rule = *rule;
+        let mut rest = self;
+        part_ranges(rule.draws(), parts).map(move |range| {
+            let (mine, others) = core::mem::take(&mut rest).split_draws(&rule, range.len());
+            rest = others;
+            (range, mine)
+        })
+    }
+
     /// Checks that the rows hold exactly `draws` draws of `rule`'s factors.
     pub(crate) fn check(&self, rule: &Resampled, draws: usize) -> Result<(), MlpError> {
         let [a1, b1, a2, b2, db1, db2] = per_draw(rule);
@@ -364,12 +380,8 @@ impl Resampled {
         d_b1.fill(0.0);
         d_b2.fill(0.0);
         for j in 0..d {
-            d_b1.iter_mut()
-                .zip(&db1[j * h..(j + 1) * h])
-                .for_each(|(x, &v)| *x += v);
-            d_b2.iter_mut()
-                .zip(&db2[j * o..(j + 1) * o])
-                .for_each(|(x, &v)| *x += v);
+            d_b1.iter_mut().zip(nth(db1, j, h)).for_each(|(x, &v)| *x += v);
+            d_b2.iter_mut().zip(nth(db2, j, o)).for_each(|(x, &v)| *x += v);
         }
         Ok(())
     }
@@ -450,16 +462,8 @@ impl Resampled {
         let mut rows = ws.rows;
 
         // Phase 1 by draw ranges: each worker scales its draws' rows.
-        let draws = self.draws();
-        let mut rest = rows.reborrow();
-        let jobs = part_ranges(draws, count)
-            .zip(shares(ws.tmp, tmp_len))
-            .map(|(range, tmp)| {
-                let (mine, others) = core::mem::take(&mut rest).split_draws(self, range.len());
-                rest = others;
-                (range, tmp, mine)
-            });
-        workers.each(jobs, |(range, tmp, mine)| {
+        let jobs = rows.reborrow().by_parts(self, count).zip(shares(ws.tmp, tmp_len));
+        workers.each(jobs, |((range, mine), tmp)| {
             self.scale_draw_rows(coeffs, range, tmp, mine)
         })?;
 

@@ -207,14 +207,6 @@ impl Resampled {
             innovation: g,
         };
         let ws_len = self.member_workspace_len(b);
-        // The rule that moves the target: this one, or, for the gradient estimate, the same
-        // update with h = -1, normalised per layer, on a zero vector.
-        let estimating = Resampled {
-            lr: -1.0,
-            normalize: true,
-            momentum: 0.0,
-            ..*self
-        };
         if self.perturb.rank != 0 {
             let mut update = self.update_workspace(update_ws, count)?;
             let members = shares(member_ws, ws_len);
@@ -230,13 +222,8 @@ impl Resampled {
                 update.rows.reborrow(),
             )?;
             stabiliser.apply(coeffs)?;
-            match target {
-                Move::Theta { velocity } => self.low_rank_update(workers, theta, velocity, coeffs, update)?,
-                Move::Estimate { estimate } => {
-                    estimate.fill(0.0);
-                    estimating.low_rank_update(workers, estimate, None, coeffs, update)?;
-                }
-            }
+            let (mover, target, velocity) = self.mover(target, theta);
+            mover.low_rank_update(workers, target, velocity, coeffs, update)?;
             return Ok(stats);
         }
 
@@ -287,13 +274,7 @@ impl Resampled {
 
         // The move: W1 a row at a time (the inactive columns drawn at once), by row ranges,
         // then b1, W2 and b2, which the restricted network shares.
-        let (mover, target, velocity) = match target {
-            Move::Theta { velocity } => (self, theta, velocity),
-            Move::Estimate { estimate } => {
-                estimate.fill(0.0);
-                (&estimating, estimate, None)
-            }
-        };
+        let (mover, target, velocity) = self.mover(target, theta);
         let h = layout.hidden;
         let noise_std = self.perturb.std[0] * draw_coefficient_norm(&self.perturb, coeffs) as f32;
         let (sub_w1, shared) = d_sub.split_at(h * active);
@@ -324,6 +305,30 @@ impl Resampled {
         Ok(stats)
     }
 
+    /// What the move `target` of a step changes, with the rule that changes it: `theta` and its
+    /// velocity under this rule, or the gradient estimate, zeroed, under this rule with h = -1,
+    /// normalised per layer and without momentum (so that `theta -= h d` writes `d / (M (c
+    /// s_l)^2)` there). O(P) for the estimate, O(1) otherwise.
+    fn mover<'t>(
+        &self,
+        target: Move<'t>,
+        theta: &'t mut [f32],
+    ) -> (Resampled, &'t mut [f32], Option<&'t mut [f32]>) {
+        match target {
+            Move::Theta { velocity } => (*self, theta, velocity),
+            Move::Estimate { estimate } => {
+                estimate.fill(0.0);
+                let estimating = Resampled {
+                    lr: -1.0,
+                    normalize: true,
+                    momentum: 0.0,
+                    ..*self
+                };
+                (estimating, estimate, None)
+            }
+        }
+    }
+
     /// The low-rank member phase cut over `workers` by draw ranges: each worker's draws'
     /// members' coefficients (in `coeffs`, all M) and factors (in `rows`, every draw's), with
     /// one of `workspaces` ([`Resampled::member_workspace_len`] each).
@@ -340,14 +345,14 @@ impl Resampled {
         coeffs: &mut [f64],
         rows: DrawRows<'_>,
     ) -> Result<(), MlpError> {
-        let (mut coeffs_left, mut rows_left) = (coeffs, rows);
-        let jobs = part_ranges(self.draws(), workers.count())
+        let mut coeffs_left = coeffs;
+        let jobs = rows
+            .by_parts(self, workers.count())
             .zip(workspaces)
-            .map(|(draws, ws)| {
+            .map(|((draws, r), ws)| {
                 let members = self.members_of(draws.clone()).len();
-                let (c, other_coeffs) = core::mem::take(&mut coeffs_left).split_at_mut(members);
-                let (r, other_rows) = core::mem::take(&mut rows_left).split_draws(self, draws.len());
-                (coeffs_left, rows_left) = (other_coeffs, other_rows);
+                let (c, others) = core::mem::take(&mut coeffs_left).split_at_mut(members);
+                coeffs_left = others;
                 (draws, c, r, ws)
             });
         workers.each(jobs, |(draws, c, r, ws)| {
