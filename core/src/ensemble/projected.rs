@@ -294,12 +294,25 @@ fn rank1_fold<const N: usize>(
     let h = m.hidden.max(1);
     let rows = m.pre.chunks_exact(h).zip(m.v.chunks_exact(h));
     rows.enumerate().fold(c, |c, (b, (pre, v))| {
-        let sums = pairs(pre, v, m.xb.map(|xb| xb[b * m.ld_xb]));
+        m.add_example(c, b, pairs(pre, v, m.projections(b)))
+    })
+}
+
+impl<const N: usize> Rank1Members<'_, N> {
+    /// Each member's projection `x_b b1^T` of example `b`. O(N).
+    fn projections(&self, b: usize) -> [f32; N] {
+        self.xb.map(|xb| xb[b * self.ld_xb])
+    }
+
+    /// `c` plus each member's term of example `b` in f64, `diff + b2_h (a2 . g_b)`, from its
+    /// `[diff, b2_h]` in `sums`: how every path adds an example. O(N).
+    #[inline(always)]
+    fn add_example(&self, c: [f64; N], b: usize, sums: [[f32; 2]; N]) -> [f64; N] {
         core::array::from_fn(|e| {
             let [diff, b2_h] = sums[e];
-            c[e] + (f64::from(diff) + f64::from(b2_h) * f64::from(m.a2g[e][b]))
+            c[e] + (f64::from(diff) + f64::from(b2_h) * f64::from(self.a2g[e][b]))
         })
-    })
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -400,31 +413,21 @@ mod avx512 {
         fn row(s: &[f32], b: usize, h: usize) -> &[f32] {
             &s[b * h..(b + 1) * h]
         }
-        let add = |c: &mut [f64; N], b: usize, sums: [[f32; 2]; N]| {
-            for (e, (c, [diff, b2_h])) in c.iter_mut().zip(sums).enumerate() {
-                *c += f64::from(diff) + f64::from(b2_h) * f64::from(m.a2g[e][b]);
-            }
-        };
         let mut b = 0;
         while b + 2 <= rows {
-            let x = [b, b + 1].map(|b| m.xb.map(|xb| xb[b * m.ld_xb]));
             let [first, second] = rank1_two(
                 [row(m.pre, b, h), row(m.pre, b + 1, h)],
                 [row(m.v, b, h), row(m.v, b + 1, h)],
-                x,
+                [m.projections(b), m.projections(b + 1)],
                 &m.f,
             );
-            add(&mut c, b, first);
-            add(&mut c, b + 1, second);
+            c = m.add_example(c, b, first);
+            c = m.add_example(c, b + 1, second);
             b += 2;
         }
         if b < rows {
-            let x = m.xb.map(|xb| xb[b * m.ld_xb]);
-            add(
-                &mut c,
-                b,
-                super::avx::rank1(row(m.pre, b, h), row(m.v, b, h), x, &m.f),
-            );
+            let x = m.projections(b);
+            c = m.add_example(c, b, super::avx::rank1(row(m.pre, b, h), row(m.v, b, h), x, &m.f));
         }
         c
     }
