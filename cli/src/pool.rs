@@ -4,11 +4,12 @@
 //! briefly (only when there are no more threads than cores: a spinning thread would otherwise
 //! take a core from a working one), then sleeping on a condition variable; [`Pool::each`] runs
 //! one closure per item, the calling thread taking its share, and returns when every item is
-//! done.
+//! done. The pool holds one job at a time: a job posted while another runs (by another thread
+//! sharing the pool, or by a task of the running job) runs on its caller's thread alone.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,9 @@ struct Shared {
 pub struct Pool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    /// Held while a job is posted: the state holds one job at a time, so a second caller (another
+    /// thread sharing the pool, or a task of the running job) runs its tasks itself instead.
+    posting: Mutex<()>,
 }
 
 impl Pool {
@@ -69,6 +73,7 @@ impl Pool {
         let mut pool = Pool {
             shared,
             workers: Vec::new(),
+            posting: Mutex::new(()),
         };
         for started in 1..threads.max(1) {
             let shared = Arc::clone(&pool.shared);
@@ -124,16 +129,24 @@ impl Pool {
     }
 
     /// Runs `f(0) .. f(tasks - 1)` over the pool and returns once all have finished, reporting
-    /// whether one panicked.
+    /// whether one panicked. While another job is posted (a call from another thread, or from
+    /// one of that job's tasks), the calling thread runs every task itself.
     fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
-        if self.workers.is_empty() || tasks <= 1 {
+        let posting = match self.posting.try_lock() {
+            Ok(guard) => Some(guard),
+            // A panic never happens while the lock is held (tasks run under catch_unwind).
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        if self.workers.is_empty() || tasks <= 1 || posting.is_none() {
             return (0..tasks).any(|i| catch_unwind(AssertUnwindSafe(|| f(i))).is_err());
         }
         // SAFETY: the reference is only used through `State::job` by tasks handed out below,
         // and this function does not return before every handed-out task has finished
         // (`running == 0` under the lock, also on the panic path: tasks run under
-        // catch_unwind) and the job is cleared; no task can start after that. So every use of
-        // the erased reference happens while `f` is borrowed here.
+        // catch_unwind) and the job is cleared; no task can start after that. No other job
+        // replaces this one meanwhile: `posting` is held until then. So every use of the
+        // erased reference happens while `f` is borrowed here.
         let job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f) };
         {
             let mut st = lock(&self.shared.state);
@@ -257,6 +270,65 @@ mod tests {
                 assert!(out.iter().enumerate().all(|(i, &v)| v == i * i));
             }
         }
+    }
+
+    /// Jobs posted from two threads sharing the pool, and from inside a task, each run every
+    /// item once: a caller that finds a job posted runs its own tasks. (Two jobs posted at once
+    /// used to clobber each other's state and hang: a watchdog turns a hang into a failure.)
+    #[test]
+    fn concurrent_and_nested_jobs_each_run_every_item_once() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            concurrent_and_nested_jobs();
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the jobs finished within a minute");
+    }
+
+    fn concurrent_and_nested_jobs() {
+        let pool = Pool::new(3).unwrap();
+        let sum_of_squares = |n: usize| -> usize {
+            let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            pool.each((0..n).collect(), |i| {
+                hits[i].fetch_add(i * i, Ordering::Relaxed);
+                Ok(())
+            })
+            .unwrap();
+            hits.iter().map(|h| h.load(Ordering::Relaxed)).sum()
+        };
+        let expected = |n: usize| (0..n).map(|i| i * i).sum::<usize>();
+        std::thread::scope(|scope| {
+            let callers: Vec<_> = (0..2)
+                .map(|t| {
+                    scope.spawn(move || {
+                        (0..300).all(|round| {
+                            let n = 5 + (round + t) % 40;
+                            sum_of_squares(n) == expected(n)
+                        })
+                    })
+                })
+                .collect();
+            for caller in callers {
+                assert!(
+                    caller.join().unwrap(),
+                    "a concurrent job lost or repeated an item"
+                );
+            }
+        });
+        let inner: Vec<AtomicUsize> = (0..8).map(|_| AtomicUsize::new(0)).collect();
+        pool.each((0..8).collect(), |i| {
+            inner[i].store(sum_of_squares(10 + i), Ordering::Relaxed);
+            Ok(())
+        })
+        .unwrap();
+        assert!(
+            inner
+                .iter()
+                .enumerate()
+                .all(|(i, v)| v.load(Ordering::Relaxed) == expected(10 + i))
+        );
     }
 
     #[test]
