@@ -114,6 +114,8 @@ fn main() {
             out: out.clone(),
             log: None,
             limit,
+            validation: None,
+            keep_best: false,
             progress_lines: 1,
             save_every_epoch: false,
             resume: false,

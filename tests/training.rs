@@ -3,8 +3,10 @@
 
 mod common;
 
+use ienk::ensemble::resampled::Form;
+use ienk::mlp::{Layout, pixels_to_unit};
 use ienk_cli::data::Mnist;
-use ienk_cli::train::{OptimizerKind, TrainConfig, train};
+use ienk_cli::train::{EnsembleSettings, OptimizerKind, TrainConfig, train};
 
 fn config(optimizer: OptimizerKind, out: &std::path::Path) -> TrainConfig {
     TrainConfig {
@@ -18,6 +20,8 @@ fn config(optimizer: OptimizerKind, out: &std::path::Path) -> TrainConfig {
         out: out.to_path_buf(),
         log: None,
         limit: None,
+        validation: None,
+        keep_best: false,
         progress_lines: 1,
         save_every_epoch: false,
         resume: false,
@@ -154,4 +158,91 @@ fn parameters_after(mnist: &Mnist, cfg: &TrainConfig) -> Vec<f32> {
     .unwrap();
     let _ = std::fs::remove_file(&cfg.out);
     summary.theta
+}
+
+/// `--validation 300` on 1300 examples trains on the first 1000 only (the same parameters as
+/// `--limit 1000`), and `--keep-best` saves the epoch of the best validation accuracy: the
+/// parameters a run stopped after that epoch ends with. The thesis form at h = 0.015 peaks and
+/// then runs away, so the best epoch is not the last.
+#[test]
+fn validation_holds_out_the_last_examples_and_keep_best_saves_the_best_epoch() {
+    let Some(dir) =
+        common::mnist_dir("validation_holds_out_the_last_examples_and_keep_best_saves_the_best_epoch")
+    else {
+        return;
+    };
+    let mnist = Mnist::load(&dir).unwrap();
+    let (train_split, test) = (mnist.train.view().unwrap(), mnist.test.view().unwrap().take(500));
+    let runaway = |out: &std::path::Path, epochs: u32, limit: usize| TrainConfig {
+        epochs,
+        batch_size: 1,
+        lr: 0.015,
+        limit: Some(limit),
+        ensemble: EnsembleSettings {
+            particles: 10,
+            form: Form::Thesis,
+            ..Default::default()
+        },
+        ..config(OptimizerKind::Ienk, out)
+    };
+    let kept = temp("keep-best.safetensors");
+    let cfg = TrainConfig {
+        validation: Some(300),
+        keep_best: true,
+        ..runaway(&kept, 3, 1300)
+    };
+    let summary = train(&cfg, &train_split, &test, &mut std::io::sink()).unwrap();
+    let accuracies: Vec<f64> = summary.epochs.iter().map(|e| e.validation.unwrap().1).collect();
+    let best = (0..accuracies.len())
+        .find(|&e| accuracies.iter().all(|&a| a <= accuracies[e]))
+        .unwrap();
+    assert!(best + 1 < accuracies.len(), "no runaway to skip: {accuracies:?}");
+
+    // The held-out examples: the last 300 of the 1300, scored by a plain forward pass.
+    let held_out = train_split.take(1300).split_at(1000).1;
+    let layout = Layout::mnist(128);
+    let mut x = vec![0f32; held_out.pixels().len()];
+    pixels_to_unit(held_out.pixels(), &mut x);
+    let logits = common::logits_of(&layout, &summary.theta, &x);
+    let correct = logits
+        .chunks_exact(10)
+        .zip(held_out.labels())
+        .filter(|(z, y)| (0..10).all(|k| z[k] <= z[usize::from(**y)]))
+        .count();
+    assert_eq!(correct as f64 / 300.0, *accuracies.last().unwrap());
+
+    // Trained on the first 1000 only: the parameters of --limit 1000 without a validation split.
+    let plain = temp("first-1000.safetensors");
+    let without = train(
+        &runaway(&plain, 3, 1000),
+        &train_split,
+        &test,
+        &mut std::io::sink(),
+    )
+    .unwrap();
+    assert!(bits_equal(&summary.theta, &without.theta));
+
+    // The kept model is the run stopped after the best epoch.
+    let stopped = train(
+        &runaway(&plain, best as u32 + 1, 1000),
+        &train_split,
+        &test,
+        &mut std::io::sink(),
+    )
+    .unwrap();
+    let bytes = std::fs::read(&kept).unwrap();
+    let model = ienk::safetensors::read(&bytes, 784, 10).unwrap();
+    let mut theta = vec![0f32; layout.num_params()];
+    model.copy_params(&mut theta).unwrap();
+    assert!(bits_equal(&theta, &stopped.theta));
+    assert_eq!(model.metadata("epochs"), Some((best + 1).to_string().as_str()));
+    let recorded = format!("{:.4}", accuracies[best]);
+    assert_eq!(model.metadata("validation_accuracy"), Some(recorded.as_str()));
+    for file in [kept, plain] {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+fn bits_equal(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }

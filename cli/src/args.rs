@@ -73,7 +73,8 @@ pub enum Command {
     /// === BAcc: batch accuracy === TAcc: accuracy over the epoch so far === Remain: time left ===
     /// examples per second ===`. Loss and accuracies are measured before each update. A NaN,
     /// infinite or exploded (above 1e4) loss stops the run with exit status 1 and writes no model
-    /// (with --save-every-epoch, the model of the last finished epoch stays). A flag the chosen
+    /// (with --save-every-epoch, the model of the last finished epoch stays, or with --keep-best
+    /// the best one so far). A flag the chosen
     /// optimizer does not read (each ensemble flag's help names the optimizer that reads it), or
     /// one that another flag would make it ignore, is refused (exit 2) rather than ignored.
     Train(TrainArgs),
@@ -181,12 +182,25 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
     /// Write a CSV of metrics: a row per progress line (kind=step) and per epoch (kind=epoch), with
-    /// columns kind,epoch,step,examples,seconds,loss,accuracy,test_loss,test_accuracy.
+    /// columns kind,epoch,step,examples,seconds,loss,accuracy,test_loss,test_accuracy,val_loss,
+    /// val_accuracy (the last two with --validation).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
     /// Train on the first N training examples only (quick runs).
     #[arg(long, value_name = "N", value_parser = positive_usize)]
     pub limit: Option<usize>,
+    /// Hold out the last N examples of the training split (of the first --limit ones, with
+    /// --limit) for validation: no step trains on them, and after every epoch the model's loss
+    /// and accuracy on them are printed and logged, so that epochs and settings can be chosen
+    /// without looking at the test split (5000 or 10000 are usual for MNIST).
+    #[arg(long, value_name = "N", value_parser = positive_usize)]
+    pub validation: Option<usize>,
+    /// Save the model of the epoch with the best validation accuracy (the earliest of ties)
+    /// instead of the last epoch's, and with --save-every-epoch the best so far after every
+    /// epoch. Needs --validation; keeps a second copy of the parameters in memory. Such a model
+    /// file cannot be resumed: it may hold an earlier epoch than the last.
+    #[arg(long, requires = "validation", conflicts_with = "resume")]
+    pub keep_best: bool,
     /// Progress lines per epoch.
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = positive_usize)]
     pub progress: usize,

@@ -163,6 +163,8 @@ pub fn compare(
             out: cfg.out_dir.join(format!("{}.safetensors", run.slug)),
             log: Some(cfg.out_dir.join(format!("{}.csv", run.slug))),
             limit: cfg.limit,
+            validation: None,
+            keep_best: false,
             progress_lines: 2,
             save_every_epoch: false,
             resume: false,

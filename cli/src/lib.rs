@@ -82,6 +82,8 @@ pub fn train_config(a: &TrainArgs) -> train::TrainConfig {
         out: a.out.clone(),
         log: a.log.clone(),
         limit: a.limit,
+        validation: a.validation,
+        keep_best: a.keep_best,
         progress_lines: a.progress,
         save_every_epoch: a.save_every_epoch,
         resume: a.resume,

@@ -7,7 +7,9 @@
 //! - `examples`: training examples seen since the start; `seconds`: wall time since the start;
 //! - `loss`, `accuracy`: the batch's (step rows) or the epoch's running mean (epoch rows), measured
 //!   before each update;
-//! - `test_loss`, `test_accuracy`: on the test split, epoch rows only (empty on step rows).
+//! - `test_loss`, `test_accuracy`: on the test split, epoch rows only (empty on step rows);
+//! - `val_loss`, `val_accuracy`: on the examples `--validation` holds out, epoch rows of runs
+//!   that hold some out (empty otherwise).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -16,7 +18,13 @@ use std::path::{Path, PathBuf};
 use crate::error::{CliError, Result};
 
 /// The header row.
-pub const HEADER: &str = "kind,epoch,step,examples,seconds,loss,accuracy,test_loss,test_accuracy";
+pub const HEADER: &str =
+    "kind,epoch,step,examples,seconds,loss,accuracy,test_loss,test_accuracy,val_loss,val_accuracy";
+
+/// The header of the logs written before `--validation` existed (refused by
+/// [`MetricsLog::append`]: its rows have two columns fewer).
+const HEADER_BEFORE_VALIDATION: &str =
+    "kind,epoch,step,examples,seconds,loss,accuracy,test_loss,test_accuracy";
 
 /// One row.
 #[derive(Clone, Copy, Debug)]
@@ -37,6 +45,8 @@ pub struct Row {
     pub accuracy: f64,
     /// Test loss and accuracy (epoch rows).
     pub test: Option<(f64, f64)>,
+    /// Validation loss and accuracy (epoch rows of runs with `--validation`).
+    pub validation: Option<(f64, f64)>,
 }
 
 /// An open metrics file.
@@ -72,7 +82,15 @@ impl MetricsLog {
             Err(e) => return Err(CliError::read(path, e)),
         }
         let empty = first.is_empty();
-        if !empty && first.trim_end_matches(['\n', '\r']) != HEADER {
+        let first = first.trim_end_matches(['\n', '\r']);
+        if first == HEADER_BEFORE_VALIDATION {
+            return Err(CliError::bad_file(
+                path,
+                "a metrics log of an older ienk-cli train, without the val_loss and val_accuracy columns; \
+                 give --log a new file",
+            ));
+        }
+        if !empty && first != HEADER {
             return Err(CliError::bad_file(
                 path,
                 "not a metrics log of ienk-cli train (its first line is not the header); rows are only appended to one",
@@ -101,13 +119,21 @@ impl MetricsLog {
 
     /// Appends a row.
     pub fn row(&mut self, r: &Row) -> Result<()> {
-        let test = match r.test {
+        let pair = |p: Option<(f64, f64)>| match p {
             Some((l, a)) => format!("{l:.6},{a:.6}"),
             None => ",".into(),
         };
         let line = format!(
-            "{},{},{},{},{:.3},{:.6},{:.6},{test}",
-            r.kind, r.epoch, r.step, r.examples, r.seconds, r.loss, r.accuracy
+            "{},{},{},{},{:.3},{:.6},{:.6},{},{}",
+            r.kind,
+            r.epoch,
+            r.step,
+            r.examples,
+            r.seconds,
+            r.loss,
+            r.accuracy,
+            pair(r.test),
+            pair(r.validation)
         );
         self.write_line(&line)
     }

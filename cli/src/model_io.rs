@@ -34,6 +34,8 @@ pub struct ModelMetadata {
     pub epochs: Option<String>,
     /// Test accuracy after them.
     pub test_accuracy: Option<String>,
+    /// Accuracy on the examples `train --validation` held out, when it did.
+    pub validation_accuracy: Option<String>,
 }
 
 impl ModelMetadata {
@@ -52,6 +54,9 @@ impl ModelMetadata {
         }
         if let Some(accuracy) = &self.test_accuracy {
             out += &format!(", test accuracy {accuracy} when saved");
+        }
+        if let Some(accuracy) = &self.validation_accuracy {
+            out += &format!(" (validation accuracy {accuracy})");
         }
         out.push('\n');
         if let Some(settings) = &self.settings {
@@ -129,6 +134,7 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
             settings: model.metadata("settings").map(str::to_owned),
             epochs: model.metadata("epochs").map(str::to_owned),
             test_accuracy: model.metadata("test_accuracy").map(str::to_owned),
+            validation_accuracy: model.metadata("validation_accuracy").map(str::to_owned),
         },
     })
 }
@@ -150,11 +156,22 @@ mod tests {
             settings: Some("optimizer=ienk lr=0.001".into()),
             epochs: Some("10".into()),
             test_accuracy: Some("0.8865".into()),
+            validation_accuracy: None,
         };
         assert_eq!(
             trained.describe(&layout),
             "model: 784-64-10 MLP trained by ienk for 10 epochs, test accuracy 0.8865 when saved\n\
              settings: optimizer=ienk lr=0.001\n"
+        );
+        let selected = ModelMetadata {
+            epochs: Some("1".into()),
+            validation_accuracy: Some("0.9012".into()),
+            ..trained
+        };
+        assert_eq!(
+            selected.describe(&layout),
+            "model: 784-64-10 MLP trained by ienk for 1 epoch, test accuracy 0.8865 when saved \
+             (validation accuracy 0.9012)\nsettings: optimizer=ienk lr=0.001\n"
         );
     }
 }

@@ -30,6 +30,13 @@ pub fn settings_record(cfg: &TrainConfig) -> String {
             cfg.lr_decay.map_or("none".into(), |d| d.every.to_string()),
         ),
     ];
+    // Recorded only when used, so that the records of runs without them stay as they were.
+    if let Some(n) = cfg.validation {
+        pairs.push(("validation", n.to_string()));
+    }
+    if cfg.keep_best {
+        pairs.push(("keep-best", "true".into()));
+    }
     let e = &cfg.ensemble;
     match cfg.optimizer {
         OptimizerKind::Ienk => pairs.extend([
@@ -115,6 +122,12 @@ pub fn load_checkpoint(path: &Path, cfg: &TrainConfig, layout: &Layout) -> Resul
                 .into(),
         )
     })?;
+    if record.split(' ').any(|pair| pair == "keep-best=true") {
+        return Err(refuse(
+            "the run kept its best epoch (--keep-best), which may not be its last: it cannot be continued"
+                .into(),
+        ));
+    }
     let wanted = settings_record(cfg);
     if record != wanted {
         return Err(refuse(format!(

@@ -81,6 +81,12 @@ pub struct TrainConfig {
     pub log: Option<PathBuf>,
     /// Train on the first N examples only.
     pub limit: Option<usize>,
+    /// Hold out the last N of those examples for validation: not trained on, evaluated after
+    /// every epoch.
+    pub validation: Option<usize>,
+    /// Save the epoch with the best validation accuracy instead of the last (needs
+    /// `validation`; not with `resume`).
+    pub keep_best: bool,
     /// Progress lines per epoch.
     pub progress_lines: usize,
     /// Also save the model to `out` after every epoch but the last, so that a run stopped or
@@ -271,6 +277,8 @@ pub struct EpochResult {
     pub test_loss: f64,
     /// Test accuracy.
     pub test_accuracy: f64,
+    /// Loss and accuracy on the held-out validation examples, with `--validation`.
+    pub validation: Option<(f64, f64)>,
     /// Seconds of training in this epoch (evaluation excluded).
     pub train_seconds: f64,
 }
@@ -280,23 +288,88 @@ pub struct EpochResult {
 pub struct TrainSummary {
     /// Per-epoch results.
     pub epochs: Vec<EpochResult>,
-    /// The trained parameters.
+    /// The parameters after the last epoch (with `keep_best`, the saved model may be an
+    /// earlier epoch's).
     pub theta: Vec<f32>,
 }
 
-/// Saves `theta` to `cfg.out` (atomically) with the run's metadata, as trained for `epochs`
-/// epochs to `test_accuracy`. O(P).
-fn save(cfg: &TrainConfig, layout: &Layout, theta: &[f32], epochs: u32, test_accuracy: f64) -> Result<()> {
+/// A model as saved: after how many epochs, and its accuracies then.
+#[derive(Clone, Copy, Debug)]
+struct Saved {
+    epochs: u32,
+    test_accuracy: f64,
+    /// With `--validation`.
+    validation_accuracy: Option<f64>,
+}
+
+impl Saved {
+    /// The model after epoch `epoch` (counted from 0) with its results.
+    fn after(epoch: u32, result: &EpochResult) -> Saved {
+        Saved {
+            epochs: epoch + 1,
+            test_accuracy: result.test_accuracy,
+            validation_accuracy: result.validation.map(|(_, a)| a),
+        }
+    }
+
+    /// `test accuracy A`, and `, validation accuracy V` when there is one.
+    fn accuracies(&self) -> String {
+        let validation = self
+            .validation_accuracy
+            .map(|a| format!(", validation accuracy {a:.4}"))
+            .unwrap_or_default();
+        format!("test accuracy {:.4}{validation}", self.test_accuracy)
+    }
+
+    /// `epoch E (test accuracy A ...)`.
+    fn describe(&self) -> String {
+        format!("epoch {} ({})", self.epochs, self.accuracies())
+    }
+}
+
+/// With `--keep-best`: the epoch of the best validation accuracy so far, and its parameters.
+struct BestEpoch {
+    kept: Option<Saved>,
+    theta: Vec<f32>,
+}
+
+impl BestEpoch {
+    /// Room for `params` parameters (fallible, like every large buffer of a run).
+    fn new(params: usize) -> Result<BestEpoch> {
+        Ok(BestEpoch {
+            kept: None,
+            theta: buffers::zeros("the best epoch's parameters", params)?,
+        })
+    }
+
+    /// Keeps `epoch` (with its parameters `theta`) when its validation accuracy beats the kept
+    /// one's, or none is kept yet; an epoch that only ties does not replace an earlier one.
+    /// Whether it was kept. O(P) when kept.
+    fn offer(&mut self, epoch: Saved, theta: &[f32]) -> bool {
+        let accuracy = |s: &Saved| s.validation_accuracy.unwrap_or(f64::NEG_INFINITY);
+        let better = self.kept.as_ref().is_none_or(|k| accuracy(&epoch) > accuracy(k));
+        if better {
+            self.kept = Some(epoch);
+            self.theta.copy_from_slice(theta);
+        }
+        better
+    }
+}
+
+/// Saves `theta` to `cfg.out` (atomically) with the run's metadata, as `saved` says it was
+/// trained. O(P).
+fn save(cfg: &TrainConfig, layout: &Layout, theta: &[f32], saved: Saved) -> Result<()> {
     let (epochs, seed, hidden, lr, batch_s, acc) = (
-        epochs.to_string(),
+        saved.epochs.to_string(),
         cfg.seed.to_string(),
         cfg.hidden.to_string(),
         cfg.lr.to_string(),
         cfg.batch_size.to_string(),
-        format!("{test_accuracy:.4}"),
+        format!("{:.4}", saved.test_accuracy),
     );
+    let validation = saved.validation_accuracy.map(|a| format!("{a:.4}"));
     let settings = resume::settings_record(cfg);
-    let metadata = [
+    let mut metadata = vec![
         ("format", model_io::FORMAT),
         ("optimizer", cfg.optimizer.name()),
         ("epochs", epochs.as_str()),
@@ -307,18 +380,18 @@ fn save(cfg: &TrainConfig, layout: &Layout, theta: &[f32], epochs: u32, test_acc
         ("test_accuracy", acc.as_str()),
         ("settings", settings.as_str()),
     ];
+    if let Some(v) = &validation {
+        metadata.push(("validation_accuracy", v.as_str()));
+    }
     model_io::save_model(&cfg.out, layout, theta, &metadata)
 }
 
 /// A failed run's error `e`, completed with what became of the model: nothing was written, or
-/// `out` keeps the checkpoint `saved` (its epoch and test accuracy).
-fn with_model_status(e: CliError, out: &std::path::Path, saved: Option<(u32, f64)>) -> CliError {
+/// `out` keeps the checkpoint `saved`.
+fn with_model_status(e: CliError, out: &std::path::Path, saved: Option<Saved>) -> CliError {
     let status = match saved {
         None => "no model was written".to_string(),
-        Some((epoch, acc)) => format!(
-            "{} keeps the model of epoch {epoch} (test accuracy {acc:.4})",
-            out.display()
-        ),
+        Some(saved) => format!("{} keeps the model of {}", out.display(), saved.describe()),
     };
     match e {
         CliError::Failed(msg) => CliError::Failed(format!("{msg}; {status}")),
@@ -326,10 +399,27 @@ fn with_model_status(e: CliError, out: &std::path::Path, saved: Option<(u32, f64
     }
 }
 
+/// The examples to train on and, with `--validation N`, the last `N` held out of them; bad
+/// input when that leaves none to train on. O(1).
+fn hold_out<'a>(train: Split<'a>, validation: Option<usize>) -> Result<(Split<'a>, Option<Split<'a>>)> {
+    let Some(held) = validation else {
+        return Ok((train, None));
+    };
+    if held >= train.len() {
+        return Err(CliError::BadInput(format!(
+            "--validation {held} holds out every training example (there are {}): \
+             leave some to train on",
+            train.len()
+        )));
+    }
+    let (kept, held_out) = train.split_at(train.len() - held);
+    Ok((kept, Some(held_out)))
+}
+
 /// Trains from a fresh Glorot initialisation, printing progress to `out`, logging to the metrics
-/// file, and saving the model when done (and after every epoch with `save_every_epoch`). A
-/// non-finite or exploded loss stops the run; the model on disk is then the last checkpoint, or
-/// none.
+/// file, and saving the model when done (and after every epoch with `save_every_epoch`): the
+/// last epoch's, or with `keep_best` the one with the best validation accuracy. A non-finite or
+/// exploded loss stops the run; the model on disk is then the last checkpoint, or none.
 pub fn train(
     cfg: &TrainConfig,
     train: &Split<'_>,
@@ -340,6 +430,12 @@ pub fn train(
         Some(n) => train.take(n),
         None => *train,
     };
+    let (train, validation) = hold_out(train, cfg.validation)?;
+    if cfg.keep_best && validation.is_none() {
+        return Err(CliError::BadInput(
+            "--keep-best needs --validation: the best epoch is the best on held-out examples".into(),
+        ));
+    }
     let n = train.len();
     if n == 0 {
         return Err(CliError::BadInput("the training split holds no example".into()));
@@ -364,7 +460,14 @@ pub fn train(
     // The resumed run's parameters, or a fresh initialisation; and the epoch and test accuracy
     // of the model on disk, if any.
     let (mut theta, mut saved) = match checkpoint {
-        Some(c) => (c.theta, Some((c.epochs, c.test_accuracy))),
+        Some(c) => (
+            c.theta,
+            Some(Saved {
+                epochs: c.epochs,
+                test_accuracy: c.test_accuracy,
+                validation_accuracy: None,
+            }),
+        ),
         None => {
             let mut theta = buffers::zeros("the parameters", layout.num_params())?;
             layout
@@ -417,16 +520,23 @@ pub fn train(
             .unwrap_or_default()
             + &ensemble_summary(cfg),
     );
-    if let Some((epochs, accuracy)) = saved {
+    if let Some(s) = saved {
         say(
             out,
             format!(
-                "resuming {} after epoch {epochs}/{} (test accuracy {accuracy:.4})",
+                "resuming {} after epoch {}/{} (test accuracy {:.4})",
                 cfg.out.display(),
+                s.epochs,
                 cfg.epochs,
+                s.test_accuracy
             ),
         );
     }
+    // With --keep-best: the best epoch so far, and its parameters.
+    let mut best = match cfg.keep_best {
+        true => Some(BestEpoch::new(theta.len())?),
+        false => None,
+    };
     let start = Instant::now();
     let mut train_time = 0.0;
     let mut step = first_step;
@@ -490,6 +600,7 @@ pub fn train(
                             loss: stats.mean_loss(),
                             accuracy: stats.accuracy(),
                             test: None,
+                            validation: None,
                         })?;
                     }
                 }
@@ -505,17 +616,29 @@ pub fn train(
                 )));
             }
             let eval = evaluate(&layout, &theta, test, cfg.threads)?;
+            let validation = match &validation {
+                Some(v) => {
+                    let stats = evaluate(&layout, &theta, v, cfg.threads)?.stats;
+                    Some((stats.mean_loss(), stats.accuracy()))
+                }
+                None => None,
+            };
             let result = EpochResult {
                 train_loss: running.mean_loss(),
                 train_accuracy: running.accuracy(),
                 test_loss: eval.stats.mean_loss(),
                 test_accuracy: eval.stats.accuracy(),
+                validation,
                 train_seconds: epoch_secs,
             };
+            let validation_text = result
+                .validation
+                .map(|(l, a)| format!(" | val loss {l:.4} acc {a:.4}"))
+                .unwrap_or_default();
             say(
                 out,
                 format!(
-                    "--- epoch {}/{}: train loss {:.4} acc {:.4} | test loss {:.4} acc {:.4} | {:.2} s ({:.0} ex/s)",
+                    "--- epoch {}/{}: train loss {:.4} acc {:.4}{validation_text} | test loss {:.4} acc {:.4} | {:.2} s ({:.0} ex/s)",
                     epoch + 1,
                     cfg.epochs,
                     result.train_loss,
@@ -536,19 +659,30 @@ pub fn train(
                     loss: result.train_loss,
                     accuracy: result.train_accuracy,
                     test: Some((result.test_loss, result.test_accuracy)),
+                    validation: result.validation,
                 })?;
             }
             results.push(result);
-            if cfg.save_every_epoch && epoch + 1 < cfg.epochs {
-                save(cfg, &layout, &theta, epoch + 1, result.test_accuracy)?;
-                saved = Some((epoch + 1, result.test_accuracy));
+            let this_epoch = Saved::after(epoch, &result);
+            // The model to checkpoint: this epoch's, or with --keep-best the best so far (none
+            // to write when it did not change).
+            let checkpoint = match best.as_mut() {
+                None => Some((this_epoch, &theta[..])),
+                Some(b) => b.offer(this_epoch, &theta).then_some((this_epoch, &b.theta[..])),
+            };
+            if let (true, true, Some((model, params))) =
+                (cfg.save_every_epoch, epoch + 1 < cfg.epochs, checkpoint)
+            {
+                save(cfg, &layout, params, model)?;
+                saved = Some(model);
                 say(
                     out,
                     format!(
-                        "--- saved {} (epoch {}/{})",
+                        "--- saved {} (epoch {}/{}, {})",
                         cfg.out.display(),
-                        epoch + 1,
-                        cfg.epochs
+                        model.epochs,
+                        cfg.epochs,
+                        model.accuracies()
                     ),
                 );
             }
@@ -557,13 +691,36 @@ pub fn train(
     };
     let outcome = run_epochs();
     outcome.map_err(|e| with_model_status(e, &cfg.out, saved))?;
-    let test_accuracy = results.last().map_or(f64::NAN, |r| r.test_accuracy);
-    save(cfg, &layout, &theta, cfg.epochs, test_accuracy)?;
+    let (model, params) = match (&best, results.last()) {
+        (
+            Some(BestEpoch {
+                kept: Some(kept),
+                theta: kept_theta,
+            }),
+            _,
+        ) => (*kept, &kept_theta[..]),
+        (_, Some(last)) => (Saved::after(cfg.epochs - 1, last), &theta[..]),
+        // No epoch to run (`epochs` 0, which only the library allows): the initial model.
+        (_, None) => (
+            Saved {
+                epochs: cfg.epochs,
+                test_accuracy: f64::NAN,
+                validation_accuracy: None,
+            },
+            &theta[..],
+        ),
+    };
+    save(cfg, &layout, params, model)?;
+    let kept = match cfg.keep_best {
+        true => format!(", the best validation accuracy of {} epochs", cfg.epochs),
+        false => String::new(),
+    };
     say(
         out,
         format!(
-            "saved {} (test accuracy {test_accuracy:.4}); training time {train_time:.2} s, {:.3} s per epoch",
+            "saved {}: {}{kept}; training time {train_time:.2} s, {:.3} s per epoch",
             cfg.out.display(),
+            model.describe(),
             train_time / f64::from((cfg.epochs - first_epoch).max(1))
         ),
     );
@@ -571,4 +728,40 @@ pub fn train(
         epochs: results,
         theta,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(epochs: u32, validation: f64) -> Saved {
+        Saved {
+            epochs,
+            test_accuracy: 0.5,
+            validation_accuracy: Some(validation),
+        }
+    }
+
+    /// The first epoch is kept, a better one replaces it with its parameters, a tie or a worse
+    /// one does not.
+    #[test]
+    fn the_best_epoch_is_the_earliest_of_the_highest_validation_accuracy() {
+        let mut best = BestEpoch::new(2).unwrap();
+        let offers = [
+            (0.6, [1.0, 1.0], true),
+            (0.7, [2.0, 2.0], true),
+            (0.7, [3.0, 3.0], false),
+            (0.65, [4.0, 4.0], false),
+        ];
+        for (e, (accuracy, theta, kept)) in offers.into_iter().enumerate() {
+            assert_eq!(
+                best.offer(epoch(e as u32 + 1, accuracy), &theta),
+                kept,
+                "epoch {}",
+                e + 1
+            );
+        }
+        assert_eq!(best.kept.map(|k| k.epochs), Some(2));
+        assert_eq!(best.theta, [2.0, 2.0]);
+    }
 }

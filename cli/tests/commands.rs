@@ -74,7 +74,11 @@ fn train_eval_predict_round_trip() {
     assert!(stdout.contains("=== Epoch: 0/3 === Iter:"), "{stdout}");
     assert!(stdout.contains("Remain:"), "{stdout}");
     let csv = std::fs::read_to_string(&log).unwrap();
-    assert!(csv.starts_with("kind,epoch,step,examples,seconds,loss,accuracy,test_loss,test_accuracy\n"));
+    assert!(csv.starts_with(
+        "kind,epoch,step,examples,seconds,loss,accuracy,test_loss,test_accuracy,val_loss,val_accuracy\n"
+    ));
+    // No validation split: its columns stay empty.
+    assert!(csv.lines().skip(1).all(|l| l.ends_with(",,")), "{csv}");
     assert_eq!(csv.lines().filter(|l| l.starts_with("epoch,")).count(), 3);
 
     let out = cli(&d.0, &["eval", "--model", m]);
@@ -217,6 +221,8 @@ fn help_explains_every_train_flag() {
         "--limit",
         "--lr-decay",
         "--lr-decay-every",
+        "--validation",
+        "--keep-best",
         "--data-dir",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
@@ -712,7 +718,7 @@ fn save_every_epoch_leaves_a_stopped_run_its_last_finished_epoch() {
         .unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(first.ends_with("(epoch 1/50)"), "{first}");
+    assert!(first.contains(" (epoch 1/50, test accuracy "), "{first}");
     // The checkpoint (epoch 1, or a later one written before the kill landed) is the model of an
     // uninterrupted run of that many epochs, byte for byte.
     let bytes = std::fs::read(&stopped).unwrap();
@@ -1011,4 +1017,86 @@ fn flags_the_optimizer_would_ignore_are_refused_before_anything_runs() {
         let out = cli(&d.0, &args);
         assert!(out.status.success(), "{flags:?}: {}", text(&out.stderr));
     }
+}
+
+/// `--validation` prints and logs the held-out examples' loss and accuracy after every epoch
+/// and records the saved epoch's in the model; what it cannot do is refused with the flag named.
+#[test]
+fn validation_is_reported_logged_and_recorded_and_its_misuse_refused() {
+    let d = TempDir::new("validation");
+    dataset(&d.0);
+    let m = d.0.join("m.safetensors");
+    let log = d.0.join("m.csv");
+    let (path, log_path) = (m.to_str().unwrap(), log.to_str().unwrap());
+    let run = |extra: &[&str]| {
+        let args = [
+            "train",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.5",
+            "--batch-size",
+            "5",
+            "--out",
+            path,
+        ];
+        cli(&d.0, &[&args[..], extra].concat())
+    };
+    let out = run(&[
+        "--epochs",
+        "3",
+        "--validation",
+        "10",
+        "--keep-best",
+        "--log",
+        log_path,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // 40 examples, 10 held out: the epochs train on 30.
+    assert!(stdout.contains("with sgd on 30 examples"), "{stdout}");
+    let epochs: Vec<&str> = stdout.lines().filter(|l| l.starts_with("--- epoch")).collect();
+    assert_eq!(epochs.len(), 3, "{stdout}");
+    assert!(epochs.iter().all(|l| l.contains(" | val loss ")), "{stdout}");
+    assert!(
+        stdout.contains("the best validation accuracy of 3 epochs"),
+        "{stdout}"
+    );
+    let csv = std::fs::read_to_string(&log).unwrap();
+    for line in csv.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells.len(), 11, "{line}");
+        let filled = !cells[9].is_empty() && !cells[10].is_empty();
+        assert_eq!(filled, cells[0] == "epoch", "{line}");
+    }
+    let report = text(&cli(&d.0, &["eval", "--model", path]).stdout);
+    assert!(report.contains("(validation accuracy "), "{report}");
+    assert!(report.contains(" validation=10 keep-best=true"), "{report}");
+
+    assert_bad_input(
+        &run(&["--validation", "40"]),
+        "--validation 40 holds out every training example (there are 40)",
+    );
+    assert_bad_input(&run(&["--limit", "20", "--validation", "25"]), "(there are 20)");
+    assert_bad_input(&run(&["--keep-best"]), "--validation <N>");
+    assert_bad_input(
+        &run(&["--epochs", "4", "--validation", "10", "--keep-best", "--resume"]),
+        "cannot be used with '--resume'",
+    );
+    let before = std::fs::read(&m).unwrap();
+    assert_bad_input(
+        &run(&["--epochs", "4", "--validation", "10", "--resume"]),
+        "the run kept its best epoch (--keep-best), which may not be its last",
+    );
+    assert!(std::fs::read(&m).unwrap() == before);
+
+    // A log of an older ienk-cli, without the validation columns, is not appended to.
+    assert!(run(&["--epochs", "1"]).status.success());
+    let old = "kind,epoch,step,examples,seconds,loss,accuracy,test_loss,test_accuracy\n";
+    std::fs::write(&log, old).unwrap();
+    assert_bad_input(
+        &run(&["--epochs", "2", "--resume", "--log", log_path]),
+        "a metrics log of an older ienk-cli train, without the val_loss and val_accuracy columns",
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), old);
 }

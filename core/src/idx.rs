@@ -413,6 +413,21 @@ impl<'a> Split<'a> {
         }
     }
 
+    /// The first `n` examples and the rest (all of them and none if `n >= len()`): a training
+    /// split and the validation examples held out of it. O(1).
+    pub fn split_at(&self, n: usize) -> (Split<'a>, Split<'a>) {
+        let n = n.min(self.len());
+        let (pixels, rest_pixels) = self.pixels.split_at(n * IMAGE_PIXELS);
+        let (labels, rest_labels) = self.labels.split_at(n);
+        (
+            Split { pixels, labels },
+            Split {
+                pixels: rest_pixels,
+                labels: rest_labels,
+            },
+        )
+    }
+
     /// Number of examples of each class. O(len).
     pub fn class_counts(&self) -> [usize; NUM_CLASSES] {
         let mut counts = [0usize; NUM_CLASSES];
@@ -460,6 +475,12 @@ mod tests {
         assert_eq!(split.image(1).unwrap()[0], 200);
         assert_eq!(split.image(2), None);
         assert_eq!(split.class_counts()[3], 1);
+        let (first, rest) = split.split_at(1);
+        assert_eq!((first.len(), first.label(0), first.image(1)), (1, Some(3), None));
+        assert_eq!((rest.len(), rest.label(0)), (1, Some(9)));
+        assert_eq!(rest.image(0).unwrap()[0], 200);
+        let (all, none) = split.split_at(5);
+        assert_eq!((all.len(), none.len(), none.pixels().len()), (2, 0, 0));
     }
 
     #[test]
