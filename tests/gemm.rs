@@ -398,3 +398,66 @@ fn forcing_a_path_changes_the_active_kernel() {
         assert_eq!(force_kernel(Some(path)), Err(path));
     }
 }
+
+/// The AVX-512 path gives the AVX2 path's bits: the same depth blocking and the same FMA chain
+/// per element, whatever the tile shapes (so a seed trains the same model on both). Every
+/// transpose, epilogue and alpha/beta, on odd shapes, shapes of the small-row path, ragged
+/// tiles of both kernels and depths that cross their blocks. Skipped unless the CPU has both.
+#[test]
+fn avx512_gives_the_avx2_bits() {
+    let (avx2, avx512) = (KernelPath::Avx2, KernelPath::Avx512);
+    if !(avx2.is_supported() && avx512.is_supported()) {
+        eprintln!("SKIPPED avx512_gives_the_avx2_bits: this CPU lacks AVX2 or AVX-512");
+        return;
+    }
+    let mut rng = TestRng::new(29);
+    let shapes = [
+        (1, 128, 784),
+        (3, 10, 128),
+        (4, 33, 300),
+        (5, 128, 784),
+        (13, 47, 1000),
+        (100, 10, 128),
+        (500, 128, 784),
+        (128, 784, 1500),
+        (7, 9, 13),
+        (31, 257, 97),
+    ];
+    for (s, &(m, n, k)) in shapes.iter().enumerate() {
+        let (trans_a, trans_b) = (s % 2 == 1, s % 3 != 0);
+        let (ar, ac) = if trans_a { (k, m) } else { (m, k) };
+        let (br, bc) = if trans_b { (n, k) } else { (k, n) };
+        let (a, b, bias, c0) = (rng.vec(ar * ac), rng.vec(br * bc), rng.vec(n), rng.vec(m * n));
+        let mut av = MatRef::new(&a, ar, ac, ac);
+        if trans_a {
+            av = av.t();
+        }
+        let mut bv = MatRef::new(&b, br, bc, bc);
+        if trans_b {
+            bv = bv.t();
+        }
+        let mut scratch = vec![0f32; scratch_len(m, n, k)];
+        for (alpha, beta, epilogue) in [
+            (1.0, 0.0, Epilogue::BiasRelu(&bias)),
+            (0.7, 1.0, Epilogue::None),
+            (-1.3, 0.5, Epilogue::Bias(&bias)),
+        ] {
+            let mut run = |path| {
+                let mut c = c0.clone();
+                let out = MatMut::new(&mut c, m, n, n);
+                gemm_on(path, alpha, av, bv, beta, out, epilogue, &mut scratch).unwrap();
+                c
+            };
+            let (x, y) = (run(avx2), run(avx512));
+            let differ = x
+                .iter()
+                .zip(&y)
+                .filter(|(p, q)| p.to_bits() != q.to_bits())
+                .count();
+            assert_eq!(
+                differ, 0,
+                "{m}x{n}x{k} ta={trans_a} tb={trans_b} alpha={alpha} beta={beta}: {differ} elements differ"
+            );
+        }
+    }
+}
