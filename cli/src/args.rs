@@ -40,7 +40,8 @@ pub struct GlobalArgs {
     /// Kernel path (GEMM, sparse products, normal sampler, Adam): `auto` picks the best this CPU
     /// supports (AVX-512F, else AVX2+FMA, else portable on x86_64; NEON on aarch64; the sparse
     /// products, the sampler and Adam use their AVX2 build on the AVX-512 path and their
-    /// portable build on NEON); forcing one the CPU lacks is an error.
+    /// portable build on NEON); forcing one the CPU lacks is an error. avx2 and avx512 give the
+    /// same results bit for bit; portable and neon round differently.
     #[arg(long, global = true, env = "IENK_KERNEL", value_enum, default_value_t = KernelArg::Auto)]
     pub kernel: KernelArg,
 }
