@@ -30,6 +30,13 @@ fn paths() -> Vec<KernelPath> {
     common::supported_paths("kernel path")
 }
 
+/// The `rows x cols` matrix stored in `data` with leading dimension `ld`, transposed when
+/// `trans`.
+fn view(data: &[f32], rows: usize, cols: usize, ld: usize, trans: bool) -> MatRef<'_> {
+    let v = MatRef::new(data, rows, cols, ld);
+    if trans { v.t() } else { v }
+}
+
 /// Runs one case on `path` and checks every element against the f64 reference.
 fn check(path: KernelPath, case: &Case, rng: &mut TestRng) {
     let Case {
@@ -59,14 +66,7 @@ fn check(path: KernelPath, case: &Case, rng: &mut TestRng) {
     let a_at = |i: usize, p: usize| if trans_a { a[p * lda + i] } else { a[i * lda + p] };
     let b_at = |p: usize, j: usize| if trans_b { b[j * ldb + p] } else { b[p * ldb + j] };
 
-    let mut av = MatRef::new(&a, ar, ac, lda);
-    if trans_a {
-        av = av.t();
-    }
-    let mut bv = MatRef::new(&b, br, bc, ldb);
-    if trans_b {
-        bv = bv.t();
-    }
+    let (av, bv) = (view(&a, ar, ac, lda, trans_a), view(&b, br, bc, ldb, trans_b));
     let epi = match epilogue {
         0 => Epilogue::None,
         1 => Epilogue::Bias(&bias),
@@ -428,14 +428,7 @@ fn avx512_gives_the_avx2_bits() {
         let (ar, ac) = if trans_a { (k, m) } else { (m, k) };
         let (br, bc) = if trans_b { (n, k) } else { (k, n) };
         let (a, b, bias, c0) = (rng.vec(ar * ac), rng.vec(br * bc), rng.vec(n), rng.vec(m * n));
-        let mut av = MatRef::new(&a, ar, ac, ac);
-        if trans_a {
-            av = av.t();
-        }
-        let mut bv = MatRef::new(&b, br, bc, bc);
-        if trans_b {
-            bv = bv.t();
-        }
+        let (av, bv) = (view(&a, ar, ac, ac, trans_a), view(&b, br, bc, bc, trans_b));
         let mut scratch = vec![0f32; scratch_len(m, n, k)];
         for (alpha, beta, epilogue) in [
             (1.0, 0.0, Epilogue::BiasRelu(&bias)),
