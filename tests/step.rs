@@ -156,13 +156,15 @@ struct CoreRun {
 }
 
 impl CoreRun {
-    fn new(r: &Resampled, s: &Setting, workers: usize, store: bool) -> Self {
+    /// Buffers for `workers` workers, the workspace sized for batches with at most `active`
+    /// non-zero input columns.
+    fn new(r: &Resampled, s: &Setting, workers: usize, active: usize, store: bool) -> Self {
         let layout = r.perturb.layout;
         let p = layout.num_params();
         CoreRun {
             theta: glorot_theta(),
             velocity: (s.momentum != 0.0).then(|| vec![0f32; p]),
-            work: vec![0f32; r.step_workspace_len(s.batch, workers)],
+            work: vec![0f32; r.step_workspace_len_for(s.batch, active, workers)],
             columns: vec![0u32; layout.inputs],
             coefficients: vec![0f64; s.members],
             stored: store.then(|| vec![0f32; s.members * p]),
@@ -183,18 +185,31 @@ impl CoreRun {
     }
 }
 
-/// Runs `steps` steps on consecutive batches three ways: the core's step on one thread, on
-/// `s.threads` scoped threads (storing the perturbations when `s.store`), and the CLI's trainer;
-/// asserts the same theta (bits) and the same batch statistics after each.
+/// Runs `steps` steps on consecutive batches three ways: the core's step on one thread (its
+/// workspace only as large as the batches' active input columns need), on `s.threads` scoped
+/// threads (storing the perturbations when `s.store`), and the CLI's trainer; asserts the same
+/// theta (bits) and the same batch statistics after each.
 fn assert_same_steps(s: &Setting, steps: usize) {
     let (images, labels) = idx_files(s.batch * steps);
     let split = Split::parse(&images, &labels).unwrap();
+    // The most input columns any batch has non-zero somewhere.
+    let active = split
+        .pixels()
+        .chunks(s.batch * IMAGE_PIXELS)
+        .map(|batch| {
+            (0..IMAGE_PIXELS)
+                .filter(|&j| batch.iter().skip(j).step_by(IMAGE_PIXELS).any(|&v| v != 0))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(active < IMAGE_PIXELS, "no inactive column to leave out");
     let r = rule(s);
     let normal = Normal::new();
     let mut cli = cli_optimizer(s);
     let mut theta_cli = glorot_theta();
-    let mut one = CoreRun::new(&r, s, 1, false);
-    let mut threaded = CoreRun::new(&r, s, s.threads, s.store);
+    let mut one = CoreRun::new(&r, s, 1, active, false);
+    let mut threaded = CoreRun::new(&r, s, s.threads, IMAGE_PIXELS, s.store);
     let threads = ScopedThreads(s.threads);
     let mut x = vec![0f32; s.batch * IMAGE_PIXELS];
     let indices: Vec<u32> = (0..(s.batch * steps) as u32).collect();
@@ -350,12 +365,12 @@ fn the_gradient_estimate_is_the_direction_of_the_normalised_move() {
         let r = rule(&s);
         let threads = ScopedThreads(2);
         // theta -= lr d / (M (c s_l)^2): the plain move, normalised.
-        let mut moved = CoreRun::new(&r, &s, 2, false);
+        let mut moved = CoreRun::new(&r, &s, 2, IMAGE_PIXELS, false);
         let (theta, target, buffers) = moved.buffers();
         r.step_on(&threads, &normal, s.stabiliser, theta, target, &x, &y, 4, buffers)
             .unwrap();
         // The same step writing the estimate d / (M (c s_l)^2), theta left as it is.
-        let mut estimating = CoreRun::new(&r, &s, 2, false);
+        let mut estimating = CoreRun::new(&r, &s, 2, IMAGE_PIXELS, false);
         let mut estimate = vec![f32::NAN; estimating.theta.len()];
         let (theta, _, buffers) = estimating.buffers();
         let target = Move::Estimate {
@@ -417,8 +432,13 @@ fn refused(
 #[test]
 fn refusals_leave_theta_untouched() {
     let r = rule(&BASE);
-    let need = r.step_workspace_len(1, 1);
     let inputs = r.perturb.layout.inputs;
+    // `refused`'s example is non-zero in the columns j with j % 3 != 0: the full-rank step needs
+    // room for those only.
+    let active = (0..inputs).filter(|j| j % 3 != 0).count();
+    let need = r.step_workspace_len_for(1, active, 1);
+    assert!(need < r.step_workspace_len(1, 1));
+    assert!(need > r.step_workspace_len_for(1, active - 1, 1));
     let start = glorot_theta();
     let mut theta = start.clone();
     let short = refused(&BASE, &mut theta, None, need - 1, inputs);
@@ -472,7 +492,7 @@ fn stored_perturbations_at_low_rank_and_a_short_estimate_are_refused() {
     let normal = Normal::new();
     let low_rank = Setting { rank: 1, ..BASE };
     let r = rule(&low_rank);
-    let mut run = CoreRun::new(&r, &low_rank, 1, true);
+    let mut run = CoreRun::new(&r, &low_rank, 1, IMAGE_PIXELS, true);
     let (theta, target, buffers) = run.buffers();
     let stored = r.step_on(
         &OneThread,
@@ -489,7 +509,7 @@ fn stored_perturbations_at_low_rank_and_a_short_estimate_are_refused() {
         matches!(stored, Err(StepError::Mlp(MlpError::Length { what, expected: 0, .. })) if what.contains("low rank")),
         "{stored:?}"
     );
-    let mut run = CoreRun::new(&r, &low_rank, 1, false);
+    let mut run = CoreRun::new(&r, &low_rank, 1, IMAGE_PIXELS, false);
     let mut estimate = vec![0f32; run.theta.len() - 1];
     let (theta, _, buffers) = run.buffers();
     let target = Move::Estimate {

@@ -2,8 +2,9 @@
 //! h = 0.001, the thesis's innovation with the coefficients clipped to 2) on byte slices, every
 //! buffer a fixed-size array (static RAM on a device), nothing allocated, only ienk's no_std API.
 //! The perturbations are regenerated from seeds, never stored, so the memory does not grow with
-//! the members: the network, one step workspace (about three networks' worth, reused to
-//! evaluate) and the example order. Files are read and written with std only at the edges.
+//! the members: the network, one step workspace (about three networks restricted to an image's
+//! non-zero pixels, at most `MAX_ACTIVE` of them; reused to evaluate) and the example order.
+//! Files are read and written with std only at the edges.
 //!
 //! ```sh
 //! gunzip -k data/mnist/*.gz
@@ -45,8 +46,14 @@ const BATCH: usize = 1;
 const LR: f32 = 0.001;
 /// Bound on each coefficient: the thesis's update stays exact otherwise (README, Results).
 const CLIP: f64 = 2.0;
-/// Step workspace floats reserved; checked against `step_workspace_len(BATCH, 1)`.
-const WORK: usize = 3 * PARAMS + 16 * 1024;
+/// Non-zero pixels an image may have: the step works on the network restricted to them, so its
+/// workspace is sized for this many (MNIST's training images have at most 351).
+const MAX_ACTIVE: usize = 400;
+/// Parameters of the network restricted to `MAX_ACTIVE` inputs.
+const RESTRICTED: usize = MAX_ACTIVE * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + NUM_CLASSES;
+/// Step workspace floats reserved; checked against `step_workspace_len_for(BATCH, MAX_ACTIVE,
+/// 1)`, and large enough to evaluate in.
+const WORK: usize = 3 * RESTRICTED + 16 * 1024;
 /// Training examples at most (MNIST's training split).
 const MAX_EXAMPLES: usize = 60_000;
 /// Test images per forward pass, with buffers carved from the step workspace.
@@ -182,9 +189,19 @@ fn train_model(
         center: false,
         clip: Some(CLIP),
     };
-    let need = rule.step_workspace_len(BATCH, 1);
+    let need = rule.step_workspace_len_for(BATCH, MAX_ACTIVE, 1);
     if need > WORK {
         return Err(format!("step workspace: {need} floats needed, {WORK} reserved"));
+    }
+    let busiest = (0..train.len())
+        .filter_map(|i| train.image(i))
+        .map(|image| image.iter().filter(|&&p| p != 0).count())
+        .max()
+        .unwrap_or(0);
+    if busiest > MAX_ACTIVE {
+        return Err(format!(
+            "an image has {busiest} non-zero pixels; the step workspace is sized for {MAX_ACTIVE} (raise MAX_ACTIVE)"
+        ));
     }
     let normal = Normal::new();
     LAYOUT

@@ -77,7 +77,9 @@ pub enum Move<'a> {
 /// The caller's buffers of [`Resampled::step`]; their contents between steps do not matter.
 #[derive(Debug)]
 pub struct StepBuffers<'a> {
-    /// At least [`Resampled::step_workspace_len`] floats for the batch size and the workers.
+    /// At least [`Resampled::step_workspace_len`] floats for the batch size and the workers, or
+    /// [`Resampled::step_workspace_len_for`] with a bound on the batch's non-zero input columns
+    /// (a batch beyond the bound is refused).
     pub work: &'a mut [f32],
     /// At least `layout.inputs` entries (the batch's active input columns; unused with low rank).
     pub columns: &'a mut [u32],
@@ -101,35 +103,56 @@ fn prefix<'a>(what: &'static str, region: &'a mut [f32], len: usize) -> Result<&
 }
 
 impl Resampled {
-    /// Lengths of the parts of the step workspace for `batch` rows on `workers` workers: the
-    /// mean's pre-activation, hidden layer, logits, probabilities and innovation, its GEMM
-    /// scratch, the member phase's workspaces, and the update's.
-    fn step_parts(&self, batch: usize, workers: usize) -> [usize; 8] {
+    /// Lengths of the parts of the step workspace for `batch` rows with at most `active`
+    /// non-zero input columns on `workers` workers: the mean's pre-activation, hidden layer,
+    /// logits, probabilities and innovation, its GEMM scratch, the member phase's workspaces,
+    /// and the update's.
+    fn step_parts(&self, batch: usize, active: usize, workers: usize) -> [usize; 8] {
         let l = &self.perturb.layout;
         let (bh, bo, w) = (batch * l.hidden, batch * l.outputs, workers.max(1));
-        let update = if self.perturb.rank == 0 {
-            // The restricted parameters, batch and direction; per worker a perturbation block
-            // and a W1 row.
-            2 * l.num_params() + batch * l.inputs + w * (BLOCK + l.inputs)
+        let (members, update) = if self.perturb.rank == 0 {
+            // Per worker a member workspace of the restricted network; then the restricted
+            // parameters, batch and direction, and per worker a perturbation block and a W1 row.
+            let (active, sub) = (active.min(l.inputs), self.restricted_to(active.min(l.inputs)));
+            let restricted = sub.perturb.layout.num_params();
+            (
+                sub.member_workspace_len(batch),
+                2 * restricted + batch * active + w * (BLOCK + l.inputs),
+            )
         } else {
-            self.low_rank_update_len(w)
+            (self.member_workspace_len(batch), self.low_rank_update_len(w))
         };
-        [
-            bh,
-            bh,
-            bo,
-            bo,
-            bo,
-            l.gemm_scratch_len(batch),
-            w * self.member_workspace_len(batch),
-            update,
-        ]
+        [bh, bh, bo, bo, bo, l.gemm_scratch_len(batch), w * members, update]
+    }
+
+    /// This rule on the network restricted to `active` input columns: the full-rank members'
+    /// network on a batch with that many active inputs. O(1).
+    fn restricted_to(&self, active: usize) -> Resampled {
+        Resampled {
+            perturb: Perturbations {
+                layout: Layout {
+                    inputs: active,
+                    ..self.perturb.layout
+                },
+                ..self.perturb
+            },
+            ..*self
+        }
     }
 
     /// Floats of [`StepBuffers::work`] a step on up to `batch` rows needs on `workers` workers
-    /// ([`Workers::count`]; 1 for [`Resampled::step`]). O(1).
+    /// ([`Workers::count`]; 1 for [`Resampled::step`]), whatever the batch. O(1).
     pub fn step_workspace_len(&self, batch: usize, workers: usize) -> usize {
-        self.step_parts(batch, workers).iter().sum()
+        self.step_workspace_len_for(batch, self.perturb.layout.inputs, workers)
+    }
+
+    /// As [`Resampled::step_workspace_len`], for batches with at most `active` input columns
+    /// that are non-zero in some row (less for full-rank members, which are restricted to those
+    /// columns; the same for low rank). A step on a batch with more fails, changing nothing. A
+    /// firmware's bound for MNIST digits: at most 351 non-zero pixels in any training image.
+    /// O(1).
+    pub fn step_workspace_len_for(&self, batch: usize, active: usize, workers: usize) -> usize {
+        self.step_parts(batch, active, workers).iter().sum()
     }
 
     /// One update of `theta` on the batch `x` (`B x inputs`, pixels in [0, 1]) with labels `y`,
@@ -193,7 +216,13 @@ impl Resampled {
             Some(s) => check_len("stored perturbations", s.len(), m * p)?,
             None => {}
         }
-        let parts = self.step_parts(b, count);
+        // Full rank works on the batch's active input columns: the update's part depends on
+        // how many there are.
+        let active = match self.perturb.rank {
+            0 => active_columns(x, i, buffers.columns)?,
+            _ => i,
+        };
+        let parts = self.step_parts(b, active, count);
         let mut carve = Carver(prefix("step workspace", buffers.work, parts.iter().sum())?);
         let (pre, hidden, logits) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
         let (probs, g, scratch) = (carve.take(parts[3]), carve.take(parts[4]), carve.take(parts[5]));
@@ -206,10 +235,9 @@ impl Resampled {
             probs,
             innovation: g,
         };
-        let ws_len = self.member_workspace_len(b);
         if self.perturb.rank != 0 {
             let mut update = self.update_workspace(update_ws, count)?;
-            let members = shares(member_ws, ws_len);
+            let members = shares(member_ws, self.member_workspace_len(b));
             self.low_rank_members(
                 workers,
                 normal,
@@ -228,32 +256,20 @@ impl Resampled {
         }
 
         // Full rank: the members of the network restricted to the active inputs.
-        let active = active_columns(x, i, buffers.columns)?;
         let cols = &buffers.columns[..active];
-        let sub_rule = Resampled {
-            perturb: Perturbations {
-                layout: Layout {
-                    inputs: active,
-                    ..layout
-                },
-                ..self.perturb
-            },
-            ..*self
-        };
+        let sub_rule = self.restricted_to(active);
         let pm = sub_rule.perturb.layout.num_params();
         let mut carve = Carver(update_ws);
-        let (theta_sub, x_sub, d_sub) = (carve.take(p), carve.take(b * i), carve.take(p));
+        let (theta_sub, x_sub, d_sub) = (carve.take(pm), carve.take(b * active), carve.take(pm));
         let (blocks, rows) = (carve.take(count * BLOCK), carve.take(count * i));
-        let (theta_sub, x_sub, d_sub) = (&mut theta_sub[..pm], &mut x_sub[..b * active], &mut d_sub[..pm]);
         restrict(&layout, theta, x, cols, theta_sub, x_sub)?;
         let mut stored = buffers.stored.map(|s| &mut s[..m * pm]);
         let (sub_ws_len, per) = (sub_rule.member_workspace_len(b), part_len(m, count));
         let jobs = part_ranges(m, count)
             .zip(coeffs.chunks_mut(per))
             .zip(optional_chunks(stored.as_deref_mut(), per * pm))
-            .zip(shares(member_ws, ws_len));
+            .zip(shares(member_ws, sub_ws_len));
         workers.each(jobs, |(((members, c), store), ws)| {
-            let ws = &mut ws[..sub_ws_len];
             sub_rule.dense_coefficients(normal, theta_sub, x_sub, &mean, step, members, ws, c, store)
         })?;
         stabiliser.apply(coeffs)?;
