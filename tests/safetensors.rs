@@ -3,7 +3,7 @@
 mod common;
 
 use ienk::mlp::Layout;
-use ienk::safetensors::{SafetensorsError, read, serialized_len, write};
+use ienk::safetensors::{SafetensorsError, WriteError, read, serialized_len, write, write_to};
 
 const LAYOUT: Layout = Layout {
     inputs: 784,
@@ -199,4 +199,50 @@ fn reader_never_panics_on_mangled_files() {
         }
         let _ = read(&f, 784, 10);
     }
+}
+
+/// The streamed file: the sink gets pieces of at most 256 bytes which, put together, are a file
+/// the strict reader takes back to the same bits and metadata, and the bytes `write` puts in a
+/// buffer; the sink's first error stops the writing; a model that cannot be written reaches no
+/// sink.
+#[test]
+fn streamed_writing_gives_the_file_in_small_pieces_and_stops_at_the_sinks_error() {
+    let mut rng = common::TestRng::new(2);
+    let theta = rng.vec(LAYOUT.num_params());
+    let meta = [("optimizer", "ienk"), ("trainer", "firmware")];
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let mut keep = |bytes: &[u8]| {
+        pieces.push(bytes.to_vec());
+        Ok::<(), ()>(())
+    };
+    write_to(&LAYOUT, &theta, &meta, &mut keep).unwrap();
+    assert!(pieces.iter().all(|p| !p.is_empty() && p.len() <= 256));
+    let streamed = pieces.concat();
+    assert_eq!(streamed.len(), serialized_len(&LAYOUT, &meta));
+    let model = read(&streamed, 784, 10).unwrap();
+    assert_eq!(model.metadata("trainer"), Some("firmware"));
+    let mut back = vec![0f32; LAYOUT.num_params()];
+    model.copy_params(&mut back).unwrap();
+    assert!(theta.iter().zip(&back).all(|(a, b)| a.to_bits() == b.to_bits()));
+    let mut buf = vec![0u8; streamed.len()];
+    write(&LAYOUT, &theta, &meta, &mut buf).unwrap();
+    assert!(buf == streamed);
+
+    let mut calls = 0;
+    let mut full_after_two = |_: &[u8]| {
+        calls += 1;
+        if calls == 3 { Err("flash full") } else { Ok(()) }
+    };
+    let stopped = write_to(&LAYOUT, &theta, &meta, &mut full_after_two);
+    assert_eq!(stopped, Err(WriteError::Sink("flash full")));
+    assert_eq!(calls, 3);
+
+    let mut untouched = |_: &[u8]| -> Result<(), ()> { panic!("a bad model reached the sink") };
+    let bad = write_to(&LAYOUT, &theta, &[("quote", "a\"b")], &mut untouched);
+    assert_eq!(bad, Err(WriteError::Format(SafetensorsError::MetadataNotPlain)));
+    let short = write_to(&LAYOUT, &theta[1..], &meta, &mut untouched);
+    assert!(matches!(
+        short,
+        Err(WriteError::Format(SafetensorsError::ParamsLength { .. }))
+    ));
 }

@@ -4,7 +4,8 @@
 //! The perturbations are regenerated from seeds, never stored, so the memory does not grow with
 //! the members: the network, one step workspace (about three networks restricted to an image's
 //! non-zero pixels, at most `MAX_ACTIVE` of them; reused to evaluate) and the example order.
-//! Files are read and written with std only at the edges.
+//! The model file is streamed out 256 bytes at a time (`safetensors::write_to`), as flash pages
+//! are written. Files are read and written with std only at the edges.
 //!
 //! ```sh
 //! gunzip -k data/mnist/*.gz
@@ -32,7 +33,7 @@ use ienk::idx::{IMAGE_PIXELS, NUM_CLASSES, Split};
 use ienk::loss::BatchStats;
 use ienk::mlp::{Layout, pixels_to_unit};
 use ienk::normal::Normal;
-use ienk::safetensors;
+use ienk::safetensors::{self, WriteError};
 use ienk::seeds::{Stream, perturbation_seed, rng};
 use support::{EvalBuffers, correct_answers};
 
@@ -58,8 +59,6 @@ const WORK: usize = 3 * RESTRICTED + 16 * 1024;
 const MAX_EXAMPLES: usize = 60_000;
 /// Test images per forward pass, with buffers carved from the step workspace.
 const EVAL_BATCH: usize = 20;
-/// Bytes reserved for the model file: the parameters and a header.
-const MODEL_BYTES: usize = 4 * PARAMS + 1024;
 
 /// The fixed buffers: on a device, one static of this type.
 struct Buffers {
@@ -70,7 +69,6 @@ struct Buffers {
     order: [u32; MAX_EXAMPLES],
     x: [f32; BATCH * IMAGE_PIXELS],
     y: [u8; BATCH],
-    model: [u8; MODEL_BYTES],
 }
 
 fn main() -> ExitCode {
@@ -115,7 +113,6 @@ fn main() -> ExitCode {
             order: [0; MAX_EXAMPLES],
             x: [0.0; BATCH * IMAGE_PIXELS],
             y: [0; BATCH],
-            model: [0; MODEL_BYTES],
         };
         if examples == 0 {
             return Err("EXAMPLES must be at least 1".into());
@@ -128,19 +125,21 @@ fn main() -> ExitCode {
              buffers",
             core::mem::size_of::<Buffers>() / 1024
         );
-        if let Err(e) = train_model(&mut buffers, &train.take(n), &test, epochs, seed) {
+        let trained = train_model(&mut buffers, &train.take(n), &test, epochs, seed).and_then(|()| {
+            // Streamed a few hundred bytes at a time, as a device writes flash pages.
+            let metadata = [("optimizer", "ienk"), ("trainer", "no_heap_training")];
+            let mut to_file = |bytes: &[u8]| file.write_all(bytes);
+            safetensors::write_to(&LAYOUT, &buffers.theta, &metadata, &mut to_file).map_err(|e| match e {
+                WriteError::Format(e) => format!("model: {e}"),
+                WriteError::Sink(e) => format!("{out}: {e}"),
+            })
+        });
+        if let Err(e) = trained {
+            // No model, or part of one: nothing is left behind.
             drop(file);
             let _ = std::fs::remove_file(out);
             return Err(e);
         }
-        let metadata = [("optimizer", "ienk"), ("trainer", "no_heap_training")];
-        let len = safetensors::serialized_len(&LAYOUT, &metadata);
-        let model = buffers
-            .model
-            .get_mut(..len)
-            .ok_or(format!("model file: {len} bytes needed, {MODEL_BYTES} reserved"))?;
-        safetensors::write(&LAYOUT, &buffers.theta, &metadata, model).map_err(|e| format!("model: {e}"))?;
-        file.write_all(model).map_err(|e| format!("{out}: {e}"))?;
         println!("saved {out}");
         Ok(())
     };

@@ -213,24 +213,6 @@ impl fmt::Write for Counter {
     }
 }
 
-/// Writes into a byte slice, failing when it is full.
-struct SliceWriter<'b> {
-    buf: &'b mut [u8],
-    pos: usize,
-}
-
-impl fmt::Write for SliceWriter<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.pos.checked_add(s.len()).ok_or(fmt::Error)?;
-        self.buf
-            .get_mut(self.pos..end)
-            .ok_or(fmt::Error)?
-            .copy_from_slice(s.as_bytes());
-        self.pos = end;
-        Ok(())
-    }
-}
-
 fn plain(s: &str) -> bool {
     s.bytes()
         .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
@@ -257,15 +239,6 @@ pub fn write(
     metadata: &[(&str, &str)],
     out: &mut [u8],
 ) -> Result<(), SafetensorsError<'static>> {
-    if !metadata.iter().all(|(k, v)| plain(k) && plain(v)) {
-        return Err(SafetensorsError::MetadataNotPlain);
-    }
-    if theta.len() != layout.num_params() {
-        return Err(SafetensorsError::ParamsLength {
-            expected: layout.num_params(),
-            found: theta.len(),
-        });
-    }
     let expected = serialized_len(layout, metadata);
     if out.len() != expected {
         return Err(SafetensorsError::OutputLength {
@@ -273,17 +246,124 @@ pub fn write(
             found: out.len(),
         });
     }
-    let hlen = header_len(layout, metadata);
-    out[..8].copy_from_slice(&(hlen as u64).to_le_bytes());
-    let (header, data) = out[8..].split_at_mut(hlen);
-    header.fill(b' ');
-    let mut w = SliceWriter { buf: header, pos: 0 };
-    write_header(&mut w, layout, metadata)
-        .map_err(|_| SafetensorsError::OutputLength { expected, found: 0 })?;
-    for (chunk, v) in data.chunks_exact_mut(4).zip(theta) {
-        chunk.copy_from_slice(&v.to_le_bytes());
+    let mut pos = 0;
+    let mut copy = |bytes: &[u8]| {
+        out[pos..pos + bytes.len()].copy_from_slice(bytes);
+        pos += bytes.len();
+        Ok::<(), core::convert::Infallible>(())
+    };
+    write_to(layout, theta, metadata, &mut copy).map_err(|e| match e {
+        WriteError::Format(e) => e,
+        WriteError::Sink(never) => match never {},
+    })
+}
+
+/// Why [`write_to`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteError<E> {
+    /// The model or its metadata cannot be written (nothing was passed to the sink).
+    Format(SafetensorsError<'static>),
+    /// The sink's own error, as it returned it.
+    Sink(E),
+}
+
+/// Bytes [`write_to`] hands its sink at a time.
+const PIECE: usize = 256;
+
+/// Writes the bytes of [`write()`]'s file through `sink`, in order, 256 bytes at a time
+/// at most, with no buffer of the file's size: for a device that writes its model to flash page
+/// by page. The first error of `sink` stops the writing. O(P), 256 bytes of stack.
+pub fn write_to<E>(
+    layout: &Layout,
+    theta: &[f32],
+    metadata: &[(&str, &str)],
+    sink: &mut impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), WriteError<E>> {
+    if !metadata.iter().all(|(k, v)| plain(k) && plain(v)) {
+        return Err(WriteError::Format(SafetensorsError::MetadataNotPlain));
     }
-    Ok(())
+    if theta.len() != layout.num_params() {
+        return Err(WriteError::Format(SafetensorsError::ParamsLength {
+            expected: layout.num_params(),
+            found: theta.len(),
+        }));
+    }
+    let hlen = header_len(layout, metadata);
+    let mut w = PieceWriter {
+        piece: [0; PIECE],
+        len: 0,
+        sink,
+        failed: None,
+    };
+    let header = (|| {
+        w.push(&(hlen as u64).to_le_bytes())?;
+        let mut counted = Counted {
+            inner: &mut w,
+            count: 0,
+        };
+        write_header(&mut counted, layout, metadata)?;
+        let written = counted.count;
+        (written..hlen).try_for_each(|_| w.push(b" "))
+    })();
+    let values = header.and_then(|()| theta.iter().try_for_each(|v| w.push(&v.to_le_bytes())));
+    match (values.and_then(|()| w.flush()), w.failed.take()) {
+        (Ok(()), _) => Ok(()),
+        (Err(fmt::Error), Some(e)) => Err(WriteError::Sink(e)),
+        // Formatting numbers and plain strings does not fail by itself.
+        (Err(fmt::Error), None) => Err(WriteError::Format(SafetensorsError::OutputLength {
+            expected: serialized_len(layout, metadata),
+            found: 0,
+        })),
+    }
+}
+
+/// Gathers bytes into a piece and hands each full piece to a sink, keeping the sink's first
+/// error.
+struct PieceWriter<'s, S, E> {
+    piece: [u8; PIECE],
+    len: usize,
+    sink: &'s mut S,
+    failed: Option<E>,
+}
+
+impl<S: FnMut(&[u8]) -> Result<(), E>, E> PieceWriter<'_, S, E> {
+    fn push(&mut self, mut bytes: &[u8]) -> fmt::Result {
+        while !bytes.is_empty() {
+            let take = (PIECE - self.len).min(bytes.len());
+            self.piece[self.len..self.len + take].copy_from_slice(&bytes[..take]);
+            self.len += take;
+            bytes = &bytes[take..];
+            if self.len == PIECE {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> fmt::Result {
+        if self.len > 0 {
+            let result = (self.sink)(&self.piece[..self.len]);
+            self.len = 0;
+            if let Err(e) = result {
+                self.failed = Some(e);
+                return Err(fmt::Error);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The JSON header's text into a [`PieceWriter`], counting its bytes (for the padding).
+struct Counted<'w, 's, S, E> {
+    inner: &'w mut PieceWriter<'s, S, E>,
+    count: usize,
+}
+
+impl<S: FnMut(&[u8]) -> Result<(), E>, E> fmt::Write for Counted<'_, '_, S, E> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.count += s.len();
+        self.inner.push(s.as_bytes())
+    }
 }
 
 /// One tensor's entry in the header.
