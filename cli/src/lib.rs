@@ -4,6 +4,7 @@
 pub mod args;
 pub mod baseline;
 pub mod buffers;
+mod checkpoint;
 pub mod compare;
 pub mod data;
 pub mod ensemble;
