@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ScopedThreads, TestRng};
+use common::{ScopedThreads, TestRng, bits};
 use ienk::batch::Batch;
 use ienk::ensemble::perturb::Perturbations;
 use ienk::ensemble::resampled::{Form, NonFiniteCoefficient, Resampled, Stabiliser};
@@ -138,11 +138,6 @@ fn glorot_theta() -> Vec<f32> {
         .init_glorot(&mut theta, &Normal::new(), &mut rng(SEED, Stream::Init))
         .unwrap();
     theta
-}
-
-/// The bits of `v`.
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// Buffers of one run of the core's step.

@@ -220,7 +220,7 @@ fn validation_holds_out_the_last_examples_and_keep_best_saves_the_best_epoch() {
         &mut std::io::sink(),
     )
     .unwrap();
-    assert!(bits_equal(&summary.theta, &without.theta));
+    assert_eq!(common::bits(&summary.theta), common::bits(&without.theta));
 
     // The kept model is the run stopped after the best epoch.
     let stopped = train(
@@ -234,15 +234,11 @@ fn validation_holds_out_the_last_examples_and_keep_best_saves_the_best_epoch() {
     let model = ienk::safetensors::read(&bytes, 784, 10).unwrap();
     let mut theta = vec![0f32; layout.num_params()];
     model.copy_params(&mut theta).unwrap();
-    assert!(bits_equal(&theta, &stopped.theta));
+    assert_eq!(common::bits(&theta), common::bits(&stopped.theta));
     assert_eq!(model.metadata("epochs"), Some((best + 1).to_string().as_str()));
     let recorded = format!("{:.4}", accuracies[best]);
     assert_eq!(model.metadata("validation_accuracy"), Some(recorded.as_str()));
     for file in [kept, plain] {
         let _ = std::fs::remove_file(file);
     }
-}
-
-fn bits_equal(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }

@@ -325,8 +325,8 @@ pub fn train(
         Some(n) => train.take(n),
         None => *train,
     };
-    let (train, validation) = hold_out(train, cfg.validation)?;
-    if cfg.keep_best && validation.is_none() {
+    let (train, held_out) = hold_out(train, cfg.validation)?;
+    if cfg.keep_best && held_out.is_none() {
         return Err(CliError::BadInput(
             "--keep-best needs --validation: the best epoch is the best on held-out examples".into(),
         ));
@@ -511,7 +511,7 @@ pub fn train(
                 )));
             }
             let eval = evaluate(&layout, &theta, test, cfg.threads)?;
-            let validation = match &validation {
+            let validation = match &held_out {
                 Some(v) => {
                     let stats = evaluate(&layout, &theta, v, cfg.threads)?.stats;
                     Some((stats.mean_loss(), stats.accuracy()))

@@ -220,10 +220,20 @@ fn plain(s: &str) -> bool {
 
 /// Padded header length.
 fn header_len(layout: &Layout, metadata: &[(&str, &str)]) -> usize {
+    padded(json_len(layout, metadata))
+}
+
+/// A header of `json` bytes padded with spaces to a multiple of [`HEADER_ALIGN`].
+fn padded(json: usize) -> usize {
+    json.div_ceil(HEADER_ALIGN) * HEADER_ALIGN
+}
+
+/// Length of the JSON header, before padding.
+fn json_len(layout: &Layout, metadata: &[(&str, &str)]) -> usize {
     let mut c = Counter(0);
     // Counting cannot fail.
     let _ = write_header(&mut c, layout, metadata);
-    c.0.div_ceil(HEADER_ALIGN) * HEADER_ALIGN
+    c.0
 }
 
 /// Bytes of the file [`write()`] produces. O(size of the header).
@@ -288,25 +298,21 @@ pub fn write_to<E>(
             found: theta.len(),
         }));
     }
-    let hlen = header_len(layout, metadata);
+    let json = json_len(layout, metadata);
+    let hlen = padded(json);
     let mut w = PieceWriter {
         piece: [0; PIECE],
         len: 0,
         sink,
         failed: None,
     };
-    let header = (|| {
-        w.push(&(hlen as u64).to_le_bytes())?;
-        let mut counted = Counted {
-            inner: &mut w,
-            count: 0,
-        };
-        write_header(&mut counted, layout, metadata)?;
-        let written = counted.count;
-        (written..hlen).try_for_each(|_| w.push(b" "))
-    })();
-    let values = header.and_then(|()| theta.iter().try_for_each(|v| w.push(&v.to_le_bytes())));
-    match (values.and_then(|()| w.flush()), w.failed.take()) {
+    let written = w
+        .push(&(hlen as u64).to_le_bytes())
+        .and_then(|()| write_header(&mut w, layout, metadata))
+        .and_then(|()| (json..hlen).try_for_each(|_| w.push(b" ")))
+        .and_then(|()| theta.iter().try_for_each(|v| w.push(&v.to_le_bytes())))
+        .and_then(|()| w.flush());
+    match (written, w.failed.take()) {
         (Ok(()), _) => Ok(()),
         (Err(fmt::Error), Some(e)) => Err(WriteError::Sink(e)),
         // Formatting numbers and plain strings does not fail by itself.
@@ -353,16 +359,10 @@ impl<S: FnMut(&[u8]) -> Result<(), E>, E> PieceWriter<'_, S, E> {
     }
 }
 
-/// The JSON header's text into a [`PieceWriter`], counting its bytes (for the padding).
-struct Counted<'w, 's, S, E> {
-    inner: &'w mut PieceWriter<'s, S, E>,
-    count: usize,
-}
-
-impl<S: FnMut(&[u8]) -> Result<(), E>, E> fmt::Write for Counted<'_, '_, S, E> {
+/// The JSON header's text, straight into the pieces.
+impl<S: FnMut(&[u8]) -> Result<(), E>, E> fmt::Write for PieceWriter<'_, S, E> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.count += s.len();
-        self.inner.push(s.as_bytes())
+        self.push(s.as_bytes())
     }
 }
 

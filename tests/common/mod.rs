@@ -67,6 +67,11 @@ pub fn supported_paths(what: &str) -> Vec<KernelPath> {
         .collect()
 }
 
+/// The bits of `v`: equal for two slices that hold the same floats bit for bit.
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// Logits of a plain network, by the MLP's own forward pass.
 pub fn logits_of(layout: &Layout, theta: &[f32], x: &[f32]) -> Vec<f32> {
     let batch = x.len() / layout.inputs;
