@@ -37,15 +37,24 @@ impl IdxKind {
         }
     }
 
-    fn dims(self) -> usize {
+    const fn dims(self) -> usize {
         match self {
             IdxKind::Images => 3,
             IdxKind::Labels => 1,
         }
     }
 
-    fn header_len(self) -> usize {
+    /// Bytes of this kind's header: 16 for images (magic and three sizes), 8 for labels.
+    pub const fn header_len(self) -> usize {
         4 + 4 * self.dims()
+    }
+
+    /// Bytes of one record: 784 for an image, 1 for a label.
+    pub const fn record_len(self) -> usize {
+        match self {
+            IdxKind::Images => IMAGE_PIXELS,
+            IdxKind::Labels => 1,
+        }
     }
 
     fn noun(self) -> &'static str {
@@ -253,9 +262,14 @@ fn parse_header(bytes: &[u8], kind: IdxKind) -> Result<[u32; 3], IdxError> {
 }
 
 /// Returns the data after the header, checking its exact length.
-fn checked_body(bytes: &[u8], kind: IdxKind, count: u32, record_len: u64) -> Result<&[u8], IdxError> {
-    let expected = kind.header_len() as u64 + u64::from(count) * record_len;
-    let found = bytes.len();
+fn checked_body(bytes: &[u8], kind: IdxKind, count: u32) -> Result<&[u8], IdxError> {
+    check_file_len(kind, count, bytes.len())?;
+    Ok(&bytes[kind.header_len()..])
+}
+
+/// Checks that a file of `found` bytes holds exactly the header and `count` records of `kind`.
+fn check_file_len(kind: IdxKind, count: u32, found: usize) -> Result<(), IdxError> {
+    let expected = kind.header_len() as u64 + u64::from(count) * kind.record_len() as u64;
     if (found as u64) < expected {
         return Err(IdxError::Truncated {
             kind,
@@ -272,7 +286,65 @@ fn checked_body(bytes: &[u8], kind: IdxKind, count: u32, record_len: u64) -> Res
             found,
         });
     }
-    Ok(&bytes[kind.header_len()..])
+    Ok(())
+}
+
+/// Checks the header of an image file and returns its image count.
+fn image_count(bytes: &[u8]) -> Result<u32, IdxError> {
+    let [count, rows, cols] = parse_header(bytes, IdxKind::Images)?;
+    if rows as usize != IMAGE_SIDE || cols as usize != IMAGE_SIDE {
+        return Err(IdxError::WrongImageSize { rows, cols });
+    }
+    Ok(count)
+}
+
+/// The header of an IDX file that is read a record at a time from storage (firmware streaming
+/// examples from flash, or from a host file through semihosting) instead of held whole: the
+/// record count, checked against the file's length, and where each record starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    kind: IdxKind,
+    count: u32,
+}
+
+impl Header {
+    /// Parses the start of a `kind` file of `file_len` bytes: `first` holds at least its
+    /// [`IdxKind::header_len`] first bytes. Checks what [`Images::parse`] and [`Labels::parse`]
+    /// check before the records (the magic, the dimensions, 28x28 images, a file of exactly the
+    /// announced records), with the same errors; the labels' values are the reader's to check
+    /// ([`Header::label`]). O(1).
+    pub fn parse(kind: IdxKind, first: &[u8], file_len: usize) -> Result<Header, IdxError> {
+        if file_len == 0 {
+            return Err(IdxError::Empty);
+        }
+        let first = &first[..first.len().min(file_len)];
+        let count = match kind {
+            IdxKind::Images => image_count(first)?,
+            IdxKind::Labels => parse_header(first, kind)?[0],
+        };
+        check_file_len(kind, count, file_len)?;
+        Ok(Header { kind, count })
+    }
+
+    /// Records in the file.
+    pub fn count(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Byte offset of record `i` in the file ([`IdxKind::record_len`] bytes long), or `None`
+    /// past the last record. O(1).
+    pub fn record_offset(&self, i: usize) -> Option<u64> {
+        (i < self.count()).then(|| self.kind.header_len() as u64 + i as u64 * self.kind.record_len() as u64)
+    }
+
+    /// Checks label record `index` read from a label file: its `value` is a digit.
+    pub fn label(index: usize, value: u8) -> Result<u8, IdxError> {
+        if usize::from(value) < NUM_CLASSES {
+            Ok(value)
+        } else {
+            Err(IdxError::LabelOutOfRange { index, value })
+        }
+    }
 }
 
 /// A validated view of an IDX image file: `len()` images of 28x28 u8 pixels, row-major.
@@ -284,12 +356,7 @@ pub struct Images<'a> {
 impl<'a> Images<'a> {
     /// Parses an IDX image file held in `bytes` without copying. O(1).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, IdxError> {
-        let kind = IdxKind::Images;
-        let [count, rows, cols] = parse_header(bytes, kind)?;
-        if rows as usize != IMAGE_SIDE || cols as usize != IMAGE_SIDE {
-            return Err(IdxError::WrongImageSize { rows, cols });
-        }
-        let pixels = checked_body(bytes, kind, count, IMAGE_PIXELS as u64)?;
+        let pixels = checked_body(bytes, IdxKind::Images, image_count(bytes)?)?;
         Ok(Images { pixels })
     }
 
@@ -321,12 +388,9 @@ impl<'a> Labels<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, IdxError> {
         let kind = IdxKind::Labels;
         let [count, ..] = parse_header(bytes, kind)?;
-        let labels = checked_body(bytes, kind, count, 1)?;
-        if let Some(index) = labels.iter().position(|&l| usize::from(l) >= NUM_CLASSES) {
-            return Err(IdxError::LabelOutOfRange {
-                index,
-                value: labels[index],
-            });
+        let labels = checked_body(bytes, kind, count)?;
+        for (index, &value) in labels.iter().enumerate() {
+            Header::label(index, value)?;
         }
         Ok(Labels { labels })
     }
@@ -450,6 +514,7 @@ impl<'a> Split<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec;
 
     fn header(magic: u32, dims: &[u32]) -> [u8; 16] {
         let mut h = [0u8; 16];
@@ -508,5 +573,67 @@ mod tests {
     fn huge_count_is_truncated_not_overflow() {
         let err = Images::parse(&header(IMAGES_MAGIC, &[u32::MAX, 28, 28])).unwrap_err();
         assert!(matches!(err, IdxError::Truncated { .. }));
+    }
+
+    /// A file's start, at most `header_len` bytes, as a streaming reader holds it.
+    fn start(bytes: &[u8], kind: IdxKind) -> &[u8] {
+        &bytes[..bytes.len().min(kind.header_len())]
+    }
+
+    #[test]
+    fn streamed_header_gives_the_count_and_offsets() {
+        let mut img = [0u8; 16 + 3 * IMAGE_PIXELS];
+        img[..16].copy_from_slice(&header(IMAGES_MAGIC, &[3, 28, 28]));
+        let h = Header::parse(IdxKind::Images, &img[..16], img.len()).unwrap();
+        assert_eq!(h.count(), 3);
+        assert_eq!(h.record_offset(0), Some(16));
+        assert_eq!(h.record_offset(2), Some(16 + 2 * 784));
+        assert_eq!(h.record_offset(3), None);
+        let mut lab = [0u8; 8 + 5];
+        lab[..8].copy_from_slice(&header(LABELS_MAGIC, &[5])[..8]);
+        let h = Header::parse(IdxKind::Labels, &lab, lab.len()).unwrap();
+        assert_eq!(
+            (h.count(), h.record_offset(4), h.record_offset(5)),
+            (5, Some(12), None)
+        );
+        assert_eq!(Header::label(7, 9), Ok(9));
+        assert_eq!(
+            Header::label(7, 10),
+            Err(IdxError::LabelOutOfRange { index: 7, value: 10 })
+        );
+    }
+
+    #[test]
+    fn streamed_header_refuses_what_the_whole_file_parsers_refuse() {
+        let img = |dims: &[u32], body: usize| {
+            let mut v = header(IMAGES_MAGIC, dims).to_vec();
+            v.resize(16 + body, 0);
+            v
+        };
+        let bad_images = [
+            vec![],
+            vec![0, 0, 8],
+            header(0x0000_0801, &[1]).to_vec(),
+            header(IMAGES_MAGIC, &[0, 28, 27]).to_vec(),
+            img(&[2, 28, 28], 2 * IMAGE_PIXELS - 1),
+            img(&[2, 28, 28], 2 * IMAGE_PIXELS + 1),
+            img(&[u32::MAX, 28, 28], 0),
+        ];
+        for file in &bad_images {
+            let whole = Images::parse(file).unwrap_err();
+            let streamed = Header::parse(IdxKind::Images, start(file, IdxKind::Images), file.len());
+            assert_eq!(streamed, Err(whole), "{file:?}");
+        }
+        let lab = |count: u32, body: usize| {
+            let mut v = header(LABELS_MAGIC, &[count])[..8].to_vec();
+            v.resize(8 + body, 0);
+            v
+        };
+        let bad_labels = [header(0x0000_0c01, &[1]).to_vec(), lab(4, 3), lab(4, 5)];
+        for file in &bad_labels {
+            let whole = Labels::parse(file).unwrap_err();
+            let streamed = Header::parse(IdxKind::Labels, start(file, IdxKind::Labels), file.len());
+            assert_eq!(streamed, Err(whole), "{file:?}");
+        }
     }
 }
