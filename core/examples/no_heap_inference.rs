@@ -11,14 +11,12 @@
 //! prints `test accuracy: 0.9723 (9723/10000)`, the line `ienk-cli eval` prints for the same
 //! model (CI checks that they agree).
 
-mod support;
-
 use std::process::ExitCode;
 
 use ienk::idx::{IMAGE_PIXELS, NUM_CLASSES, Split};
-use ienk::mlp::Layout;
+use ienk::loss::argmax;
+use ienk::mlp::{Layout, pixels_to_unit};
 use ienk::safetensors;
-use support::{EvalBuffers, correct_answers};
 
 /// The network this firmware is built for.
 const LAYOUT: Layout = Layout::mnist(HIDDEN);
@@ -74,12 +72,25 @@ fn accuracy(model: &[u8], images: &[u8], labels: &[u8]) -> Result<(usize, usize)
     }
     let (mut scratch, mut x) = ([0f32; SCRATCH], [0f32; BATCH * IMAGE_PIXELS]);
     let (mut hidden, mut logits) = ([0f32; BATCH * HIDDEN], [0f32; BATCH * NUM_CLASSES]);
-    let buffers = EvalBuffers {
-        x: &mut x,
-        hidden: &mut hidden,
-        logits: &mut logits,
-        scratch: &mut scratch[..need],
-    };
-    let correct = correct_answers(&LAYOUT, &theta, &test, buffers)?;
+    let mut correct = 0;
+    for start in (0..test.len()).step_by(BATCH) {
+        let n = BATCH.min(test.len() - start);
+        for (r, row) in x.chunks_exact_mut(IMAGE_PIXELS).take(n).enumerate() {
+            pixels_to_unit(test.image(start + r).ok_or("test image out of range")?, row);
+        }
+        LAYOUT
+            .forward(
+                &theta,
+                &x[..n * IMAGE_PIXELS],
+                &mut hidden[..n * HIDDEN],
+                &mut logits[..n * NUM_CLASSES],
+                &mut scratch[..need],
+            )
+            .map_err(|e| format!("forward pass: {e}"))?;
+        // The first largest logit, as `ienk-cli eval` takes it.
+        for (r, z) in logits.chunks_exact(NUM_CLASSES).take(n).enumerate() {
+            correct += usize::from(test.label(start + r) == Some(argmax(z) as u8));
+        }
+    }
     Ok((correct, test.len()))
 }

@@ -10,8 +10,8 @@
 //! [`ensemble::resampled::Resampled::step`] is one IEnK step in caller buffers: an ensemble of
 //! perturbed networks is run forward on the batch and the weights move along the perturbations
 //! whose outputs best explain the labels. Here a 2-8-2 network learns which of two inputs is
-//! the larger (the buffers are `Vec`s for brevity; `core/examples/no_heap_training.rs` trains
-//! MNIST in fixed-size arrays):
+//! the larger (the buffers are `Vec`s for brevity; `core/firmware` trains MNIST on a Cortex-M4F
+//! in fixed-size arrays):
 //!
 //! ```
 //! use ienk::ensemble::perturb::Perturbations;

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The firmware on QEMU's Cortex-M4F board against ienk-cli on this PC: with the same settings
+# and seed, it must write the same model bit for bit and print the same test accuracy after
+# every epoch; on bad input it must stop with a message naming the file, exit 1 and leave no
+# model behind. Needs MNIST in $IENK_DATA (raw or .gz), qemu-system-arm, rustup's
+# thumbv7em-none-eabihf target, and python3 with numpy and safetensors.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+: "${IENK_DATA:?set IENK_DATA to the MNIST directory}"
+mkdir "$work/data"
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  if [ -f "$IENK_DATA/$f" ]; then cp "$IENK_DATA/$f" "$work/data/$f"; else gunzip -c "$IENK_DATA/$f.gz" > "$work/data/$f"; fi
+done
+(cd "$root" && cargo build --release -p ienk-cli)
+cd "$root/core/firmware"
+cargo build --release
+firmware=target/thumbv7em-none-eabihf/release/ienk-firmware
+run() { timeout 600 ./qemu.sh "$firmware" "$@"; }
+
+# 300 examples, two epochs (the order is reshuffled between them), the whole test split.
+run "$work/data" "$work/firmware.safetensors" 300 2 4 10000 | tee "$work/firmware.txt"
+"$root/target/release/ienk-cli" train --data-dir "$work/data" --kernel portable --optimizer ienk \
+  --form thesis --clip 2 --particles 10 --batch-size 1 --lr 0.001 --limit 300 --epochs 2 --seed 4 \
+  --threads 1 --progress 1 --out "$work/cli.safetensors" | tee "$work/cli.txt"
+python3 "$root/tests/interop/same_params.py" "$work/firmware.safetensors" "$work/cli.safetensors"
+ours=$(sed -n 's/^epoch \([0-9]*\)\/.*test acc \([0-9.]*\).*/\1 \2/p' "$work/firmware.txt")
+theirs=$(sed -n 's/^--- epoch \([0-9]*\)\/.*| test loss [0-9.]* acc \([0-9.]*\).*/\1 \2/p' "$work/cli.txt")
+if [ -z "$ours" ] || [ "$ours" != "$theirs" ]; then
+  echo "firmware: test accuracy per epoch [$ours], ienk-cli [$theirs]" >&2
+  exit 1
+fi
+echo "firmware: the Cortex-M4F wrote ienk-cli train's model and test accuracies ($(echo $ours | tr '\n' ' '))"
+
+# Bad input: the status, the message, and no model left behind.
+expect_failure() { # MESSAGE ARGS...
+  local message="$1" out
+  shift
+  if out=$(run "$@" 2>&1); then
+    echo "firmware: succeeded on bad input: $*" >&2
+    exit 1
+  fi
+  grep -qF -- "$message" <<<"$out" || { echo "firmware: expected '$message', got: $out" >&2; exit 1; }
+  if [ -e "$work/bad.safetensors" ]; then echo "firmware: left a model behind: $*" >&2; exit 1; fi
+}
+expect_failure "DATA_DIR and OUT are missing"
+expect_failure 'EXAMPLES "3x" is not a number' "$work/data" "$work/bad.safetensors" 3x
+expect_failure "EPOCHS must be at least 1" "$work/data" "$work/bad.safetensors" 3 0
+expect_failure "$work/none/train-images-idx3-ubyte: open failed: no such file or directory" \
+  "$work/none" "$work/bad.safetensors"
+mkdir "$work/bad"
+cp "$work/data/"* "$work/bad/"
+head -c 1000 "$work/data/train-images-idx3-ubyte" > "$work/bad/train-images-idx3-ubyte"
+expect_failure "$work/bad/train-images-idx3-ubyte: truncated: expected 47040016 bytes" \
+  "$work/bad" "$work/bad.safetensors" 5
+# A label that is not a digit, met during training: the model file opened before is removed.
+cp "$work/data/train-images-idx3-ubyte" "$work/bad/"
+printf '\x0b' | dd of="$work/bad/train-labels-idx1-ubyte" bs=1 seek=$((8 + 2)) conv=notrunc status=none
+expect_failure "$work/bad/train-labels-idx1-ubyte: label 2 is 11" "$work/bad" "$work/bad.safetensors" 5 1 0 0
+echo "firmware: bad input stops with the file named, status 1, no model left"

@@ -1,0 +1,389 @@
+//! ienk on a microcontroller: the thesis's IEnK (10 members, one example per update, h = 0.001,
+//! the thesis's innovation with the coefficients clipped to 2) trained on a Cortex-M4F from
+//! ienk's `no_std` core, with every buffer a static of fixed size and no allocator at all.
+//!
+//! It runs on QEMU's `mps2-an386` board (Arm's MPS2 with a Cortex-M4F, 4 MB of RAM for data) and
+//! reaches the host through semihosting: MNIST is read from the host's IDX files a record at a
+//! time (as a device reads flash), the progress goes to the host's console and the model is
+//! streamed to a host file 256 bytes at a time. The model is the one `ienk-cli train --kernel
+//! portable --optimizer ienk --form thesis --clip 2 --particles 10 --batch-size 1 --lr 0.001
+//! --limit N --epochs E --seed S` writes on a PC, bit for bit (CI checks it).
+//!
+//! ```sh
+//! gunzip -k data/mnist/*.gz          # the firmware reads uncompressed IDX files
+//! cd core/firmware && cargo run --release -- ../../data/mnist model.safetensors 200 1 0
+//! ```
+
+#![no_std]
+#![no_main]
+
+mod failure;
+mod host;
+mod mnist;
+
+use cortex_m_rt::{ExceptionFrame, entry, exception};
+use cortex_m_semihosting::hprintln;
+use ienk::batch::shuffle;
+use ienk::ensemble::perturb::Perturbations;
+use ienk::ensemble::resampled::{Form, Resampled, Stabiliser};
+use ienk::ensemble::step::StepBuffers;
+use ienk::idx::{IMAGE_PIXELS, NUM_CLASSES};
+use ienk::loss::{BatchStats, argmax};
+use ienk::mlp::{Layout, pixels_to_unit};
+use ienk::normal::Normal;
+use ienk::safetensors::{self, WriteError};
+use ienk::seeds::{Stream, perturbation_seed, rng};
+
+use failure::Failure;
+use host::{File, FileName, Mode};
+use mnist::{Split, Which};
+
+/// The command line, printed with usage errors.
+pub const USAGE: &str = "usage: ienk-firmware DATA_DIR OUT.safetensors [EXAMPLES [EPOCHS [SEED [TEST_EXAMPLES]]]]\n  \
+     DATA_DIR holds MNIST's four IDX files, uncompressed; EXAMPLES: the first N training examples \
+     (default 60000); EPOCHS (default 1); SEED (default 0); TEST_EXAMPLES: the first N test \
+     examples scored after each epoch (default 10000)";
+
+/// The thesis's network.
+const HIDDEN: usize = 128;
+const LAYOUT: Layout = Layout::mnist(HIDDEN);
+const PARAMS: usize = IMAGE_PIXELS * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + NUM_CLASSES;
+/// The thesis's scheme: members, step size; one example per update.
+const MEMBERS: usize = 10;
+const LR: f32 = 0.001;
+/// Bound on each coefficient: the thesis's update stays exact otherwise (README, Results).
+const CLIP: f64 = 2.0;
+/// Non-zero pixels an image may have: the step works on the network restricted to them, so its
+/// workspace is sized for this many (MNIST's training images have at most 351).
+const MAX_ACTIVE: usize = 400;
+/// Parameters of the network restricted to `MAX_ACTIVE` inputs.
+const RESTRICTED: usize = MAX_ACTIVE * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + NUM_CLASSES;
+/// Step workspace floats reserved; checked against `step_workspace_len_for(1, MAX_ACTIVE, 1)`,
+/// and large enough to evaluate in.
+const WORK: usize = 3 * RESTRICTED + 16 * 1024;
+/// Training examples at most (MNIST's training split).
+const MAX_EXAMPLES: usize = 60_000;
+/// Test images per forward pass.
+const EVAL_BATCH: usize = 20;
+/// Bytes of the command line kept.
+const CMDLINE: usize = 1024;
+
+/// Every buffer of a run: one static, zeroed at boot.
+struct Buffers {
+    cmdline: [u8; CMDLINE],
+    training: Training,
+}
+
+/// The buffers of training and evaluation.
+struct Training {
+    theta: [f32; PARAMS],
+    work: [f32; WORK],
+    columns: [u32; IMAGE_PIXELS],
+    coefficients: [f64; MEMBERS],
+    order: [u32; MAX_EXAMPLES],
+    pixels: [u8; EVAL_BATCH * IMAGE_PIXELS],
+    labels: [u8; EVAL_BATCH],
+}
+
+static mut BUFFERS: Buffers = Buffers {
+    cmdline: [0; CMDLINE],
+    training: Training {
+        theta: [0.0; PARAMS],
+        work: [0.0; WORK],
+        columns: [0; IMAGE_PIXELS],
+        coefficients: [0.0; MEMBERS],
+        order: [0; MAX_EXAMPLES],
+        pixels: [0; EVAL_BATCH * IMAGE_PIXELS],
+        labels: [0; EVAL_BATCH],
+    },
+};
+
+#[entry]
+fn main() -> ! {
+    // SAFETY: `main` runs once and no interrupt handler touches BUFFERS, so this is the only
+    // reference to it, for the rest of the program.
+    let buffers = unsafe { &mut *core::ptr::addr_of_mut!(BUFFERS) };
+    let ok = match run(&mut buffers.cmdline, &mut buffers.training) {
+        Ok(()) => true,
+        Err(e) => {
+            hprintln!("ienk-firmware: {}", e);
+            false
+        }
+    };
+    host::exit(ok)
+}
+
+/// What the command line asks for.
+struct Args<'a> {
+    data: &'a str,
+    out: &'a str,
+    examples: usize,
+    epochs: u64,
+    seed: u64,
+    test_examples: usize,
+}
+
+/// Parses `ienk-firmware DATA_DIR OUT [EXAMPLES [EPOCHS [SEED [TEST_EXAMPLES]]]]`.
+fn parse_args(line: &str) -> Result<Args<'_>, Failure<'_>> {
+    let mut words = line.split(' ').filter(|w| !w.is_empty()).skip(1);
+    let data = words
+        .next()
+        .ok_or(Failure::Usage("DATA_DIR and OUT are missing"))?;
+    let out = words.next().ok_or(Failure::Usage("OUT is missing"))?;
+    let mut number = |name: &'static str, default: u64| match words.next() {
+        Some(value) => value.parse::<u64>().map_err(|_| Failure::Number { name, value }),
+        None => Ok(default),
+    };
+    let examples = number("EXAMPLES", MAX_EXAMPLES as u64)?;
+    let epochs = number("EPOCHS", 1)?;
+    let seed = number("SEED", 0)?;
+    let test_examples = number("TEST_EXAMPLES", 10_000)?;
+    if words.next().is_some() {
+        return Err(Failure::Usage("too many arguments"));
+    }
+    if examples == 0 {
+        return Err(Failure::Usage("EXAMPLES must be at least 1"));
+    }
+    if epochs == 0 {
+        return Err(Failure::Usage("EPOCHS must be at least 1"));
+    }
+    let clamp = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    Ok(Args {
+        data,
+        out,
+        examples: clamp(examples),
+        epochs,
+        seed,
+        test_examples: clamp(test_examples),
+    })
+}
+
+/// Reads the command line, trains, saves.
+fn run<'a>(cmdline: &'a mut [u8; CMDLINE], b: &mut Training) -> Result<(), Failure<'a>> {
+    let line = host::command_line(cmdline).map_err(Failure::CommandLine)?;
+    let args = parse_args(line)?;
+    let mut train = Split::open(args.data, Which::Train)?;
+    let mut test = Split::open(args.data, Which::Test)?;
+    let n = args.examples.min(train.len()).min(MAX_EXAMPLES);
+    let n_test = args.test_examples.min(test.len());
+    let out = FileName {
+        dir: "",
+        name: args.out,
+    };
+    let out_path = out.path().ok_or(Failure::PathTooLong(out))?;
+    // Opened first, so that a path that cannot be written fails before training.
+    let mut file = File::open(&out_path, Mode::Write).map_err(|error| Failure::Host { path: out, error })?;
+    hprintln!(
+        "ienk-firmware: training the 784-{}-10 MLP on {} examples, {} epoch(s), seed {}, on a Cortex-M4F, in {} KB \
+         of static buffers",
+        HIDDEN,
+        n,
+        args.epochs,
+        args.seed,
+        core::mem::size_of::<Buffers>() / 1024
+    );
+    let trained = train_model(b, &mut train, n, &mut test, n_test, &args).and_then(|()| {
+        let metadata = [("optimizer", "ienk"), ("trainer", "ienk-firmware")];
+        let mut to_file = |bytes: &[u8]| file.write_all(bytes);
+        safetensors::write_to(&LAYOUT, &b.theta[..], &metadata, &mut to_file).map_err(|e| match e {
+            WriteError::Format(e) => Failure::Model(e),
+            WriteError::Sink(error) => Failure::Host { path: out, error },
+        })
+    });
+    if let Err(e) = trained {
+        // No model, or part of one: nothing is left behind.
+        drop(file);
+        let _ = host::remove(&out_path);
+        return Err(e);
+    }
+    hprintln!("saved {}", out);
+    Ok(())
+}
+
+/// Glorot initialisation, then `args.epochs` passes over the first `n` training examples in a
+/// fresh order each, one IEnK step per example read from the host, and the accuracy on the
+/// first `n_test` test examples after each epoch.
+fn train_model<'a>(
+    b: &mut Training,
+    train: &mut Split<'a>,
+    n: usize,
+    test: &mut Split<'a>,
+    n_test: usize,
+    args: &Args<'_>,
+) -> Result<(), Failure<'a>> {
+    let [s1, s2] = LAYOUT.glorot_std();
+    let rule = Resampled {
+        perturb: Perturbations {
+            layout: LAYOUT,
+            std: [s1, s2],
+            rank: 0,
+            antithetic: false,
+            seed: perturbation_seed(args.seed),
+        },
+        members: MEMBERS,
+        form: Form::Thesis,
+        lr: LR,
+        momentum: 0.0,
+        normalize: false,
+    };
+    let stabiliser = Stabiliser {
+        center: false,
+        clip: Some(CLIP),
+    };
+    let need = rule.step_workspace_len_for(1, MAX_ACTIVE, 1);
+    if need > WORK {
+        return Err(Failure::Workspace {
+            what: "step workspace",
+            need,
+            have: WORK,
+        });
+    }
+    let Training {
+        theta,
+        work,
+        columns,
+        coefficients,
+        order,
+        pixels,
+        labels,
+    } = b;
+    let normal = Normal::new();
+    LAYOUT
+        .init_glorot(theta, &normal, &mut rng(args.seed, Stream::Init))
+        .map_err(Failure::Network)?;
+    let order = &mut order[..n];
+    order.iter_mut().zip(0u32..).for_each(|(o, i)| *o = i);
+    let mut order_rng = rng(args.seed, Stream::Order);
+    let mut step = 0u64;
+    for epoch in 1..=args.epochs {
+        let started = host::clock();
+        shuffle(order, &mut order_rng);
+        let mut seen = BatchStats::default();
+        for &i in order.iter() {
+            let (i, image, label) = (i as usize, &mut pixels[..IMAGE_PIXELS], &mut labels[..1]);
+            train.read(i, image, label)?;
+            let active = image.iter().filter(|&&p| p != 0).count();
+            if active > MAX_ACTIVE {
+                return Err(Failure::TooManyPixels {
+                    index: i,
+                    active,
+                    bound: MAX_ACTIVE,
+                });
+            }
+            // The step's input row lives past the part of the workspace the step uses.
+            let (work, x) = work.split_at_mut(need);
+            let x = &mut x[..IMAGE_PIXELS];
+            pixels_to_unit(image, x);
+            let buffers = StepBuffers {
+                work,
+                columns: &mut columns[..],
+                coefficients: &mut coefficients[..],
+                stored: None,
+            };
+            step += 1;
+            let stats = rule
+                .step(&normal, stabiliser, theta, None, x, label, step - 1, buffers)
+                .map_err(|error| Failure::Step { epoch, step, error })?;
+            seen.merge(stats);
+        }
+        let seconds = match (started, host::clock()) {
+            (Some(a), Some(z)) => z.saturating_sub(a) as f64 / 100.0,
+            _ => f64::NAN,
+        };
+        let (loss, acc) = (seen.mean_loss(), seen.accuracy());
+        let epochs = args.epochs;
+        if n_test == 0 {
+            hprintln!(
+                "epoch {}/{}: train loss {:.4} acc {:.4} | {:.1} s",
+                epoch,
+                epochs,
+                loss,
+                acc,
+                seconds
+            );
+            continue;
+        }
+        let eval = Eval {
+            theta,
+            work,
+            pixels,
+            labels,
+        };
+        let test_acc = correct_answers(eval, test, n_test)? as f64 / n_test as f64;
+        hprintln!(
+            "epoch {}/{}: train loss {:.4} acc {:.4} | test acc {:.4} | {:.1} s",
+            epoch,
+            epochs,
+            loss,
+            acc,
+            test_acc,
+            seconds
+        );
+    }
+    Ok(())
+}
+
+/// What an evaluation reads and works in.
+struct Eval<'b> {
+    theta: &'b [f32],
+    work: &'b mut [f32],
+    pixels: &'b mut [u8],
+    labels: &'b mut [u8],
+}
+
+/// How many of the first `n` test examples the network classifies correctly (the first largest
+/// logit, as `ienk-cli eval`), `EVAL_BATCH` at a time, in buffers carved from the workspace.
+fn correct_answers<'a>(b: Eval<'_>, test: &mut Split<'a>, n: usize) -> Result<usize, Failure<'a>> {
+    let scratch_len = LAYOUT.gemm_scratch_len(EVAL_BATCH);
+    let lens = [
+        EVAL_BATCH * IMAGE_PIXELS,
+        EVAL_BATCH * HIDDEN,
+        EVAL_BATCH * NUM_CLASSES,
+    ];
+    let need = lens.iter().sum::<usize>() + scratch_len;
+    if need > WORK {
+        return Err(Failure::Workspace {
+            what: "evaluation",
+            need,
+            have: WORK,
+        });
+    }
+    let (x, rest) = b.work.split_at_mut(lens[0]);
+    let (hidden, rest) = rest.split_at_mut(lens[1]);
+    let (logits, rest) = rest.split_at_mut(lens[2]);
+    let scratch = &mut rest[..scratch_len];
+    let mut correct = 0;
+    for start in (0..n).step_by(EVAL_BATCH) {
+        let m = EVAL_BATCH.min(n - start);
+        let (pixels, labels) = (&mut b.pixels[..m * IMAGE_PIXELS], &mut b.labels[..m]);
+        test.read(start, pixels, labels)?;
+        pixels_to_unit(pixels, &mut x[..m * IMAGE_PIXELS]);
+        LAYOUT
+            .forward(
+                b.theta,
+                &x[..m * IMAGE_PIXELS],
+                &mut hidden[..m * HIDDEN],
+                &mut logits[..m * NUM_CLASSES],
+                scratch,
+            )
+            .map_err(Failure::Network)?;
+        for (z, &label) in logits.chunks_exact(NUM_CLASSES).zip(labels.iter()) {
+            correct += usize::from(argmax(z) == usize::from(label));
+        }
+    }
+    Ok(correct)
+}
+
+/// A panic (a bug: every expected failure is a `Failure`) ends the run with failure.
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    hprintln!("ienk-firmware: panicked: {}", info);
+    host::exit(false)
+}
+
+/// A fault (a bad memory access, say) ends the run with failure instead of hanging the board.
+#[exception]
+unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+    hprintln!("ienk-firmware: hard fault at pc {:#010x}", frame.pc());
+    host::exit(false)
+}
