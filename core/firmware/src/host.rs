@@ -91,6 +91,7 @@ impl fmt::Display for HostError {
             HostError::Refused { op, errno } => {
                 let what = match errno {
                     2 => "no such file or directory",
+                    7 => "longer than the buffer",
                     13 => "permission denied",
                     21 => "is a directory",
                     28 => "no space left on device",
@@ -205,7 +206,7 @@ pub fn command_line(buf: &mut [u8]) -> Result<&str, HostError> {
     // into the block, borrowed mutably on this stack frame for the call.
     let failed = unsafe { syscall1(nr::GET_CMDLINE, block.as_mut_ptr() as usize) } != 0;
     if failed {
-        return Err(refused("command line"));
+        return Err(refused("read"));
     }
     let line = &buf[..block[1].min(buf.len())];
     let line = line.split(|&b| b == 0).next().unwrap_or(line);
