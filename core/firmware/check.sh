@@ -59,3 +59,6 @@ cp "$work/data/train-images-idx3-ubyte" "$work/bad/"
 printf '\x0b' | dd of="$work/bad/train-labels-idx1-ubyte" bs=1 seek=$((8 + 2)) conv=notrunc status=none
 expect_failure "$work/bad/train-labels-idx1-ubyte: label 2 is 11" "$work/bad" "$work/bad.safetensors" 5 1 0 0
 echo "firmware: bad input stops with the file named, status 1, no model left"
+
+# The instruction profile of one step (profile.py) still reads QEMU's log.
+python3 profile.py "$firmware" "$work/data" 5

@@ -3,6 +3,7 @@
 # semihosting on, so that it reads and writes the host's files; the arguments after the ELF
 # become its command line. QEMU's exit status is the firmware's: 0 on success, 1 on failure.
 # `cargo run` calls this as the runner: cargo run --release -- DATA_DIR OUT [EXAMPLES ...]
+# IENK_QEMU_LOG=ITEMS adds QEMU's `-d ITEMS` log on stderr (profile.py reads exec,nochain,in_asm).
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: qemu.sh FIRMWARE.elf [ARGS...]" >&2; exit 2; }
 command -v qemu-system-arm >/dev/null || {
@@ -18,5 +19,8 @@ for a in "$@"; do
   esac
   config+=",arg=$a"
 done
+# -icount shift=0: one instruction per nanosecond of virtual time, so that the firmware's clock
+# ticks (the board's 25 MHz core clock) count instructions, 40 a tick, the same on every run.
 exec qemu-system-arm -machine mps2-an386 -cpu cortex-m4 -nographic -monitor none -serial none \
-  -semihosting-config "$config" -kernel "$elf"
+  -icount shift=0,align=off,sleep=off -semihosting-config "$config" -kernel "$elf" \
+  ${IENK_QEMU_LOG:+-d "$IENK_QEMU_LOG"}

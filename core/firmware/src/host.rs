@@ -213,13 +213,6 @@ pub fn command_line(buf: &mut [u8]) -> Result<&str, HostError> {
     core::str::from_utf8(line).map_err(|_| HostError::NotText)
 }
 
-/// Centiseconds since the program started, by the host's clock (`None` when it has none).
-pub fn clock() -> Option<u64> {
-    // SAFETY: SYS_CLOCK takes no argument block and only returns a number.
-    let centis = unsafe { syscall!(CLOCK) };
-    (centis as isize >= 0).then_some(centis as u64)
-}
-
 /// Ends the program: the host exits with status 0 when `success`, else 1.
 pub fn exit(success: bool) -> ! {
     debug::exit(if success {

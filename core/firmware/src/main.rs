@@ -5,7 +5,9 @@
 //! It runs on QEMU's `mps2-an386` board (Arm's MPS2 with a Cortex-M4F, 4 MB of RAM for data) and
 //! reaches the host through semihosting: MNIST is read from the host's IDX files a record at a
 //! time (as a device reads flash), the progress goes to the host's console and the model is
-//! streamed to a host file 256 bytes at a time. The model is the one `ienk-cli train --kernel
+//! streamed to a host file 256 bytes at a time. After each epoch it prints the training loss and
+//! accuracy, the test accuracy, and the core clock's ticks per example (`ticks`: cycles on a
+//! board, 40 instructions each under `qemu.sh`). The model is the one `ienk-cli train --kernel
 //! portable --optimizer ienk --form thesis --clip 2 --particles 10 --batch-size 1 --lr 0.001
 //! --limit N --epochs E --seed S` writes on a PC, bit for bit (CI checks it).
 //!
@@ -20,9 +22,10 @@
 mod failure;
 mod host;
 mod mnist;
+mod ticks;
 
 use cortex_m_rt::{ExceptionFrame, entry, exception};
-use cortex_m_semihosting::hprintln;
+use cortex_m_semihosting::{hprint, hprintln};
 use ienk::batch::shuffle;
 use ienk::ensemble::perturb::Perturbations;
 use ienk::ensemble::resampled::{Form, Resampled, Stabiliser};
@@ -58,8 +61,8 @@ const CLIP: f64 = 2.0;
 const MAX_ACTIVE: usize = 400;
 /// Parameters of the network restricted to `MAX_ACTIVE` inputs.
 const RESTRICTED: usize = MAX_ACTIVE * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + NUM_CLASSES;
-/// Step workspace floats reserved; checked against `step_workspace_len_for(1, MAX_ACTIVE, 1)`,
-/// and large enough to evaluate in.
+/// Workspace floats reserved: checked against `step_workspace_len_for(1, MAX_ACTIVE, 1)` and the
+/// input row after it, and large enough to evaluate in.
 const WORK: usize = 3 * RESTRICTED + 16 * 1024;
 /// Training examples at most (MNIST's training split).
 const MAX_EXAMPLES: usize = 60_000;
@@ -103,6 +106,9 @@ fn main() -> ! {
     // SAFETY: `main` runs once and no interrupt handler touches BUFFERS, so this is the only
     // reference to it, for the rest of the program.
     let buffers = unsafe { &mut *core::ptr::addr_of_mut!(BUFFERS) };
+    if let Some(peripherals) = cortex_m::Peripherals::take() {
+        ticks::start(peripherals.SYST);
+    }
     let ok = match run(&mut buffers.cmdline, &mut buffers.training) {
         Ok(()) => true,
         Err(e) => {
@@ -230,11 +236,12 @@ fn train_model<'a>(
         center: false,
         clip: Some(CLIP),
     };
+    // The step's workspace, then the example's input row.
     let need = rule.step_workspace_len_for(1, MAX_ACTIVE, 1);
-    if need > WORK {
+    if need + IMAGE_PIXELS > WORK {
         return Err(Failure::Workspace {
-            what: "step workspace",
-            need,
+            what: "step workspace and input row",
+            need: need + IMAGE_PIXELS,
             have: WORK,
         });
     }
@@ -256,7 +263,7 @@ fn train_model<'a>(
     let mut order_rng = rng(args.seed, Stream::Order);
     let mut step = 0u64;
     for epoch in 1..=args.epochs {
-        let started = host::clock();
+        let started = ticks::now();
         shuffle(order, &mut order_rng);
         let mut seen = BatchStats::default();
         for &i in order.iter() {
@@ -270,7 +277,6 @@ fn train_model<'a>(
                     bound: MAX_ACTIVE,
                 });
             }
-            // The step's input row lives past the part of the workspace the step uses.
             let (work, x) = work.split_at_mut(need);
             let x = &mut x[..IMAGE_PIXELS];
             pixels_to_unit(image, x);
@@ -286,39 +292,39 @@ fn train_model<'a>(
                 .map_err(|error| Failure::Step { epoch, step, error })?;
             seen.merge(stats);
         }
-        let seconds = match (started, host::clock()) {
-            (Some(a), Some(z)) => z.saturating_sub(a) as f64 / 100.0,
-            _ => f64::NAN,
+        let trained = ticks::now();
+        let per_training_example = (trained - started) / n as u64;
+        let tested = match n_test {
+            0 => None,
+            _ => {
+                let eval = Eval {
+                    theta,
+                    work,
+                    pixels,
+                    labels,
+                };
+                let correct = correct_answers(eval, test, n_test)?;
+                let per_test_example = (ticks::now() - trained) / n_test as u64;
+                Some((correct as f64 / n_test as f64, per_test_example))
+            }
         };
         let (loss, acc) = (seen.mean_loss(), seen.accuracy());
-        let epochs = args.epochs;
-        if n_test == 0 {
-            hprintln!(
-                "epoch {}/{}: train loss {:.4} acc {:.4} | {:.1} s",
-                epoch,
-                epochs,
-                loss,
-                acc,
-                seconds
-            );
-            continue;
-        }
-        let eval = Eval {
-            theta,
-            work,
-            pixels,
-            labels,
-        };
-        let test_acc = correct_answers(eval, test, n_test)? as f64 / n_test as f64;
-        hprintln!(
-            "epoch {}/{}: train loss {:.4} acc {:.4} | test acc {:.4} | {:.1} s",
+        hprint!(
+            "epoch {}/{}: train loss {:.4} acc {:.4}",
             epoch,
-            epochs,
+            args.epochs,
             loss,
-            acc,
-            test_acc,
-            seconds
+            acc
         );
+        match tested {
+            Some((test_acc, per_test_example)) => hprintln!(
+                " | test acc {:.4} | clock ticks per example: {} training, {} testing",
+                test_acc,
+                per_training_example,
+                per_test_example
+            ),
+            None => hprintln!(" | clock ticks per example: {} training", per_training_example),
+        }
     }
     Ok(())
 }
