@@ -20,9 +20,15 @@ pub struct FileName<'a> {
 }
 
 impl FileName<'_> {
-    /// The NUL-terminated path, or `None` when longer than 255 bytes or holding a NUL.
+    /// The NUL-terminated path (as printed), or `None` when longer than 255 bytes or holding a
+    /// NUL.
     pub fn path(&self) -> Option<Path> {
-        Path::join(self.dir, self.name)
+        let mut path = Path {
+            bytes: [0; PATH_MAX + 1],
+            len: 0,
+        };
+        fmt::write(&mut path, format_args!("{self}")).ok()?;
+        (!path.bytes[..path.len].contains(&0)).then_some(path)
     }
 }
 
@@ -42,27 +48,16 @@ pub struct Path {
     len: usize,
 }
 
-impl Path {
-    /// `dir/name` (or `name` alone when `dir` is empty), or `None` when longer than 255 bytes or
-    /// holding a NUL.
-    fn join(dir: &str, name: &str) -> Option<Path> {
-        let sep: &[u8] = if dir.is_empty() || dir.ends_with('/') {
-            b""
-        } else {
-            b"/"
-        };
-        let parts = [dir.as_bytes(), sep, name.as_bytes()];
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        if len > PATH_MAX || parts.iter().any(|p| p.contains(&0)) {
-            return None;
+impl fmt::Write for Path {
+    /// Appends `s`; fails past 255 bytes, which leaves room for the NUL.
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        if end > PATH_MAX {
+            return Err(fmt::Error);
         }
-        let mut bytes = [0u8; PATH_MAX + 1];
-        let mut at = 0;
-        for part in parts {
-            bytes[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        Some(Path { bytes, len })
+        self.bytes[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
