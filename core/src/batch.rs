@@ -10,10 +10,12 @@ fn below<G: Rng + ?Sized>(rng: &mut G, n: usize) -> usize {
     ((u64::from(rng.next_u32()) * n as u64) >> 32) as usize
 }
 
-/// Shuffles `indices` in place (Fisher-Yates). O(len).
-pub fn shuffle<G: Rng + ?Sized>(indices: &mut [u32], rng: &mut G) {
-    for i in (1..indices.len()).rev() {
-        indices.swap(i, below(rng, i + 1));
+/// Shuffles `items` in place (Fisher-Yates). The permutation depends only on the length and the
+/// generator, not on the item type: a firmware's `u16` example order is shuffled as the CLI's
+/// `u32` one. O(len).
+pub fn shuffle<T, G: Rng + ?Sized>(items: &mut [T], rng: &mut G) {
+    for i in (1..items.len()).rev() {
+        items.swap(i, below(rng, i + 1));
     }
 }
 
@@ -162,5 +164,15 @@ mod tests {
         }
         // Each value leads 4000 +- 5 sd (sd = sqrt(20000 * 0.2 * 0.8) = 57).
         assert!(first.iter().all(|&c| (3715..=4285).contains(&c)), "{first:?}");
+    }
+
+    #[test]
+    fn the_permutation_does_not_depend_on_the_item_type() {
+        let mut wide: [u32; 97] = core::array::from_fn(|i| i as u32);
+        let mut narrow: [u16; 97] = core::array::from_fn(|i| i as u16);
+        shuffle(&mut wide, &mut Xoshiro256PlusPlus::seed_from_u64(9));
+        shuffle(&mut narrow, &mut Xoshiro256PlusPlus::seed_from_u64(9));
+        assert!(wide.iter().zip(&narrow).all(|(&w, &n)| w == u32::from(n)));
+        assert_ne!(wide[..10], core::array::from_fn::<u32, 10, _>(|i| i as u32));
     }
 }

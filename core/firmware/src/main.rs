@@ -64,8 +64,9 @@ const RESTRICTED: usize = MAX_ACTIVE * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + 
 /// Workspace floats reserved: checked against `step_workspace_len_for(1, MAX_ACTIVE, 1)` and the
 /// input row after it, and large enough to evaluate in.
 const WORK: usize = 3 * RESTRICTED + 16 * 1024;
-/// Training examples at most (MNIST's training split).
+/// Training examples at most (MNIST's training split); the order holds them as u16.
 const MAX_EXAMPLES: usize = 60_000;
+const _: () = assert!(MAX_EXAMPLES <= u16::MAX as usize + 1);
 /// Test images per forward pass.
 const EVAL_BATCH: usize = 20;
 /// Bytes of the command line kept.
@@ -83,7 +84,7 @@ struct Training {
     work: [f32; WORK],
     columns: [u32; IMAGE_PIXELS],
     coefficients: [f64; MEMBERS],
-    order: [u32; MAX_EXAMPLES],
+    order: [u16; MAX_EXAMPLES],
     pixels: [u8; EVAL_BATCH * IMAGE_PIXELS],
     labels: [u8; EVAL_BATCH],
 }
@@ -259,7 +260,7 @@ fn train_model<'a>(
         .init_glorot(theta, &normal, &mut rng(args.seed, Stream::Init))
         .map_err(Failure::Network)?;
     let order = &mut order[..n];
-    order.iter_mut().zip(0u32..).for_each(|(o, i)| *o = i);
+    order.iter_mut().zip(0u16..).for_each(|(o, i)| *o = i);
     let mut order_rng = rng(args.seed, Stream::Order);
     let mut step = 0u64;
     for epoch in 1..=args.epochs {
