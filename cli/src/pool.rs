@@ -132,20 +132,22 @@ impl Pool {
     /// whether one panicked. While another job is posted (a call from another thread, or from
     /// one of that job's tasks), the calling thread runs every task itself.
     fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) -> bool {
-        let posting = match self.posting.try_lock() {
-            Ok(guard) => Some(guard),
-            // A panic never happens while the lock is held (tasks run under catch_unwind).
-            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        };
-        if self.workers.is_empty() || tasks <= 1 || posting.is_none() {
-            return (0..tasks).any(|i| catch_unwind(AssertUnwindSafe(|| f(i))).is_err());
+        let inline = || (0..tasks).any(|i| catch_unwind(AssertUnwindSafe(|| f(i))).is_err());
+        if self.workers.is_empty() || tasks <= 1 {
+            return inline();
         }
+        // Held until this job is done; the lock is only taken for a job the workers share.
+        let _posting = match self.posting.try_lock() {
+            Ok(guard) => guard,
+            // A panic never happens while the lock is held (tasks run under catch_unwind).
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return inline(),
+        };
         // SAFETY: the reference is only used through `State::job` by tasks handed out below,
         // and this function does not return before every handed-out task has finished
         // (`running == 0` under the lock, also on the panic path: tasks run under
         // catch_unwind) and the job is cleared; no task can start after that. No other job
-        // replaces this one meanwhile: `posting` is held until then. So every use of the
+        // replaces this one meanwhile: `_posting` is held until then. So every use of the
         // erased reference happens while `f` is borrowed here.
         let job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f) };
         {
