@@ -31,6 +31,20 @@ fn each_lane_is_the_reference_xoshiro128_plus_plus() {
             assert_eq!(words[lane], r.next_u32(), "lane {lane}");
         }
     }
+    // Groups a lane at a time continue the same streams, whatever their number.
+    for count in [0, 1, 7, 8, 13] {
+        let mut groups = vec![[0u32; 8]; count];
+        lanes.fill_groups(&mut groups);
+        for words in groups {
+            for (lane, r) in reference.iter_mut().enumerate() {
+                assert_eq!(words[lane], r.next_u32(), "lane {lane}, {count} groups");
+            }
+        }
+        let words = lanes.next_words();
+        for (lane, r) in reference.iter_mut().enumerate() {
+            assert_eq!(words[lane], r.next_u32(), "lane {lane} after {count} groups");
+        }
+    }
 }
 
 #[test]

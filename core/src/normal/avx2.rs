@@ -47,9 +47,31 @@ pub(super) unsafe fn fill_lanes<G: Rng + ?Sized>(
             let n = chunk.len();
             chunk.copy_from_slice(&spare[..n]);
         }
-        normal.redo_rejected(chunk, &bits, rejected, aux, scale);
+        redo_rejected(normal, chunk, &bits, rejected, aux, scale);
     }
     store_state(lanes, &s);
+}
+
+/// Replaces the samples of `chunk` flagged in `rejected` (bit i = sample i, from the 32 random
+/// bits `bits[i]`) by the exact slow path's, in increasing order (as the portable sampler).
+/// O(rejected).
+#[inline(always)]
+fn redo_rejected<G: Rng + ?Sized>(
+    normal: &Normal,
+    chunk: &mut [f32],
+    bits: &[u32; CHUNK],
+    mut rejected: u64,
+    aux: &mut G,
+    scale: f32,
+) {
+    if chunk.len() < CHUNK {
+        rejected &= (1u64 << chunk.len()) - 1;
+    }
+    while rejected != 0 {
+        let i = rejected.trailing_zeros() as usize;
+        chunk[i] = scale * normal.slow(bits[i], aux);
+        rejected &= rejected - 1;
+    }
 }
 
 /// The four state words of the 8 lanes, one register each.
@@ -95,8 +117,10 @@ fn next_words(s: &mut [__m256i; 4]) -> __m256i {
     out
 }
 
-/// The ziggurat's fast path on 8 words, as [`Normal::fast`]: `scale` times the candidates, and
-/// the movemask of the accepted lanes. `words` holds the same 8 words in memory, for the layer
+/// The ziggurat's fast path on 8 words, as [`Normal::fast`] (which tests the integer `k`
+/// against `limit`, where this tests the uniform against the ratio: they decide alike, and
+/// `u x_i` is `k x_step_i`): `scale` times the candidates, and the movemask of the accepted
+/// lanes. `words` holds the same 8 words in memory, for the layer
 /// indices: 8 scalar 8-byte loads of (edge, ratio) pairs are much cheaper than two gathers
 /// on Zen 3 (about 20 cycles each there).
 #[target_feature(enable = "avx2")]

@@ -1,7 +1,8 @@
 //! The 8-lane generator and the bulk sampler built on it: eight xoshiro128++ streams side by
 //! side feed the ziggurat's fast path eight samples at a time. The AVX2 build ([`super::avx2`])
-//! and the portable one run the same integer and IEEE operations, so a seed gives the same
-//! numbers on every CPU.
+//! and the portable one compute the same numbers by operations that round alike (the portable
+//! one tests acceptance on integers, the AVX2 one on floats, which decide alike), so a seed
+//! gives the same numbers on every CPU.
 
 use rand_core::Rng;
 
@@ -53,6 +54,28 @@ impl Lanes {
         }
         out
     }
+
+    /// The next `groups.len()` groups of words, each what [`Lanes::next_words`] would return,
+    /// computed a lane at a time: the lane's four state words stay in registers for all its
+    /// steps, which is what a core with few registers (a Cortex-M's 13) needs. O(len).
+    pub fn fill_groups(&mut self, groups: &mut [[u32; 8]]) {
+        for lane in 0..8 {
+            let [mut s0, mut s1, mut s2, mut s3] = [0, 1, 2, 3].map(|i| self.s[i][lane]);
+            for group in groups.iter_mut() {
+                group[lane] = s0.wrapping_add(s3).rotate_left(7).wrapping_add(s0);
+                let t = s1 << 9;
+                s2 ^= s0;
+                s3 ^= s1;
+                s1 ^= s2;
+                s0 ^= s3;
+                s2 ^= t;
+                s3 = s3.rotate_left(11);
+            }
+            for (row, v) in self.s.iter_mut().zip([s0, s1, s2, s3]) {
+                row[lane] = v;
+            }
+        }
+    }
 }
 
 impl Normal {
@@ -101,7 +124,10 @@ impl Normal {
         self.fill_lanes_portable(lanes, aux, out, scale);
     }
 
-    /// The portable sampler: the fast path over 64 samples, then the rejected few.
+    /// The portable sampler: 64 words from the lanes, then each sample by the fast path, or
+    /// at once by the slow path when rejected (the same samples as the AVX2 sampler's branch-free
+    /// pass and redo: the slow path draws from `aux` in the same order). A branch that goes the
+    /// rare way for 1.2% of samples costs less here than gathering a mask of them.
     fn fill_lanes_portable<G: Rng + ?Sized>(
         &self,
         lanes: &mut Lanes,
@@ -109,41 +135,13 @@ impl Normal {
         out: &mut [f32],
         scale: f32,
     ) {
-        let mut bits = [0u32; CHUNK];
+        let mut bits = [[0u32; 8]; CHUNK / 8];
         for chunk in out.chunks_mut(CHUNK) {
-            for group in bits.chunks_exact_mut(8) {
-                group.copy_from_slice(&lanes.next_words());
+            lanes.fill_groups(&mut bits);
+            for (slot, &word) in chunk.iter_mut().zip(bits.as_flattened()) {
+                let (z, accepted) = self.fast(word);
+                *slot = scale * if accepted { z } else { self.slow(word, aux) };
             }
-            let mut vals = [0f32; CHUNK];
-            let mut rejected = 0u64;
-            for i in 0..CHUNK {
-                let (z, accepted) = self.fast(bits[i]);
-                vals[i] = scale * z;
-                rejected |= u64::from(!accepted) << i;
-            }
-            chunk.copy_from_slice(&vals[..chunk.len()]);
-            self.redo_rejected(chunk, &bits, rejected, aux, scale);
-        }
-    }
-
-    /// Replaces the samples of `chunk` flagged in `rejected` (bit i = sample i, from the 32
-    /// random bits `bits[i]`) by the exact slow path's. O(rejected).
-    #[inline(always)]
-    pub(super) fn redo_rejected<G: Rng + ?Sized>(
-        &self,
-        chunk: &mut [f32],
-        bits: &[u32; CHUNK],
-        mut rejected: u64,
-        aux: &mut G,
-        scale: f32,
-    ) {
-        if chunk.len() < CHUNK {
-            rejected &= (1u64 << chunk.len()) - 1;
-        }
-        while rejected != 0 {
-            let i = rejected.trailing_zeros() as usize;
-            chunk[i] = scale * self.slow(bits[i], aux);
-            rejected &= rejected - 1;
         }
     }
 }

@@ -4,11 +4,12 @@
 //! One 64-bit draw feeds two samples (32 bits each: 8 for the layer, 1 for the sign, 23 for the
 //! abscissa); 98.5% of samples take the fast path, a multiply and a compare. [`Normal::fill`]
 //! runs that path branch-free over chunks of 64 samples, then redoes the rejected ones exactly
-//! (tail or wedge test; the wedge test mostly decides from polynomial bounds on the density,
-//! without `expf`). [`Normal::fill_lanes`] does the same 8 samples at a time on an 8-lane
-//! generator ([`Lanes`]), with AVX2 intrinsics where the CPU has them. Tables live in the
-//! [`Normal`] value (8 KiB, built once by [`Normal::new`] with libm), so there is no heap and no
-//! global state.
+//! (tail or wedge test; the wedge test mostly decides in f32 from polynomial bounds on the
+//! density, without `expf`, and in f64 only within a hair of the boundary, so that a chip whose
+//! FPU is single precision rarely needs f64 in software). [`Normal::fill_lanes`] does the same 8
+//! samples at a time on an 8-lane generator ([`Lanes`]), with AVX2 intrinsics where the CPU has
+//! them. Tables live in the [`Normal`] value (10 KiB on x86_64, 8 KiB elsewhere, built once by
+//! [`Normal::new`] with libm), so there is no heap and no global state.
 
 use rand_core::Rng;
 
@@ -30,10 +31,16 @@ const U23: f32 = 1.0 / (1u32 << 23) as f32;
 const LAYER_MASK: u32 = 0xff;
 /// The bit that picks the sign.
 const SIGN_BIT: u32 = 0x100;
-/// Relative widening of the wedge test's bounds: more than the error of `expf` on an argument
-/// rounded to f32 (at most about 6e-7 relative for arguments down to -R^2 / 2), so the bounds
-/// never decide differently from `expf`.
-const SQUEEZE_MARGIN: f64 = 4e-6;
+/// Slack of the f32 wedge tests, in units of the wedge's largest density f(x_{i+1}): a test
+/// decides only when its margin exceeds this. For wedge points (|x| <= R, s <= 0.75) the f32
+/// values differ from the f64 test's by less than 1.5e-5 of it in the worst case: x by 1.2e-7
+/// relative, y by 5e-7, the bounds' s by 4.5e-6 (so the lower bound by 5e-6, the upper by
+/// 1e-5), `expf` of the f32 argument from `expf` of the rounded f64 one by 3.5e-6, and that from
+/// the exact density by 6e-7 (measured on 5 million points: at most 1.1e-6, 1.1e-7, 1.1e-6,
+/// 1.0e-6 and 3e-7). So a test outside the slack decides as the f64 test would.
+const WEDGE_SLACK: f32 = 2e-5;
+/// 2^-24: turns 24 random bits into a uniform in [0, 1).
+const U24: f32 = 1.0 / (1u32 << 24) as f32;
 /// Samples per branch-free pass of [`Normal::fill`].
 const CHUNK: usize = 64;
 
@@ -42,18 +49,24 @@ const CHUNK: usize = 64;
 /// [`Normal::fill_lanes`] about 1.1 ns on AVX2 (`cargo bench --bench normal`).
 #[derive(Clone, Debug)]
 pub struct Normal {
-    /// Layer edges x_0 > x_1 = R > ... > x_127 > x_128 = 0 (x_0 = V / f(R) for the base strip).
+    /// Layer edges x_0 > x_1 = R > ... > x_255 > x_256 = 0 (x_0 = V / f(R) for the base strip).
     x: [f32; LAYERS + 1],
-    /// x_{i+1} / x_i: below it a point of layer i is inside the curve for sure.
-    ratio: [f32; LAYERS],
+    /// x_i 2^-23: a sample's abscissa is its 23 random bits, as an integer, times this (exactly
+    /// the f32 product of their uniform in [0, 1) and x_i, as scaling by 2^-23 is exact).
+    x_step: [f32; LAYERS],
+    /// The ratio x_{i+1} / x_i (rounded to f32) times 2^23, rounded up: the uniform of 23 random
+    /// bits `k` is below the ratio, inside the curve for sure, exactly when `k` is below this.
+    limit: [u32; LAYERS],
     /// `x_i` in the low 32 bits and `ratio_i` in the high 32 bits of entry i: one 8-byte load
     /// fetches both (the AVX2 sampler's table).
     #[cfg(target_arch = "x86_64")]
     pairs: [u64; LAYERS],
-    /// Edges in f64 for the rare wedge test.
+    /// Edges in f64 for the slow path's result and the wedge test near the boundary.
     xd: [f64; LAYERS + 1],
-    /// Density at each edge, f(x_i), for the wedge test.
+    /// Density at each edge, f(x_i), for the wedge test near the boundary.
     fx: [f64; LAYERS + 1],
+    /// The same densities rounded to f32, for the wedge test away from the boundary.
+    fx_f32: [f32; LAYERS + 1],
 }
 
 fn density(x: f64) -> f64 {
@@ -91,9 +104,11 @@ impl Normal {
             pairs: core::array::from_fn(|i| {
                 u64::from(x[i].to_bits()) | (u64::from(ratio[i].to_bits()) << 32)
             }),
+            x_step: core::array::from_fn(|i| x[i] * U23),
+            limit: ratio.map(|r| libm::ceilf(r / U23) as u32),
             x,
-            ratio,
             xd,
+            fx_f32: fx.map(|f| f as f32),
             fx,
         }
     }
@@ -140,11 +155,11 @@ impl Normal {
     #[inline(always)]
     fn fast(&self, bits: u32) -> (f32, bool) {
         let layer = (bits & LAYER_MASK) as usize;
-        let u = ((bits >> 9) as f32) * U23; // [0, 1)
+        let k = bits >> 9; // the uniform k 2^-23 in [0, 1)
         let sign = (bits & SIGN_BIT) << 23;
         (
-            f32::from_bits((u * self.x[layer]).to_bits() | sign),
-            u < self.ratio[layer],
+            f32::from_bits(((k as f32) * self.x_step[layer]).to_bits() | sign),
+            k < self.limit[layer],
         )
     }
 
@@ -154,53 +169,80 @@ impl Normal {
         let mut bits = first;
         loop {
             let layer = (bits & LAYER_MASK) as usize;
-            let u = ((bits >> 9) as f64) * f64::from(U23);
+            let k = bits >> 9;
+            let u = (k as f32) * U23; // exact
             let negative = bits & SIGN_BIT != 0;
             let signed = |v: f64| if negative { -v as f32 } else { v as f32 };
-            if (u as f32) < self.ratio[layer] {
-                return signed(u * self.xd[layer]);
+            if k < self.limit[layer] {
+                return signed(f64::from(u) * self.xd[layer]);
             }
             if layer == 0 {
                 // Tail beyond R (Marsaglia 1964).
                 loop {
-                    let x = -libm::log(uniform_open(rng)) / R;
-                    let y = -libm::log(uniform_open(rng));
+                    let x = -libm::log(uniform_open(rng.next_u64())) / R;
+                    let y = -libm::log(uniform_open(rng.next_u64()));
                     if 2.0 * y > x * x {
                         return signed(R + x);
                     }
                 }
             }
-            let x = u * self.xd[layer];
-            let (f0, f1) = (self.fx[layer], self.fx[layer + 1]);
-            if self.under_density(layer, x, f1 + uniform_open(rng) * (f0 - f1)) {
-                return signed(x);
+            if self.under_density(layer, u, rng.next_u64()) {
+                return signed(f64::from(u) * self.xd[layer]);
             }
             bits = rng.next_u32();
         }
     }
 
-    /// The wedge test `y < f(x)` for `x` in `layer`'s wedge (`x >= x_{layer+1}`), decided as
-    /// `expf` decides it (f32 precision is ample: it moves the accept boundary by about 1e-7 of
-    /// the wedge) but mostly without calling it. With `s = (x^2 - x_{layer+1}^2) / 2 >= 0`,
-    /// `f(x) = f(x_{layer+1}) e^-s` and `1 - s <= e^-s <= 1 - s + s^2 / 2`; outside that band
-    /// (widened by [`SQUEEZE_MARGIN`], which covers expf's error) the answer is known.
+    /// The wedge test of the point `u` of `layer`'s wedge (`u >= x_{i+1} / x_i`) with the 64
+    /// random bits `draw` for its height: [`Normal::wedge_test_f32`], or within a hair of the
+    /// boundary [`Normal::under_density_f64`], which defines the samples.
     #[inline(always)]
-    fn under_density(&self, layer: usize, x: f64, y: f64) -> bool {
-        let (x1, f1) = (self.xd[layer + 1], self.fx[layer + 1]);
+    fn under_density(&self, layer: usize, u: f32, draw: u64) -> bool {
+        self.wedge_test_f32(layer, u, draw)
+            .unwrap_or_else(|| self.under_density_f64(layer, u, draw))
+    }
+
+    /// The wedge test in f32: the answer of [`Normal::under_density_f64`], or `None` when the
+    /// height lies within [`WEDGE_SLACK`] of a bound or of the density. With `x = u x_i` and
+    /// `s = (x^2 - x_{i+1}^2) / 2 >= 0`, `f(x) = f(x_{i+1}) e^-s` and `1 - s <= e^-s <= 1 - s +
+    /// s^2 / 2`: outside that band the answer is known without `expf`.
+    #[inline(always)]
+    fn wedge_test_f32(&self, layer: usize, u: f32, draw: u64) -> Option<bool> {
+        let (x, x1) = (u * self.x[layer], self.x[layer + 1]);
+        let (f0, f1) = (self.fx_f32[layer], self.fx_f32[layer + 1]);
+        let y = f1 + ((draw >> 40) as u32 as f32) * U24 * (f0 - f1);
+        let slack = WEDGE_SLACK * f1;
         let s = 0.5 * (x * x - x1 * x1);
-        if y < f1 * (1.0 - s) * (1.0 - SQUEEZE_MARGIN) {
-            return true;
+        if y < f1 * (1.0 - s) - slack {
+            return Some(true);
         }
-        if y >= f1 * (1.0 - s + 0.5 * s * s) * (1.0 + SQUEEZE_MARGIN) {
-            return false;
+        if y >= f1 * (1.0 - s + 0.5 * s * s) + slack {
+            return Some(false);
         }
+        let density = libm::expf(-0.5 * (x * x));
+        if y < density - slack {
+            return Some(true);
+        }
+        if y >= density + slack {
+            return Some(false);
+        }
+        None
+    }
+
+    /// The wedge test in f64, which defines the samples: the height `f(x_{i+1}) + w (f(x_i) -
+    /// f(x_{i+1}))`, with `w` the uniform of `draw`, against `expf` at `x = u x_i` (f32 precision
+    /// is ample: it moves the accept boundary by about 1e-7 of the wedge).
+    fn under_density_f64(&self, layer: usize, u: f32, draw: u64) -> bool {
+        let x = f64::from(u) * self.xd[layer];
+        let (f0, f1) = (self.fx[layer], self.fx[layer + 1]);
+        let y = f1 + uniform_open(draw) * (f0 - f1);
         y < f64::from(libm::expf(-0.5 * (x * x) as f32))
     }
 }
 
-/// Uniform in (0, 1], never 0 (safe for `log`).
-fn uniform_open<G: Rng + ?Sized>(rng: &mut G) -> f64 {
-    ((rng.next_u64() >> 11) as f64 + 1.0) * (1.0 / (1u64 << 53) as f64)
+/// The uniform in (0, 1] of a 64-bit draw's top 53 bits, never 0 (safe for `log`).
+fn uniform_open(draw: u64) -> f64 {
+    ((draw >> 11) as f64 + 1.0) * (1.0 / (1u64 << 53) as f64)
 }
 
 #[cfg(test)]
@@ -219,6 +261,29 @@ mod tests {
             n.xd[LAYERS - 1]
         );
         assert!(n.x.windows(2).all(|w| w[0] > w[1]));
+    }
+
+    /// The fast path's integer tables decide and scale as the uniform in f32 would: `k <
+    /// limit_i` exactly when `k 2^-23 < x_{i+1} / x_i` (rounded to f32), on the integers around
+    /// every limit, and `k x_step_i` is the f32 product `(k 2^-23) x_i`, on random `k`.
+    #[test]
+    fn integer_tables_match_the_float_test() {
+        let n = Normal::new();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(6);
+        for layer in 0..LAYERS {
+            let ratio = (n.xd[layer + 1] / n.xd[layer]) as f32;
+            let limit = n.limit[layer];
+            for k in limit.saturating_sub(3)..(limit + 3).min(1 << 23) {
+                let u = (k as f32) / (1 << 23) as f32;
+                assert_eq!(k < limit, u < ratio, "layer {layer}, k {k}");
+            }
+            for _ in 0..1000 {
+                let k = rng.next_u32() >> 9;
+                let u = (k as f32) / (1 << 23) as f32;
+                let want = u * (n.xd[layer] as f32);
+                assert_eq!((k as f32 * n.x_step[layer]).to_bits(), want.to_bits());
+            }
+        }
     }
 
     /// Moments and tail frequencies of 4 M samples of `fill` against the exact normal values,
@@ -243,29 +308,63 @@ mod tests {
         });
     }
 
-    /// The squeezed wedge test decides as the plain `expf` test, on random points of every
-    /// layer's wedge and on points within 1e-6 of the density, where the bounds are tightest.
+    /// The f32 wedge test decides as the f64 test, written here from its definition (the
+    /// height against `expf` of the point), on random points of every layer's wedge, on heights
+    /// just outside the slack around the density and the two bounds (where f32 decides) and
+    /// within 2e-6 of the density (where it must leave the answer to f64); and it leaves under
+    /// 1% of random points to f64.
     #[test]
-    fn squeezed_wedge_test_matches_expf() {
+    fn f32_wedge_test_decides_as_the_f64_test() {
         let n = Normal::new();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(4);
-        let mut uniform = || uniform_open(&mut rng);
+        let uniform = |draw: u64| ((draw >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let (mut random_points, mut left_to_f64) = (0usize, 0usize);
         for layer in 1..LAYERS {
-            let (x0, x1) = (n.xd[layer], n.xd[layer + 1]);
-            let (f0, f1) = (n.fx[layer], n.fx[layer + 1]);
-            for _ in 0..2000 {
-                let x = x1 + uniform() * (x0 - x1);
-                let fx = f64::from(libm::expf(-0.5 * (x * x) as f32));
-                let near = fx * (1.0 + (uniform() - 0.5) * 2e-6);
-                for y in [f1 + uniform() * (f0 - f1), near] {
-                    assert_eq!(
-                        n.under_density(layer, x, y),
-                        y < fx,
-                        "layer {layer}, x {x}, y {y}"
+            let (x1, f0, f1) = (n.xd[layer + 1], n.fx[layer], n.fx[layer + 1]);
+            // The draw whose height is closest to `y`.
+            let draw_for = |y: f64| {
+                let w = ((y - f1) / (f0 - f1)).clamp(0.0, 1.0);
+                (((w * (1u64 << 53) as f64) as u64).clamp(1, (1 << 53) - 1) - 1) << 11
+            };
+            let mut tested = 0;
+            while tested < 2000 {
+                let bits = (rng.next_u32() & !LAYER_MASK) | layer as u32;
+                let u = ((bits >> 9) as f32) * U23;
+                if u < (n.xd[layer + 1] / n.xd[layer]) as f32 {
+                    continue;
+                }
+                tested += 1;
+                let x = f64::from(u) * n.xd[layer];
+                let density = f64::from(libm::expf(-0.5 * (x * x) as f32));
+                let s = 0.5 * (x * x - x1 * x1);
+                let side = if rng.next_u32() & 1 == 0 { -1.0 } else { 1.0 };
+                let edge = side * 1.05 * f64::from(WEDGE_SLACK) * f1;
+                let heights = [
+                    density + (uniform(rng.next_u64()) - 0.5) * 4e-6 * f1,
+                    density + edge,
+                    f1 * (1.0 - s) + edge,
+                    f1 * (1.0 - s + 0.5 * s * s) + edge,
+                ];
+                let random = core::iter::once((rng.next_u64(), true));
+                for (draw, random) in random.chain(heights.map(|y| (draw_for(y), false))) {
+                    let expected = f1 + uniform(draw) * (f0 - f1) < density;
+                    let decided = n.wedge_test_f32(layer, u, draw);
+                    if random {
+                        random_points += 1;
+                        left_to_f64 += usize::from(decided.is_none());
+                    }
+                    assert!(
+                        decided.is_none_or(|d| d == expected),
+                        "layer {layer}, u {u}, draw {draw:#x}: f32 says {decided:?}"
                     );
+                    assert_eq!(n.under_density(layer, u, draw), expected);
                 }
             }
         }
+        assert!(
+            left_to_f64 * 100 < random_points,
+            "{left_to_f64} of {random_points} random points left to f64"
+        );
     }
 
     #[test]
