@@ -70,6 +70,8 @@ pub(crate) unsafe fn run<K: Kernel>(p: &Problem, apack: *mut f32, bpack: *mut f3
             match (K::DOT_COLUMNS, p.csa == 1) {
                 (8, true) => small_dot::<8, true>(p),
                 (8, false) => small_dot::<8, false>(p),
+                (1, true) => small_dot::<1, true>(p),
+                (1, false) => small_dot::<1, false>(p),
                 (_, true) => small_dot::<4, true>(p),
                 (_, false) => small_dot::<4, false>(p),
             }
@@ -335,5 +337,75 @@ unsafe fn packed<K: Kernel>(p: &Problem, apack: *mut f32, bpack: *mut f32) {
 fn prefetch_tile(c: *const f32, ldc: usize, mr: usize, nr: usize) {
     for r in 0..mr {
         crate::prefetch::span(c.wrapping_add(r * ldc).cast(), nr * core::mem::size_of::<f32>());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// `small_dot` gives the same bits whatever the number of columns it sums at once (1 on
+    /// 32-bit Arm's portable kernel, 4 elsewhere, 8 with AVX-512), with contiguous and strided
+    /// rows of A, on depths around its 16 lanes and its 1024-float row buffer, with beta, bias
+    /// and ReLU.
+    #[test]
+    fn small_dot_sums_alike_for_any_column_count() {
+        let value = |i: usize| ((i * 7919 % 1009) as f32 - 504.0) / 97.0;
+        for (m, k, n) in [
+            (1, 0, 3),
+            (1, 1, 1),
+            (2, 15, 5),
+            (4, 16, 9),
+            (3, 17, 8),
+            (1, 129, 13),
+            (2, 1031, 6),
+        ] {
+            let a: [Vec<f32>; 2] = [
+                (0..m * k).map(value).collect(),
+                (0..m * k).map(|i| value(i + 3)).collect(),
+            ];
+            let b: Vec<f32> = (0..k * n).map(|i| value(i + 11)).collect();
+            let bias: Vec<f32> = (0..n).map(|i| value(i + 5)).collect();
+            for contiguous in [true, false] {
+                let results = [1usize, 4, 8].map(|cols| {
+                    let mut c: Vec<f32> = (0..m * n).map(|i| value(i + 17)).collect();
+                    let p = Problem {
+                        m,
+                        n,
+                        k,
+                        alpha: 0.75,
+                        beta: 0.5,
+                        a: a[usize::from(contiguous)].as_ptr(),
+                        rsa: if contiguous { k } else { 1 },
+                        csa: if contiguous { 1 } else { m },
+                        b: b.as_ptr(),
+                        rsb: 1,
+                        csb: k,
+                        c: c.as_mut_ptr(),
+                        ldc: n,
+                        bias: bias.as_ptr(),
+                        relu: true,
+                    };
+                    // SAFETY: A is m x k (row- or column-major), op(B) is k x n with contiguous
+                    // columns, C is m x n, and there are n biases.
+                    unsafe {
+                        match (cols, contiguous) {
+                            (1, true) => small_dot::<1, true>(&p),
+                            (1, false) => small_dot::<1, false>(&p),
+                            (4, true) => small_dot::<4, true>(&p),
+                            (4, false) => small_dot::<4, false>(&p),
+                            (_, true) => small_dot::<8, true>(&p),
+                            (_, false) => small_dot::<8, false>(&p),
+                        }
+                    }
+                    c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                });
+                assert!(
+                    results[1..].iter().all(|r| *r == results[0]),
+                    "{m} x {k} x {n}, contiguous {contiguous}"
+                );
+            }
+        }
     }
 }
