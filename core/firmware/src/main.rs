@@ -61,9 +61,10 @@ const CLIP: f64 = 2.0;
 const MAX_ACTIVE: usize = 400;
 /// Parameters of the network restricted to `MAX_ACTIVE` inputs.
 const RESTRICTED: usize = MAX_ACTIVE * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + NUM_CLASSES;
-/// Workspace floats reserved: checked against `step_workspace_len_for(1, MAX_ACTIVE, 1)` and the
-/// input row after it, and large enough to evaluate in.
-const WORK: usize = 3 * RESTRICTED + 16 * 1024;
+/// Workspace floats reserved: checked against `step_workspace_len_for(1, MAX_ACTIVE, 1)` (about
+/// two restricted networks: a member's, whose room then holds the direction, and the mean's)
+/// and the input row after it, and large enough to evaluate in.
+const WORK: usize = 2 * RESTRICTED + 8 * 1024;
 /// Training examples at most (MNIST's training split); the order holds them as u16.
 const MAX_EXAMPLES: usize = 60_000;
 const _: () = assert!(MAX_EXAMPLES <= u16::MAX as usize + 1);

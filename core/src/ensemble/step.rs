@@ -9,9 +9,9 @@
 //! input columns the batch uses and the rest of the direction is drawn at once
 //! ([`super::collapse`]); the perturbations are regenerated from their seeds in the update
 //! unless the caller gives room to store them. The workspace is therefore O(P + B (inputs + H))
-//! floats plus GEMM scratch and, per worker, a member workspace, whatever the number of members:
-//! for the thesis's network (P = 101,770) on one worker 312,372 floats (1.2 MB) at batch 1,
-//! 474,872 at batch 32.
+//! floats plus GEMM scratch and, per worker, a member workspace, whatever the number of members
+//! (the update's direction reuses the member phase's room): for the thesis's network (P =
+//! 101,770) on one worker 210,602 floats (0.8 MB) at batch 1, 373,102 at batch 32.
 
 use core::fmt;
 
@@ -111,13 +111,14 @@ impl Resampled {
         let l = &self.perturb.layout;
         let (bh, bo, w) = (batch * l.hidden, batch * l.outputs, workers.max(1));
         let (members, update) = if self.perturb.rank == 0 {
-            // Per worker a member workspace of the restricted network; then the restricted
-            // parameters, batch and direction, and per worker a perturbation block and a W1 row.
+            // Per worker a member workspace of the restricted network, whose first one's
+            // parameters hold the restricted direction once the members are done; then the
+            // restricted parameters and batch, and per worker a perturbation block and a W1 row.
             let (active, sub) = (active.min(l.inputs), self.restricted_to(active.min(l.inputs)));
             let restricted = sub.perturb.layout.num_params();
             (
                 sub.member_workspace_len(batch),
-                2 * restricted + batch * active + w * (BLOCK + l.inputs),
+                restricted + batch * active + w * (BLOCK + l.inputs),
             )
         } else {
             (self.member_workspace_len(batch), self.low_rank_update_len(w))
@@ -260,7 +261,7 @@ impl Resampled {
         let sub_rule = self.restricted_to(active);
         let pm = sub_rule.perturb.layout.num_params();
         let mut carve = Carver(update_ws);
-        let (theta_sub, x_sub, d_sub) = (carve.take(pm), carve.take(b * active), carve.take(pm));
+        let (theta_sub, x_sub) = (carve.take(pm), carve.take(b * active));
         let (blocks, rows) = (carve.take(count * BLOCK), carve.take(count * i));
         restrict(&layout, theta, x, cols, theta_sub, x_sub)?;
         let mut stored = buffers.stored.map(|s| &mut s[..m * pm]);
@@ -268,14 +269,16 @@ impl Resampled {
         let jobs = part_ranges(m, count)
             .zip(coeffs.chunks_mut(per))
             .zip(optional_chunks(stored.as_deref_mut(), per * pm))
-            .zip(shares(member_ws, sub_ws_len));
+            .zip(shares(&mut *member_ws, sub_ws_len));
         workers.each(jobs, |(((members, c), store), ws)| {
             sub_rule.dense_coefficients(normal, theta_sub, x_sub, &mean, step, members, ws, c, store)
         })?;
         stabiliser.apply(coeffs)?;
         let coeffs = &*coeffs;
 
-        // The restricted direction sum_k c_k delta_k, by parameter blocks.
+        // The restricted direction sum_k c_k delta_k, by parameter blocks, where the first
+        // member workspace held its member's parameters (a member workspace starts with them).
+        let d_sub = &mut member_ws[..pm];
         let (stored, per) = (
             stored.as_deref(),
             sub_rule.perturb.blocks().div_ceil(count).max(1),
