@@ -263,6 +263,50 @@ fn dense_coefficients_match_a_naive_member_forward() {
     }
 }
 
+/// The member phase reads only theta's output layer, its input layer entering through the
+/// mean's pre-activation: with `W1` and `b1` NaN, the same coefficients bit for bit. The step
+/// relies on it to give the restricted network as the tail of the full network's parameters.
+#[test]
+fn dense_coefficients_read_only_the_output_layer() {
+    let mut rng = TestRng::new(4);
+    let theta = rng.vec(TINY.num_params());
+    let x = rng.vec(2 * 9);
+    let y = [1, 3];
+    for form in [Form::Thesis, Form::Logit] {
+        let r = Resampled {
+            perturb: perturbations(TINY, 0, false, 1.0),
+            members: 5,
+            form,
+            lr: 0.01,
+            momentum: 0.0,
+            normalize: false,
+        };
+        let mean = Mean::new(&TINY, form, &theta, &x, &y);
+        let coefficients = |t: &[f32]| {
+            let mut ws = vec![0f32; r.member_workspace_len(y.len())];
+            let mut coeffs = vec![0f64; r.members];
+            r.dense_coefficients(
+                &Normal::new(),
+                t,
+                &x,
+                &mean.view(),
+                0,
+                0..r.members,
+                &mut ws,
+                &mut coeffs,
+                None,
+            )
+            .unwrap();
+            coeffs.iter().map(|c| c.to_bits()).collect::<Vec<_>>()
+        };
+        let mut blind = theta.clone();
+        let p = TINY.split_mut(&mut blind).unwrap();
+        p.w1.fill(f32::NAN);
+        p.b1.fill(f32::NAN);
+        assert_eq!(coefficients(&blind), coefficients(&theta), "{form:?}");
+    }
+}
+
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();

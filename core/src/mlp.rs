@@ -211,8 +211,7 @@ impl Layout {
     pub fn gemm_scratch_len(&self, batch: usize) -> usize {
         let (b, i, h, o) = (batch, self.inputs, self.hidden, self.outputs);
         [
-            gemm::scratch_len(b, h, i), // hidden = X W1^T
-            gemm::scratch_len(b, o, h), // logits = H W2^T
+            self.forward_scratch_len(b),
             gemm::scratch_len(o, h, b), // dW2 = dZ^T H
             gemm::scratch_len(b, h, o), // dH = dZ W2
             gemm::scratch_len(h, i, b), // dW1 = dA^T X
@@ -221,6 +220,15 @@ impl Layout {
         .into_iter()
         .max()
         .unwrap_or(0)
+    }
+
+    /// Floats of GEMM scratch that [`Layout::forward`] alone needs for a batch of `batch`
+    /// examples (its two products; [`Layout::gemm_scratch_len`] covers the backward pass too).
+    /// O(1).
+    pub fn forward_scratch_len(&self, batch: usize) -> usize {
+        let (b, i, h, o) = (batch, self.inputs, self.hidden, self.outputs);
+        // hidden = X W1^T, logits = H W2^T
+        gemm::scratch_len(b, h, i).max(gemm::scratch_len(b, o, h))
     }
 
     /// Forward pass of `batch` examples `x` (`batch x inputs`): `hidden = relu(x W1^T + b1)`

@@ -62,9 +62,9 @@ const MAX_ACTIVE: usize = 400;
 /// Parameters of the network restricted to `MAX_ACTIVE` inputs.
 const RESTRICTED: usize = MAX_ACTIVE * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + NUM_CLASSES;
 /// Workspace floats reserved: checked against `step_workspace_len_for(1, MAX_ACTIVE, 1)` (about
-/// two restricted networks: a member's, whose room then holds the direction, and the mean's)
-/// and the input row after it, and large enough to evaluate in.
-const WORK: usize = 2 * RESTRICTED + 8 * 1024;
+/// one restricted network: a member's perturbation, whose room then holds the direction) and the
+/// input row after it, and against what an evaluation batch needs.
+const WORK: usize = RESTRICTED + 8 * 1024;
 /// Training examples at most (MNIST's training split); the order holds them as u16.
 const MAX_EXAMPLES: usize = 60_000;
 const _: () = assert!(MAX_EXAMPLES <= u16::MAX as usize + 1);
@@ -342,7 +342,7 @@ struct Eval<'b> {
 /// How many of the first `n` test examples the network classifies correctly (the first largest
 /// logit, as `ienk-cli eval`), `EVAL_BATCH` at a time, in buffers carved from the workspace.
 fn correct_answers<'a>(b: Eval<'_>, test: &mut Split<'a>, n: usize) -> Result<usize, Failure<'a>> {
-    let scratch_len = LAYOUT.gemm_scratch_len(EVAL_BATCH);
+    let scratch_len = LAYOUT.forward_scratch_len(EVAL_BATCH);
     let lens = [
         EVAL_BATCH * IMAGE_PIXELS,
         EVAL_BATCH * HIDDEN,

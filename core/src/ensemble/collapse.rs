@@ -76,10 +76,26 @@ pub fn restrict(
     p.b1.copy_from_slice(full.b1);
     p.w2.copy_from_slice(full.w2);
     p.b2.copy_from_slice(full.b2);
-    for (dst, src) in x_sub.chunks_exact_mut(cols.len().max(1)).zip(x.chunks_exact(i)) {
+    restrict_batch(i, x, cols, x_sub)?;
+    Ok(sub)
+}
+
+/// The batch `x` (`B x inputs`) restricted to the input columns `cols` (increasing), written to
+/// `x_sub` (`B x cols.len()`): the input of the network [`restrict`] gives, which is all a
+/// step needs of it besides the full network's output layer (see
+/// [`super::resampled::Resampled::dense_coefficients`]). O(B cols).
+pub fn restrict_batch(inputs: usize, x: &[f32], cols: &[u32], x_sub: &mut [f32]) -> Result<(), MlpError> {
+    check_columns(cols, inputs)?;
+    let batch = x.len() / inputs.max(1);
+    check_len("input batch", x.len(), batch * inputs)?;
+    check_len("restricted input batch", x_sub.len(), batch * cols.len())?;
+    for (dst, src) in x_sub
+        .chunks_exact_mut(cols.len().max(1))
+        .zip(x.chunks_exact(inputs))
+    {
         dst.iter_mut().zip(cols).for_each(|(d, &c)| *d = src[c as usize]);
     }
-    Ok(sub)
+    Ok(())
 }
 
 /// `sqrt(sum_d e_d^2)`: the norm of the coefficients per independent draw (members of an

@@ -89,13 +89,10 @@ pub fn forward_dense(
     Ok(())
 }
 
-/// Floats of GEMM scratch [`forward_delta_member`] needs on `batch` rows.
+/// Floats of GEMM scratch [`forward_delta_member`] needs on `batch` rows: the products of a
+/// forward pass ([`Layout::forward_scratch_len`]).
 pub fn delta_scratch_len(layout: &Layout, batch: usize) -> usize {
-    gemm::scratch_len(batch, layout.hidden, layout.inputs).max(gemm::scratch_len(
-        batch,
-        layout.outputs,
-        layout.hidden,
-    ))
+    layout.forward_scratch_len(batch)
 }
 
 /// Logits (`B x outputs`) of the network `theta + delta` (full-rank `delta`, length P), given

@@ -360,8 +360,11 @@ impl Resampled {
 
     /// Full-rank member phase: the coefficients of `members` (written to `coeffs`, one per member
     /// of the range). When `store` is given (`members.len() x P`), each member's perturbation is
-    /// generated there and kept for [`Resampled::update_blocks`]. Costs `members P` normal draws
-    /// and `2 B members P` flops.
+    /// generated there and kept for [`Resampled::update_blocks`]. Of `theta` (length P) only the
+    /// output layer (`W2`, `b2`) is read, its input layer entering through `mean.pre`: so the
+    /// network restricted to a batch's active inputs can be given as the last P floats of the
+    /// full network's parameters, whose output layer is the same, without gathering its `W1`.
+    /// Costs `members P` normal draws and `2 B members P` flops.
     #[allow(clippy::too_many_arguments)]
     pub fn dense_coefficients(
         &self,

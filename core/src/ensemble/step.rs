@@ -10,12 +10,13 @@
 //! ([`super::collapse`]); the perturbations are regenerated from their seeds in the update
 //! unless the caller gives room to store them. The workspace is therefore O(P + B (inputs + H))
 //! floats plus GEMM scratch and, per worker, a member workspace, whatever the number of members
-//! (the update's direction reuses the member phase's room): for the thesis's network (P =
-//! 101,770) on one worker 210,602 floats (0.8 MB) at batch 1, 373,102 at batch 32.
+//! (the members read the full network's output layer in place, and the update's direction
+//! reuses the member phase's room): for the thesis's network (P = 101,770) on one worker
+//! 107,868 floats (0.43 MB) at batch 1, 271,332 at batch 32.
 
 use core::fmt;
 
-use super::collapse::{active_columns, draw_coefficient_norm, expand_w1_rows, restrict};
+use super::collapse::{active_columns, draw_coefficient_norm, expand_w1_rows, restrict_batch};
 use super::low_rank_update::DrawRows;
 use super::perturb::{BLOCK, Perturbations};
 use super::resampled::{Carver, MeanView, NonFiniteCoefficient, Resampled, Stabiliser, innovation};
@@ -111,19 +112,27 @@ impl Resampled {
         let l = &self.perturb.layout;
         let (bh, bo, w) = (batch * l.hidden, batch * l.outputs, workers.max(1));
         let (members, update) = if self.perturb.rank == 0 {
-            // Per worker a member workspace of the restricted network, whose first one's
-            // parameters hold the restricted direction once the members are done; then the
-            // restricted parameters and batch, and per worker a perturbation block and a W1 row.
+            // Per worker a member workspace of the restricted network, whose first one's room for
+            // a perturbation holds the restricted direction once the members are done; then the
+            // restricted batch, and per worker a perturbation block and a W1 row.
             let (active, sub) = (active.min(l.inputs), self.restricted_to(active.min(l.inputs)));
-            let restricted = sub.perturb.layout.num_params();
             (
                 sub.member_workspace_len(batch),
-                restricted + batch * active + w * (BLOCK + l.inputs),
+                batch * active + w * (BLOCK + l.inputs),
             )
         } else {
             (self.member_workspace_len(batch), self.low_rank_update_len(w))
         };
-        [bh, bh, bo, bo, bo, l.gemm_scratch_len(batch), w * members, update]
+        [
+            bh,
+            bh,
+            bo,
+            bo,
+            bo,
+            l.forward_scratch_len(batch),
+            w * members,
+            update,
+        ]
     }
 
     /// This rule on the network restricted to `active` input columns: the full-rank members'
@@ -261,9 +270,15 @@ impl Resampled {
         let sub_rule = self.restricted_to(active);
         let pm = sub_rule.perturb.layout.num_params();
         let mut carve = Carver(update_ws);
-        let (theta_sub, x_sub) = (carve.take(pm), carve.take(b * active));
-        let (blocks, rows) = (carve.take(count * BLOCK), carve.take(count * i));
-        restrict(&layout, theta, x, cols, theta_sub, x_sub)?;
+        let (x_sub, blocks, rows) = (
+            carve.take(b * active),
+            carve.take(count * BLOCK),
+            carve.take(count * i),
+        );
+        restrict_batch(i, x, cols, x_sub)?;
+        // The members read only the output layer, which the last `pm` floats of theta hold as
+        // the restricted network would.
+        let theta_sub = &theta[p - pm..];
         let mut stored = buffers.stored.map(|s| &mut s[..m * pm]);
         let (sub_ws_len, per) = (sub_rule.member_workspace_len(b), part_len(m, count));
         let jobs = part_ranges(m, count)
@@ -277,7 +292,7 @@ impl Resampled {
         let coeffs = &*coeffs;
 
         // The restricted direction sum_k c_k delta_k, by parameter blocks, where the first
-        // member workspace held its member's parameters (a member workspace starts with them).
+        // member workspace held its members' perturbations (a member workspace starts with one).
         let d_sub = &mut member_ws[..pm];
         let (stored, per) = (
             stored.as_deref(),
