@@ -194,9 +194,15 @@ fn regenerated_update_equals_stored_update() {
 /// The mean network's state and the coefficients of all of `r`'s members at `theta` on
 /// `(x, y)` (step 0), as the trainer computes them.
 fn all_coefficients(r: &Resampled, theta: &[f32], x: &[f32], y: &[u8]) -> (Mean, Vec<f64>) {
-    let layout = r.perturb.layout;
-    let mean = Mean::new(&layout, r.form, theta, x, y);
-    let mut ws = vec![0f32; r.member_workspace_len(y.len())];
+    let mean = Mean::new(&r.perturb.layout, r.form, theta, x, y);
+    let coeffs = member_coefficients(r, theta, x, &mean);
+    (mean, coeffs)
+}
+
+/// The coefficients of all of `r`'s members (step 0) given the mean network's state, with
+/// `theta` as the members' parameters.
+fn member_coefficients(r: &Resampled, theta: &[f32], x: &[f32], mean: &Mean) -> Vec<f64> {
+    let mut ws = vec![0f32; r.member_workspace_len(mean.logits.len() / r.perturb.layout.outputs)];
     let mut coeffs = vec![0f64; r.members];
     r.dense_coefficients(
         &Normal::new(),
@@ -210,7 +216,7 @@ fn all_coefficients(r: &Resampled, theta: &[f32], x: &[f32], y: &[u8]) -> (Mean,
         None,
     )
     .unwrap();
-    (mean, coeffs)
+    coeffs
 }
 
 #[test]
@@ -283,20 +289,7 @@ fn dense_coefficients_read_only_the_output_layer() {
         };
         let mean = Mean::new(&TINY, form, &theta, &x, &y);
         let coefficients = |t: &[f32]| {
-            let mut ws = vec![0f32; r.member_workspace_len(y.len())];
-            let mut coeffs = vec![0f64; r.members];
-            r.dense_coefficients(
-                &Normal::new(),
-                t,
-                &x,
-                &mean.view(),
-                0,
-                0..r.members,
-                &mut ws,
-                &mut coeffs,
-                None,
-            )
-            .unwrap();
+            let coeffs = member_coefficients(&r, t, &x, &mean);
             coeffs.iter().map(|c| c.to_bits()).collect::<Vec<_>>()
         };
         let mut blind = theta.clone();
