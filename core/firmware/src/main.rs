@@ -7,7 +7,8 @@
 //! time (as a device reads flash), the progress goes to the host's console and the model is
 //! streamed to a host file 256 bytes at a time. After each epoch it prints the training loss and
 //! accuracy, the test accuracy, and the core clock's ticks per example (`ticks`: cycles on a
-//! board, 40 instructions each under `qemu.sh`). The model is the one `ienk-cli train --kernel
+//! board, 40 instructions each under `qemu.sh`), and a tenth of the way through each epoch the
+//! same so far. The model is the one `ienk-cli train --kernel
 //! portable --optimizer ienk --form thesis --clip 2 --particles 10 --batch-size 1 --lr 0.001
 //! --limit N --epochs E --seed S` writes on a PC, bit for bit (CI checks it).
 //!
@@ -72,6 +73,8 @@ const _: () = assert!(MAX_EXAMPLES <= u16::MAX as usize + 1);
 const EVAL_BATCH: usize = 20;
 /// Bytes of the command line kept.
 const CMDLINE: usize = 1024;
+/// Progress lines per epoch (an epoch takes hours on a chip).
+const PROGRESS_LINES: usize = 10;
 
 /// Every buffer of a run: one static, zeroed at boot.
 struct Buffers {
@@ -264,11 +267,12 @@ fn train_model<'a>(
     order.iter_mut().zip(0u16..).for_each(|(o, i)| *o = i);
     let mut order_rng = rng(args.seed, Stream::Order);
     let mut step = 0u64;
+    let progress_every = (n / PROGRESS_LINES).max(1);
     for epoch in 1..=args.epochs {
         let started = ticks::now();
         shuffle(order, &mut order_rng);
         let mut seen = BatchStats::default();
-        for &i in order.iter() {
+        for (done, &i) in (1..).zip(order.iter()) {
             let (i, image, label) = (i as usize, &mut pixels[..IMAGE_PIXELS], &mut labels[..1]);
             train.read(i, image, label)?;
             let active = image.iter().filter(|&&p| p != 0).count();
@@ -293,6 +297,18 @@ fn train_model<'a>(
                 .step(&normal, stabiliser, theta, None, x, label, step - 1, buffers)
                 .map_err(|error| Failure::Step { epoch, step, error })?;
             seen.merge(stats);
+            if done % progress_every == 0 && done < n {
+                hprintln!(
+                    "  epoch {}/{}: {} of {} examples, train loss {:.4} acc {:.4} so far, {} clock ticks per example",
+                    epoch,
+                    args.epochs,
+                    done,
+                    n,
+                    seen.mean_loss(),
+                    seen.accuracy(),
+                    (ticks::now() - started) / done as u64
+                );
+            }
         }
         let trained = ticks::now();
         let per_training_example = (trained - started) / n as u64;
