@@ -6,7 +6,7 @@ mod common;
 
 use common::{Mean, TestRng, logits_of};
 use ienk::ensemble::collapse::{
-    active_columns, draw_coefficient_norm, expand_direction, expand_w1_rows, restrict,
+    active_columns, draw_coefficient_norm, expand_direction, expand_w1_rows, restrict_batch,
 };
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{Form, Resampled};
@@ -79,12 +79,15 @@ fn restricted_network_gives_the_full_networks_logits() {
     let a = active_columns(&x, 13, &mut cols).unwrap();
     let cols = &cols[..a];
     let sub = Layout { inputs: a, ..LAYOUT };
-    let mut theta_sub = vec![f32::NAN; sub.num_params()];
     let mut x_sub = vec![f32::NAN; 3 * a];
-    assert_eq!(
-        restrict(&LAYOUT, &theta, &x, cols, &mut theta_sub, &mut x_sub).unwrap(),
-        sub
-    );
+    restrict_batch(13, &x, cols, &mut x_sub).unwrap();
+    // The restricted network by naive copies: W1's active columns, then b1, W2 and b2.
+    let mut theta_sub: Vec<f32> = (0..6)
+        .flat_map(|row| cols.iter().map(move |&c| (row, c as usize)))
+        .map(|(row, c)| theta[row * 13 + c])
+        .collect();
+    theta_sub.extend_from_slice(&theta[6 * 13..]);
+    assert_eq!(theta_sub.len(), sub.num_params());
     // A member of the restricted network is a member of the full one whatever the inactive
     // columns of its W1 perturbation hold.
     let delta_sub = rng.vec(sub.num_params());
@@ -109,19 +112,14 @@ fn restricted_network_gives_the_full_networks_logits() {
         assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
     }
     // Columns out of order or past the inputs are refused.
-    let mut ts = theta_sub.clone();
     let mut xs = x_sub.clone();
-    let bad = [3u32, 2];
     assert!(matches!(
-        restrict(
-            &LAYOUT,
-            &theta,
-            &x,
-            &bad,
-            &mut ts[..Layout { inputs: 2, ..LAYOUT }.num_params()],
-            &mut xs[..6]
-        ),
+        restrict_batch(13, &x, &[3, 2], &mut xs[..6]),
         Err(MlpError::Columns { index: 1, value: 2 })
+    ));
+    assert!(matches!(
+        restrict_batch(13, &x, &[3, 13], &mut xs[..6]),
+        Err(MlpError::Columns { index: 1, value: 13 })
     ));
 }
 
@@ -196,7 +194,7 @@ fn direction(r: &Resampled, theta: &[f32], x: &[f32], y: &[u8], step: u64, colla
         layout.inputs
     };
     let sub = Layout { inputs: a, ..layout };
-    let (mut theta_sub, mut x_sub) = (vec![0f32; sub.num_params()], vec![0f32; b * a]);
+    let mut x_sub = vec![0f32; b * a];
     let member_rule = Resampled {
         perturb: Perturbations {
             layout: sub,
@@ -205,8 +203,10 @@ fn direction(r: &Resampled, theta: &[f32], x: &[f32], y: &[u8], step: u64, colla
         ..*r
     };
     let (th, xm) = if collapsed {
-        restrict(&layout, theta, x, &cols[..a], &mut theta_sub, &mut x_sub).unwrap();
-        (&theta_sub[..], &x_sub[..])
+        // As the step gives them: the batch's active columns, and for the members' output
+        // layer the last floats of theta.
+        restrict_batch(layout.inputs, x, &cols[..a], &mut x_sub).unwrap();
+        (&theta[theta.len() - sub.num_params()..], &x_sub[..])
     } else {
         (theta, x)
     };

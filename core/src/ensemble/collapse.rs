@@ -5,8 +5,9 @@
 //! the coefficients, those columns' entries of the update direction `sum_k c_k delta_k` are
 //! therefore independent `N(0, (c s_1)^2 sum_d e_d^2)`, with `e_d` the total coefficient of
 //! independent draw `d` (`c_k`, or `c_2j - c_2j+1` for antithetic pairs). So the members need
-//! perturbations of the active columns only (the network restricted to them, [`restrict`]), and
-//! the rest of the direction is one draw per entry ([`expand_direction`]): the same update in
+//! perturbations of the active columns only (the network restricted to them: the batch's
+//! columns by [`restrict_batch`], with the full network's output layer), and the rest of the
+//! direction is one draw per entry ([`expand_direction`]): the same update in
 //! distribution as drawing every member's full perturbation, with a fraction of the draws. With
 //! 10 members and one example, about 0.3 M draws per step instead of 1 M (2 M when regenerated).
 
@@ -45,44 +46,9 @@ fn check_columns(cols: &[u32], inputs: usize) -> Result<(), MlpError> {
     Ok(())
 }
 
-/// The network restricted to the input columns `cols` (increasing): writes its parameters
-/// (`W1[:, cols] | b1 | W2 | b2`) to `theta_sub` and the batch's columns to `x_sub`
-/// (`B x cols.len()`), and returns its layout. O(H cols + P_2 + B cols).
-pub fn restrict(
-    layout: &Layout,
-    theta: &[f32],
-    x: &[f32],
-    cols: &[u32],
-    theta_sub: &mut [f32],
-    x_sub: &mut [f32],
-) -> Result<Layout, MlpError> {
-    let full = layout.split(theta)?;
-    let i = layout.inputs;
-    check_columns(cols, i)?;
-    let sub = Layout {
-        inputs: cols.len(),
-        ..*layout
-    };
-    let batch = x.len() / i.max(1);
-    check_len("input batch", x.len(), batch * i)?;
-    check_len("restricted input batch", x_sub.len(), batch * cols.len())?;
-    let p = sub.split_mut(theta_sub)?;
-    for (dst, src) in
-        p.w1.chunks_exact_mut(cols.len().max(1))
-            .zip(full.w1.chunks_exact(i))
-    {
-        dst.iter_mut().zip(cols).for_each(|(d, &c)| *d = src[c as usize]);
-    }
-    p.b1.copy_from_slice(full.b1);
-    p.w2.copy_from_slice(full.w2);
-    p.b2.copy_from_slice(full.b2);
-    restrict_batch(i, x, cols, x_sub)?;
-    Ok(sub)
-}
-
 /// The batch `x` (`B x inputs`) restricted to the input columns `cols` (increasing), written to
-/// `x_sub` (`B x cols.len()`): the input of the network [`restrict`] gives, which is all a
-/// step needs of it besides the full network's output layer (see
+/// `x_sub` (`B x cols.len()`): the input of the network restricted to those columns, which is
+/// all a step needs of it besides the full network's output layer (see
 /// [`super::resampled::Resampled::dense_coefficients`]). O(B cols).
 pub fn restrict_batch(inputs: usize, x: &[f32], cols: &[u32], x_sub: &mut [f32]) -> Result<(), MlpError> {
     check_columns(cols, inputs)?;
