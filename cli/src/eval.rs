@@ -81,7 +81,7 @@ fn evaluate_rows(
     let mut y = vec![0u8; n];
     let mut hidden = vec![0f32; n * layout.hidden];
     let mut logits = vec![0f32; n * layout.outputs];
-    let mut scratch = vec![0f32; layout.gemm_scratch_len(n)];
+    let mut scratch = vec![0f32; layout.forward_scratch_len(n)];
     let mut start = rows.start;
     while start < rows.end {
         let len = CHUNK.min(rows.end - start);

@@ -16,7 +16,7 @@ pub fn report(model: &LoadedModel, pixels: &[u8], label: Option<u8>) -> Result<S
     pixels_to_unit(pixels, &mut x);
     let mut hidden = vec![0f32; layout.hidden];
     let mut logits = vec![0f32; NUM_CLASSES];
-    let mut scratch = vec![0f32; layout.gemm_scratch_len(1)];
+    let mut scratch = vec![0f32; layout.forward_scratch_len(1)];
     layout
         .forward(&model.theta, &x, &mut hidden, &mut logits, &mut scratch)
         .map_err(|e| CliError::Failed(format!("prediction failed: {e}")))?;

@@ -24,7 +24,7 @@ const HIDDEN: usize = 128;
 const PARAMS: usize = IMAGE_PIXELS * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + NUM_CLASSES;
 /// Images per forward pass.
 const BATCH: usize = 20;
-/// GEMM scratch floats reserved; checked against `LAYOUT.gemm_scratch_len(BATCH)`.
+/// GEMM scratch floats reserved; checked against `LAYOUT.forward_scratch_len(BATCH)`.
 const SCRATCH: usize = 64 * 1024;
 
 fn main() -> ExitCode {
@@ -66,7 +66,7 @@ fn accuracy(model: &[u8], images: &[u8], labels: &[u8]) -> Result<(usize, usize)
     let mut theta = [0f32; PARAMS];
     m.copy_params(&mut theta).map_err(|e| format!("model: {e}"))?;
     let test = Split::parse(images, labels).map_err(|e| format!("test set: {e}"))?;
-    let need = LAYOUT.gemm_scratch_len(BATCH);
+    let need = LAYOUT.forward_scratch_len(BATCH);
     if need > SCRATCH {
         return Err(format!("GEMM scratch: {need} floats needed, {SCRATCH} reserved"));
     }

@@ -84,7 +84,7 @@
 //!     let mut theta = vec![0f32; layout.num_params()];
 //!     model.copy_params(&mut theta)?;
 //!     let (mut hidden, mut logits) = (vec![0f32; layout.hidden], [0f32; 10]);
-//!     let mut scratch = vec![0f32; layout.gemm_scratch_len(1)];
+//!     let mut scratch = vec![0f32; layout.forward_scratch_len(1)];
 //!     layout.forward(&theta, image, &mut hidden, &mut logits, &mut scratch)?;
 //!     Ok(loss::argmax(&logits))
 //! }

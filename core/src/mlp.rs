@@ -3,7 +3,7 @@
 //!
 //! Forward and backward run on the blocked GEMM kernels with the bias (+ ReLU) fused into the
 //! product. All buffers are the caller's: [`Layout::gemm_scratch_len`] says how much GEMM scratch a
-//! batch needs.
+//! batch needs, [`Layout::forward_scratch_len`] how much a forward pass alone needs.
 
 use core::fmt;
 use core::ops::Range;
