@@ -29,7 +29,7 @@ impl<'a> IdxFile<'a> {
         let host = |error| Failure::Host { path: name, error };
         let mut file = File::open(&path, Mode::Read).map_err(host)?;
         let len = file.len().map_err(host)?;
-        let mut start = [0u8; 16];
+        let mut start = [0u8; IdxKind::Images.header_len()]; // the longer header
         let start = &mut start[..kind.header_len().min(len)];
         file.read_at(0, start).map_err(host)?;
         match Header::parse(kind, start, len) {
