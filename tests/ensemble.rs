@@ -1070,3 +1070,53 @@ fn an_antithetic_partners_factors_are_the_first_members_negated_bit_for_bit() {
     let pt = perturbations(layout, 1, false, 1.0);
     assert!((0..6).all(|k| !pt.is_partner(k)));
 }
+
+#[test]
+fn direction_blocks_sum_the_members_perturbations_in_place_as_update_blocks_does() {
+    // P = 6110: a whole block of BLOCK = 4096 floats and a short one.
+    let layout = Layout {
+        inputs: 50,
+        hidden: 100,
+        outputs: 10,
+    };
+    let r = Resampled {
+        perturb: perturbations(layout, 0, false, 1.0),
+        members: 7,
+        form: Form::Logit,
+        lr: 0.25,
+        momentum: 0.0,
+        normalize: false,
+    };
+    let coeffs = [0.3, -1.7, 2.5, 0.0, -0.01, 4.0, -2.2];
+    let (normal, p, step) = (Normal::new(), layout.num_params(), 5);
+    // Naively: every member's whole perturbation, summed member by member in f32 from zero.
+    let mut stored = vec![0f32; r.members * p];
+    let mut expected = vec![0f32; p];
+    for (k, &c) in coeffs.iter().enumerate() {
+        let delta = &mut stored[k * p..(k + 1) * p];
+        r.perturb.fill_member(&normal, step, k, delta);
+        for (e, &d) in expected.iter_mut().zip(delta.iter()) {
+            *e += c as f32 * d;
+        }
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let mut tmp = vec![0f32; BLOCK];
+    for kept in [None, Some(&stored[..])] {
+        // Whole, and from the second block on; what the part held before is overwritten.
+        let mut whole = vec![f32::NAN; p];
+        r.direction_blocks(&normal, &mut whole, 0, &coeffs, step, kept, &mut tmp)
+            .unwrap();
+        assert_eq!(bits(&whole), bits(&expected));
+        let mut tail = vec![f32::NAN; p - BLOCK];
+        r.direction_blocks(&normal, &mut tail, 1, &coeffs, step, kept, &mut tmp)
+            .unwrap();
+        assert_eq!(bits(&tail), bits(&expected[BLOCK..]));
+    }
+    // The update moves theta by -h times the same sums (h = 0.25 on both layers).
+    let theta: Vec<f32> = (0..p).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut moved = theta.clone();
+    r.update_blocks(&normal, &mut moved, None, 0, &coeffs, step, None, &mut tmp)
+        .unwrap();
+    let want: Vec<f32> = theta.iter().zip(&expected).map(|(t, d)| t - 0.25 * d).collect();
+    assert_eq!(bits(&moved), bits(&want));
+}

@@ -409,7 +409,8 @@ impl Resampled {
     /// (a contiguous piece of theta starting at `first_block * BLOCK`): `part -= h sum_k c_k
     /// delta_k` (through `velocity`, the same piece of the velocity, when momentum is used), each
     /// delta regenerated from its seed, or read from `stored` (`M x P`) when given. `tmp` holds
-    /// `BLOCK` floats. Costs `M len(part)` normal draws (none when stored).
+    /// `BLOCK` floats; the sums take `BLOCK` floats (16 KB) of stack. Costs `M len(part)` normal
+    /// draws (none when stored).
     #[allow(clippy::too_many_arguments)]
     pub fn update_blocks(
         &self,
@@ -422,45 +423,27 @@ impl Resampled {
         stored: Option<&[f32]>,
         tmp: &mut [f32],
     ) -> Result<(), MlpError> {
-        let p_len = self.perturb.layout.num_params();
-        check_len("coefficients", coeffs.len(), self.members)?;
-        check_len("block buffer", tmp.len(), BLOCK)?;
-        if let Some(s) = stored {
-            check_len("stored perturbations", s.len(), self.members * p_len)?;
-        }
+        self.check_sum_buffers(coeffs, stored, tmp)?;
         if let Some(v) = velocity.as_deref() {
             check_len("velocity", v.len(), part.len())?;
         }
         let mut acc = [0f32; BLOCK];
         for (b, chunk) in part.chunks_mut(BLOCK).enumerate() {
             let block = first_block + b;
-            let start = block * BLOCK;
             let acc = &mut acc[..chunk.len()];
             acc.fill(0.0);
-            for (k, &c) in coeffs.iter().enumerate() {
-                let delta: &[f32] = match stored {
-                    Some(s) => &s[k * p_len + start..k * p_len + start + chunk.len()],
-                    None => {
-                        let t = &mut tmp[..chunk.len()];
-                        self.perturb.fill_block(normal, step, k, block, t);
-                        t
-                    }
-                };
-                let c = c as f32;
-                acc.iter_mut().zip(delta).for_each(|(a, &d)| *a += c * d);
-            }
+            self.sum_block(normal, acc, block, coeffs, step, stored, tmp);
             let v = velocity
                 .as_deref_mut()
                 .map(|v| &mut v[b * BLOCK..b * BLOCK + chunk.len()]);
-            self.apply_layers(chunk, acc, v, start);
+            self.apply_layers(chunk, acc, v, block * BLOCK);
         }
         Ok(())
     }
 
     /// The direction `sum_k c_k delta_k` itself over the parameter blocks `first_block ..`,
-    /// written to `part` (overwritten): [`Resampled::update_blocks`] of a zero vector with
-    /// step -1, without momentum or normalisation, so the same sums bit for bit. O(as the
-    /// update).
+    /// written to `part` (overwritten): the sums of [`Resampled::update_blocks`], bit for bit,
+    /// made in `part` itself, so without its stack. O(as the update).
     #[allow(clippy::too_many_arguments)]
     pub fn direction_blocks(
         &self,
@@ -472,14 +455,56 @@ impl Resampled {
         stored: Option<&[f32]>,
         tmp: &mut [f32],
     ) -> Result<(), MlpError> {
-        let summing = Resampled {
-            lr: -1.0,
-            normalize: false,
-            momentum: 0.0,
-            ..*self
-        };
-        part.fill(0.0);
-        summing.update_blocks(normal, part, None, first_block, coeffs, step, stored, tmp)
+        self.check_sum_buffers(coeffs, stored, tmp)?;
+        for (b, chunk) in part.chunks_mut(BLOCK).enumerate() {
+            chunk.fill(0.0);
+            self.sum_block(normal, chunk, first_block + b, coeffs, step, stored, tmp);
+        }
+        Ok(())
+    }
+
+    /// Checks the buffers of [`Resampled::update_blocks`] and [`Resampled::direction_blocks`]:
+    /// a coefficient per member, a block of `tmp`, and `M x P` stored perturbations if any. O(1).
+    fn check_sum_buffers(&self, coeffs: &[f64], stored: Option<&[f32]>, tmp: &[f32]) -> Result<(), MlpError> {
+        check_len("coefficients", coeffs.len(), self.members)?;
+        check_len("block buffer", tmp.len(), BLOCK)?;
+        if let Some(s) = stored {
+            check_len(
+                "stored perturbations",
+                s.len(),
+                self.members * self.perturb.layout.num_params(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Adds `sum_k c_k delta_k` over the first `acc.len()` entries of parameter block `block` to
+    /// `acc`, member by member, each delta regenerated into `tmp` or read from `stored`.
+    /// Costs `M len(acc)` normal draws (none when stored).
+    #[allow(clippy::too_many_arguments)]
+    fn sum_block(
+        &self,
+        normal: &Normal,
+        acc: &mut [f32],
+        block: usize,
+        coeffs: &[f64],
+        step: u64,
+        stored: Option<&[f32]>,
+        tmp: &mut [f32],
+    ) {
+        let (p_len, start) = (self.perturb.layout.num_params(), block * BLOCK);
+        for (k, &c) in coeffs.iter().enumerate() {
+            let delta: &[f32] = match stored {
+                Some(s) => &s[k * p_len + start..k * p_len + start + acc.len()],
+                None => {
+                    let t = &mut tmp[..acc.len()];
+                    self.perturb.fill_block(normal, step, k, block, t);
+                    t
+                }
+            };
+            let c = c as f32;
+            acc.iter_mut().zip(delta).for_each(|(a, &d)| *a += c * d);
+        }
     }
 
     /// The members of draws `draws` (an antithetic pair's two, or one each): `first_member(d0)
