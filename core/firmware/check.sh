@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The firmware on QEMU's Cortex-M4F board against ienk-cli on this PC: with the same settings
 # and seed, it must write the same model bit for bit and print the same test accuracy after
-# every epoch; on bad input it must stop with a message naming the file, exit 1 and leave no
-# model behind. Needs MNIST in $IENK_DATA (raw or .gz), qemu-system-arm, rustup's
+# every epoch, both as built by default and as built for parts with 256 KiB of RAM; on bad input
+# it must stop with a message naming the file, exit 1 and leave no model behind. Needs MNIST in $IENK_DATA (raw or .gz), qemu-system-arm, rustup's
 # thumbv7em-none-eabihf target, and python3 with numpy and safetensors.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -19,19 +19,30 @@ cargo build --release
 firmware=target/thumbv7em-none-eabihf/release/ienk-firmware
 run() { timeout 600 ./qemu.sh "$firmware" "$@"; }
 
-# 300 examples, two epochs (the order is reshuffled between them), the whole test split.
-run "$work/data" "$work/firmware.safetensors" 300 2 4 10000 | tee "$work/firmware.txt"
-"$root/target/release/ienk-cli" train --data-dir "$work/data" --kernel portable --optimizer ienk \
-  --form thesis --clip 2 --particles 10 --batch-size 1 --lr 0.001 --limit 300 --epochs 2 --seed 4 \
-  --threads 1 --progress 1 --out "$work/cli.safetensors" | tee "$work/cli.txt"
-python3 "$root/tests/interop/same_params.py" "$work/firmware.safetensors" "$work/cli.safetensors"
-ours=$(sed -n 's/^epoch \([0-9]*\)\/.*test acc \([0-9.]*\).*/\1 \2/p' "$work/firmware.txt")
-theirs=$(sed -n 's/^--- epoch \([0-9]*\)\/.*| test loss [0-9.]* acc \([0-9.]*\).*/\1 \2/p' "$work/cli.txt")
-if [ -z "$ours" ] || [ "$ours" != "$theirs" ]; then
-  echo "firmware: test accuracy per epoch [$ours], ienk-cli [$theirs]" >&2
-  exit 1
-fi
-echo "firmware: the Cortex-M4F wrote ienk-cli train's model and test accuracies ($(echo $ours | tr '\n' ' '))"
+# Trains on QEMU with the firmware ELF $1 (built for $2 hidden units) on 300 examples for two
+# epochs (the order is reshuffled between them), scores the whole test split, and compares the
+# model and the test accuracies with ienk-cli's, and that it reported the stack it used.
+same_as_cli() { # ELF HIDDEN
+  local elf="$1" hidden="$2" ours theirs
+  timeout 600 ./qemu.sh "$elf" "$work/data" "$work/firmware.safetensors" 300 2 4 10000 | tee "$work/firmware.txt"
+  "$root/target/release/ienk-cli" train --data-dir "$work/data" --kernel portable --optimizer ienk \
+    --form thesis --clip 2 --particles 10 --batch-size 1 --lr 0.001 --hidden "$hidden" --limit 300 \
+    --epochs 2 --seed 4 --threads 1 --progress 1 --out "$work/cli.safetensors" | tee "$work/cli.txt"
+  python3 "$root/tests/interop/same_params.py" "$work/firmware.safetensors" "$work/cli.safetensors"
+  ours=$(sed -n 's/^epoch \([0-9]*\)\/.*test acc \([0-9.]*\).*/\1 \2/p' "$work/firmware.txt")
+  theirs=$(sed -n 's/^--- epoch \([0-9]*\)\/.*| test loss [0-9.]* acc \([0-9.]*\).*/\1 \2/p' "$work/cli.txt")
+  if [ -z "$ours" ] || [ "$ours" != "$theirs" ]; then
+    echo "firmware: test accuracy per epoch [$ours], ienk-cli [$theirs]" >&2
+    exit 1
+  fi
+  grep -q "stack: [0-9]* bytes used at most" "$work/firmware.txt" || { echo "firmware: no stack line" >&2; exit 1; }
+  echo "firmware: the Cortex-M4F wrote ienk-cli train's model and test accuracies ($(echo $ours | tr '\n' ' '))"
+}
+same_as_cli "$firmware" 128
+# The build for parts with 256 KiB of RAM: 16 hidden units, linked into 256 KiB (which fails
+# when the buffers leave under 16 KiB for the stack).
+IENK_HIDDEN=16 IENK_RAM_KB=256 cargo build --release --target-dir target/h16
+same_as_cli target/h16/thumbv7em-none-eabihf/release/ienk-firmware 16
 
 # Bad input: the status, the message, and no model left behind.
 expect_failure() { # MESSAGE ARGS...
@@ -58,6 +69,11 @@ expect_failure "$work/bad/train-images-idx3-ubyte: truncated: expected 47040016 
 cp "$work/data/train-images-idx3-ubyte" "$work/bad/"
 printf '\x0b' | dd of="$work/bad/train-labels-idx1-ubyte" bs=1 seek=$((8 + 2)) conv=notrunc status=none
 expect_failure "$work/bad/train-labels-idx1-ubyte: label 2 is 11" "$work/bad" "$work/bad.safetensors" 5 1 0 0
+# More examples than a build's order holds.
+IENK_MAX_EXAMPLES=200 cargo build --release --target-dir target/max200
+firmware=target/max200/thumbv7em-none-eabihf/release/ienk-firmware
+expect_failure "EXAMPLES 300: this build holds at most 200 training examples" "$work/data" "$work/bad.safetensors" 300
+firmware=target/thumbv7em-none-eabihf/release/ienk-firmware
 echo "firmware: bad input stops with the file named, status 1, no model left"
 
 # The instruction profile of one step (profile.py) still reads QEMU's log.

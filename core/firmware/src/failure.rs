@@ -48,6 +48,13 @@ pub enum Failure<'a> {
         /// The bound the workspace is sized for.
         bound: usize,
     },
+    /// More training examples asked for than the build's order holds.
+    TooManyExamples {
+        /// Examples the run would use.
+        asked: usize,
+        /// `MAX_EXAMPLES` of this build.
+        bound: usize,
+    },
     /// A buffer reserved at build time is smaller than the run needs.
     Workspace {
         /// What the buffer is for.
@@ -85,6 +92,11 @@ impl fmt::Display for Failure<'_> {
                 f,
                 "training image {index} has {active} non-zero pixels; the step workspace is sized for {bound} \
                  (raise MAX_ACTIVE)"
+            ),
+            Failure::TooManyExamples { asked, bound } => write!(
+                f,
+                "EXAMPLES {asked}: this build holds at most {bound} training examples (set \
+                 IENK_MAX_EXAMPLES, up to 65536, when building)"
             ),
             Failure::Workspace { what, need, have } => {
                 write!(f, "{what}: {need} floats needed, {have} reserved")

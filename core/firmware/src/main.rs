@@ -23,6 +23,7 @@
 mod failure;
 mod host;
 mod mnist;
+mod stack;
 mod ticks;
 
 use cortex_m_rt::{ExceptionFrame, entry, exception};
@@ -45,11 +46,13 @@ use mnist::{Split, Which};
 /// The command line, printed with usage errors.
 pub const USAGE: &str = "usage: ienk-firmware DATA_DIR OUT.safetensors [EXAMPLES [EPOCHS [SEED [TEST_EXAMPLES]]]]\n  \
      DATA_DIR holds MNIST's four IDX files, uncompressed; EXAMPLES: the first N training examples \
-     (default 60000); EPOCHS (default 1); SEED (default 0); TEST_EXAMPLES: the first N test \
-     examples scored after each epoch (default 10000)";
+     (default: as many as the build holds, IENK_MAX_EXAMPLES, 60000 unless set); EPOCHS (default \
+     1); SEED (default 0); TEST_EXAMPLES: the first N test examples scored after each epoch \
+     (default 10000)";
 
-/// The thesis's network.
-const HIDDEN: usize = 128;
+// HIDDEN and MAX_EXAMPLES, set at build time (build.rs): by default the thesis's 128 hidden
+// units and MNIST's 60000 training examples.
+include!(concat!(env!("OUT_DIR"), "/config.rs"));
 const LAYOUT: Layout = Layout::mnist(HIDDEN);
 const PARAMS: usize = IMAGE_PIXELS * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + NUM_CLASSES;
 /// The thesis's scheme: members, step size; one example per update.
@@ -64,12 +67,11 @@ const MAX_ACTIVE: usize = 400;
 const RESTRICTED: usize = MAX_ACTIVE * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + NUM_CLASSES;
 /// Workspace floats reserved: checked against `step_workspace_len_for(1, MAX_ACTIVE, 1)` (about
 /// one restricted network: a member's perturbation, whose room then holds the direction) and the
-/// input row after it, and against what an evaluation batch needs.
+/// input row after it; an evaluation batch takes as many test images as it holds.
 const WORK: usize = RESTRICTED + 8 * 1024;
-/// Training examples at most (MNIST's training split); the order holds them as u16.
-const MAX_EXAMPLES: usize = 60_000;
+// The order holds the examples' indices as u16.
 const _: () = assert!(MAX_EXAMPLES <= u16::MAX as usize + 1);
-/// Test images per forward pass.
+/// Test images per forward pass at most (fewer when the workspace holds fewer).
 const EVAL_BATCH: usize = 20;
 /// Bytes of the command line kept.
 const CMDLINE: usize = 1024;
@@ -89,7 +91,7 @@ struct Training {
     columns: [u32; IMAGE_PIXELS],
     coefficients: [f64; MEMBERS],
     order: [u16; MAX_EXAMPLES],
-    pixels: [u8; EVAL_BATCH * IMAGE_PIXELS],
+    pixels: [u8; IMAGE_PIXELS],
     labels: [u8; EVAL_BATCH],
 }
 
@@ -101,7 +103,7 @@ static mut BUFFERS: Buffers = Buffers {
         columns: [0; IMAGE_PIXELS],
         coefficients: [0.0; MEMBERS],
         order: [0; MAX_EXAMPLES],
-        pixels: [0; EVAL_BATCH * IMAGE_PIXELS],
+        pixels: [0; IMAGE_PIXELS],
         labels: [0; EVAL_BATCH],
     },
 };
@@ -175,7 +177,13 @@ fn run<'a>(cmdline: &'a mut [u8; CMDLINE], b: &mut Training) -> Result<(), Failu
     let args = parse_args(line)?;
     let mut train = Split::open(args.data, Which::Train)?;
     let mut test = Split::open(args.data, Which::Test)?;
-    let n = args.examples.min(train.len()).min(MAX_EXAMPLES);
+    let n = args.examples.min(train.len());
+    if n > MAX_EXAMPLES {
+        return Err(Failure::TooManyExamples {
+            asked: n,
+            bound: MAX_EXAMPLES,
+        });
+    }
     let n_test = args.test_examples.min(test.len());
     let out = FileName {
         dir: "",
@@ -186,7 +194,7 @@ fn run<'a>(cmdline: &'a mut [u8; CMDLINE], b: &mut Training) -> Result<(), Failu
     let mut file = File::open(&out_path, Mode::Write).map_err(|error| Failure::Host { path: out, error })?;
     hprintln!(
         "ienk-firmware: training the 784-{}-10 MLP on {} examples, {} epoch(s), seed {}, on a Cortex-M4F, in {} KB \
-         of static buffers",
+         of static buffers and the stack",
         HIDDEN,
         n,
         args.epochs,
@@ -207,7 +215,8 @@ fn run<'a>(cmdline: &'a mut [u8; CMDLINE], b: &mut Training) -> Result<(), Failu
         let _ = host::remove(&out_path);
         return Err(e);
     }
-    hprintln!("saved {}", out);
+    let (used, room) = stack::usage();
+    hprintln!("saved {} | stack: {} bytes used at most, of {}", out, used, room);
     Ok(())
 }
 
@@ -273,7 +282,7 @@ fn train_model<'a>(
         shuffle(order, &mut order_rng);
         let mut seen = BatchStats::default();
         for (done, &i) in (1..).zip(order.iter()) {
-            let (i, image, label) = (i as usize, &mut pixels[..IMAGE_PIXELS], &mut labels[..1]);
+            let (i, image, label) = (i as usize, &mut pixels[..], &mut labels[..1]);
             train.read(i, image, label)?;
             let active = image.iter().filter(|&&p| p != 0).count();
             if active > MAX_ACTIVE {
@@ -356,32 +365,39 @@ struct Eval<'b> {
 }
 
 /// How many of the first `n` test examples the network classifies correctly (the first largest
-/// logit, as `ienk-cli eval`), `EVAL_BATCH` at a time, in buffers carved from the workspace.
+/// logit, as `ienk-cli eval`), up to `EVAL_BATCH` at a time (as many as the workspace holds), in
+/// buffers carved from the workspace.
 fn correct_answers<'a>(b: Eval<'_>, test: &mut Split<'a>, n: usize) -> Result<usize, Failure<'a>> {
-    let scratch_len = LAYOUT.forward_scratch_len(EVAL_BATCH);
-    let lens = [
-        EVAL_BATCH * IMAGE_PIXELS,
-        EVAL_BATCH * HIDDEN,
-        EVAL_BATCH * NUM_CLASSES,
-    ];
-    let need = lens.iter().sum::<usize>() + scratch_len;
-    if need > WORK {
+    // Floats a forward pass of `batch` images needs: its input, hidden and logit rows, then
+    // GEMM scratch.
+    let need =
+        |batch: usize| batch * (IMAGE_PIXELS + HIDDEN + NUM_CLASSES) + LAYOUT.forward_scratch_len(batch);
+    let Some(batch) = (1..=EVAL_BATCH).rev().find(|&batch| need(batch) <= WORK) else {
         return Err(Failure::Workspace {
             what: "evaluation",
-            need,
+            need: need(1),
             have: WORK,
         });
-    }
+    };
+    let scratch_len = LAYOUT.forward_scratch_len(batch);
+    let lens = [batch * IMAGE_PIXELS, batch * HIDDEN, batch * NUM_CLASSES];
     let (x, rest) = b.work.split_at_mut(lens[0]);
     let (hidden, rest) = rest.split_at_mut(lens[1]);
     let (logits, rest) = rest.split_at_mut(lens[2]);
     let scratch = &mut rest[..scratch_len];
     let mut correct = 0;
-    for start in (0..n).step_by(EVAL_BATCH) {
-        let m = EVAL_BATCH.min(n - start);
-        let (pixels, labels) = (&mut b.pixels[..m * IMAGE_PIXELS], &mut b.labels[..m]);
-        test.read(start, pixels, labels)?;
-        pixels_to_unit(pixels, &mut x[..m * IMAGE_PIXELS]);
+    for start in (0..n).step_by(batch) {
+        let m = batch.min(n - start);
+        let labels = &mut b.labels[..m];
+        // An image at a time into the one image buffer, then onto its row of `x`.
+        for (i, (label, row)) in labels
+            .chunks_exact_mut(1)
+            .zip(x.chunks_exact_mut(IMAGE_PIXELS))
+            .enumerate()
+        {
+            test.read(start + i, &mut b.pixels[..], label)?;
+            pixels_to_unit(&b.pixels[..], row);
+        }
         LAYOUT
             .forward(
                 b.theta,
