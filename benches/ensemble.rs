@@ -307,6 +307,7 @@ fn ienk_step(c: &mut Criterion) {
                     columns: &mut columns,
                     coefficients: &mut coeffs,
                     stored: None,
+                    direction: None,
                 };
                 let stabiliser = Stabiliser::default();
                 r.step(

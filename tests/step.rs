@@ -148,12 +148,13 @@ struct CoreRun {
     columns: Vec<u32>,
     coefficients: Vec<f64>,
     stored: Option<Vec<f32>>,
+    direction: Option<Vec<f32>>,
 }
 
 impl CoreRun {
-    /// Buffers for `workers` workers, the workspace sized for batches with at most `active`
-    /// non-zero input columns.
-    fn new(r: &Resampled, s: &Setting, workers: usize, active: usize, store: bool) -> Self {
+    /// Buffers for `workers` workers, the workspace (and with `direction`, room for the
+    /// direction) sized for batches with at most `active` non-zero input columns.
+    fn new(r: &Resampled, s: &Setting, workers: usize, active: usize, store: bool, direction: bool) -> Self {
         let layout = r.perturb.layout;
         let p = layout.num_params();
         CoreRun {
@@ -163,6 +164,7 @@ impl CoreRun {
             columns: vec![0u32; layout.inputs],
             coefficients: vec![0f64; s.members],
             stored: store.then(|| vec![0f32; s.members * p]),
+            direction: direction.then(|| vec![0f32; r.step_direction_len_for(active)]),
         }
     }
 
@@ -172,6 +174,7 @@ impl CoreRun {
             columns: &mut self.columns,
             coefficients: &mut self.coefficients,
             stored: self.stored.as_deref_mut(),
+            direction: self.direction.as_deref_mut(),
         };
         let target = Move::Theta {
             velocity: self.velocity.as_deref_mut(),
@@ -183,7 +186,8 @@ impl CoreRun {
 /// Runs `steps` steps on consecutive batches three ways: the core's step on one thread (its
 /// workspace only as large as the batches' active input columns need), on `s.threads` scoped
 /// threads (storing the perturbations when `s.store`), and the CLI's trainer; asserts the same
-/// theta (bits) and the same batch statistics after each.
+/// theta (bits) and the same batch statistics after each. Full rank without centring, also a
+/// fourth: on one thread with room for the direction, summed in the member phase.
 fn assert_same_steps(s: &Setting, steps: usize) {
     let (images, labels) = idx_files(s.batch * steps);
     let split = Split::parse(&images, &labels).unwrap();
@@ -203,8 +207,10 @@ fn assert_same_steps(s: &Setting, steps: usize) {
     let normal = Normal::new();
     let mut cli = cli_optimizer(s);
     let mut theta_cli = glorot_theta();
-    let mut one = CoreRun::new(&r, s, 1, active, false);
-    let mut threaded = CoreRun::new(&r, s, s.threads, IMAGE_PIXELS, s.store);
+    let mut one = CoreRun::new(&r, s, 1, active, false, false);
+    let mut threaded = CoreRun::new(&r, s, s.threads, IMAGE_PIXELS, s.store, false);
+    let mut summing =
+        (s.rank == 0 && !s.stabiliser.center).then(|| CoreRun::new(&r, s, 1, active, false, true));
     let threads = ScopedThreads(s.threads);
     let mut x = vec![0f32; s.batch * IMAGE_PIXELS];
     let indices: Vec<u32> = (0..(s.batch * steps) as u32).collect();
@@ -235,6 +241,20 @@ fn assert_same_steps(s: &Setting, steps: usize) {
                 buffers,
             )
             .unwrap();
+        if let Some(run) = summing.as_mut() {
+            let (theta, Move::Theta { velocity }, buffers) = run.buffers() else {
+                unreachable!("CoreRun moves theta")
+            };
+            let stats = r
+                .step(&normal, s.stabiliser, theta, velocity, &x, &y, t as u64, buffers)
+                .unwrap();
+            assert_eq!((stats.loss_sum, stats.correct), (want.loss_sum, want.correct));
+            assert_eq!(
+                bits(&run.theta),
+                bits(&one.theta),
+                "step {t}: direction summed by the members"
+            );
+        }
         for stats in [got, on_threads] {
             assert_eq!(
                 (stats.loss_sum, stats.correct, stats.count),
@@ -251,6 +271,18 @@ fn assert_same_steps(s: &Setting, steps: usize) {
 #[test]
 fn the_thesis_scheme_one_example_per_step() {
     assert_same_steps(&BASE, 6);
+}
+
+#[test]
+fn the_thesis_scheme_with_clipped_coefficients() {
+    let s = Setting {
+        stabiliser: Stabiliser {
+            center: false,
+            clip: Some(0.0625),
+        },
+        ..BASE
+    };
+    assert_same_steps(&s, 6);
 }
 
 #[test]
@@ -360,12 +392,12 @@ fn the_gradient_estimate_is_the_direction_of_the_normalised_move() {
         let r = rule(&s);
         let threads = ScopedThreads(2);
         // theta -= lr d / (M (c s_l)^2): the plain move, normalised.
-        let mut moved = CoreRun::new(&r, &s, 2, IMAGE_PIXELS, false);
+        let mut moved = CoreRun::new(&r, &s, 2, IMAGE_PIXELS, false, false);
         let (theta, target, buffers) = moved.buffers();
         r.step_on(&threads, &normal, s.stabiliser, theta, target, &x, &y, 4, buffers)
             .unwrap();
         // The same step writing the estimate d / (M (c s_l)^2), theta left as it is.
-        let mut estimating = CoreRun::new(&r, &s, 2, IMAGE_PIXELS, false);
+        let mut estimating = CoreRun::new(&r, &s, 2, IMAGE_PIXELS, false, false);
         let mut estimate = vec![f32::NAN; estimating.theta.len()];
         let (theta, _, buffers) = estimating.buffers();
         let target = Move::Estimate {
@@ -410,6 +442,7 @@ fn refused(
         columns: &mut columns,
         coefficients: &mut coefficients,
         stored: None,
+        direction: None,
     };
     r.step(
         &Normal::new(),
@@ -487,7 +520,7 @@ fn stored_perturbations_at_low_rank_and_a_short_estimate_are_refused() {
     let normal = Normal::new();
     let low_rank = Setting { rank: 1, ..BASE };
     let r = rule(&low_rank);
-    let mut run = CoreRun::new(&r, &low_rank, 1, IMAGE_PIXELS, true);
+    let mut run = CoreRun::new(&r, &low_rank, 1, IMAGE_PIXELS, true, false);
     let (theta, target, buffers) = run.buffers();
     let stored = r.step_on(
         &OneThread,
@@ -504,7 +537,7 @@ fn stored_perturbations_at_low_rank_and_a_short_estimate_are_refused() {
         matches!(stored, Err(StepError::Mlp(MlpError::Length { what, expected: 0, .. })) if what.contains("low rank")),
         "{stored:?}"
     );
-    let mut run = CoreRun::new(&r, &low_rank, 1, IMAGE_PIXELS, false);
+    let mut run = CoreRun::new(&r, &low_rank, 1, IMAGE_PIXELS, false, false);
     let mut estimate = vec![0f32; run.theta.len() - 1];
     let (theta, _, buffers) = run.buffers();
     let target = Move::Estimate {
@@ -530,6 +563,71 @@ fn stored_perturbations_at_low_rank_and_a_short_estimate_are_refused() {
             }))
         ),
         "{short:?}"
+    );
+    assert_eq!(run.theta, glorot_theta());
+}
+
+#[test]
+fn room_for_the_direction_is_refused_where_the_members_cannot_sum_it() {
+    let x: Vec<f32> = (0..IMAGE_PIXELS).map(|j| (j % 3) as f32 * 0.5).collect();
+    let normal = Normal::new();
+    let centred = Stabiliser {
+        center: true,
+        clip: None,
+    };
+    let cases = [
+        (Setting { rank: 1, ..BASE }, 1, false, BASE.stabiliser, "low rank"),
+        (BASE, 2, false, BASE.stabiliser, "more than one worker"),
+        (BASE, 1, false, centred, "centred"),
+        (BASE, 1, true, BASE.stabiliser, "stored"),
+    ];
+    for (s, workers, store, stabiliser, why) in cases {
+        let r = rule(&s);
+        let mut run = CoreRun::new(&r, &s, workers, IMAGE_PIXELS, store, true);
+        let (theta, target, buffers) = run.buffers();
+        let got = r.step_on(
+            &ScopedThreads(workers),
+            &normal,
+            stabiliser,
+            theta,
+            target,
+            &x,
+            &[3],
+            0,
+            buffers,
+        );
+        assert!(
+            matches!(got, Err(StepError::NoDirectionRoom(text)) if text.contains(why)),
+            "{why}: {got:?}"
+        );
+        assert_eq!(run.theta, glorot_theta(), "{why}");
+    }
+    // Room one float short of the restricted network.
+    let r = rule(&BASE);
+    let active = (0..IMAGE_PIXELS).filter(|j| j % 3 != 0).count();
+    let mut run = CoreRun::new(&r, &BASE, 1, IMAGE_PIXELS, false, true);
+    let need = r.step_direction_len_for(active);
+    assert_eq!(need, active * HIDDEN + HIDDEN + HIDDEN * 10 + 10);
+    run.direction = Some(vec![0f32; need - 1]);
+    let (theta, target, buffers) = run.buffers();
+    let short = r.step_on(
+        &OneThread,
+        &normal,
+        BASE.stabiliser,
+        theta,
+        target,
+        &x,
+        &[3],
+        0,
+        buffers,
+    );
+    assert_eq!(
+        short,
+        Err(StepError::Mlp(MlpError::Length {
+            what: "direction",
+            expected: need,
+            found: need - 1
+        }))
     );
     assert_eq!(run.theta, glorot_theta());
 }

@@ -54,6 +54,9 @@ pub struct IenkOptimizer {
     coeffs: Vec<f64>,
     /// The M perturbations of a step, with `--store-perturbations`.
     stored: Option<Vec<f32>>,
+    /// Room for the direction, which the members then sum as they go (full rank on one thread,
+    /// coefficients not centred, perturbations not stored): the same numbers, half the draws.
+    direction: Option<Vec<f32>>,
     velocity: Option<Vec<f32>>,
     adam: Option<AdamState>,
     stabiliser: Stabiliser,
@@ -125,6 +128,9 @@ impl IenkOptimizer {
                     )
                 })
                 .transpose()?,
+            direction: (rank == 0 && threads == 1 && !e.center && !store)
+                .then(|| zeros("the direction", rule.step_direction_len_for(layout.inputs)))
+                .transpose()?,
             velocity: (momentum != 0.0).then(|| zeros("the velocity", p)).transpose()?,
             adam: e.adam.then(|| AdamState::new(lr, p)).transpose()?,
             stabiliser: Stabiliser {
@@ -154,6 +160,7 @@ impl Optimizer for IenkOptimizer {
             columns: &mut self.cols,
             coefficients: &mut self.coeffs,
             stored: self.stored.as_deref_mut(),
+            direction: self.direction.as_deref_mut(),
         };
         let (normal, stabiliser) = (&self.normal, self.stabiliser);
         let stats = self
@@ -166,6 +173,9 @@ impl Optimizer for IenkOptimizer {
                     CliError::Failed(format!("training diverged at step {}: {e}", self.step + 1))
                 }
                 StepError::Mlp(e) => failed(e),
+                StepError::NoDirectionRoom(why) => {
+                    CliError::Failed(format!("internal error: room for the direction given, but {why}"))
+                }
             })?;
         if let Some(a) = self.adam.as_mut() {
             a.step += 1;

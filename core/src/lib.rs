@@ -55,6 +55,7 @@
 //!         columns: &mut columns,
 //!         coefficients: &mut coefficients,
 //!         stored: None,
+//!         direction: None,
 //!     };
 //!     let no_stabiliser = Stabiliser { center: false, clip: None };
 //!     // The batch's loss and accuracy before the update.

@@ -50,8 +50,8 @@ pub const USAGE: &str = "usage: ienk-firmware DATA_DIR OUT.safetensors [EXAMPLES
      1); SEED (default 0); TEST_EXAMPLES: the first N test examples scored after each epoch \
      (default 10000)";
 
-// HIDDEN and MAX_EXAMPLES, set at build time (build.rs): by default the thesis's 128 hidden
-// units and MNIST's 60000 training examples.
+// HIDDEN, MAX_EXAMPLES and DIRECTION_ROOM, set at build time (build.rs): by default the
+// thesis's 128 hidden units, MNIST's 60000 training examples, and no room for the direction.
 include!(concat!(env!("OUT_DIR"), "/config.rs"));
 const LAYOUT: Layout = Layout::mnist(HIDDEN);
 const PARAMS: usize = IMAGE_PIXELS * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + NUM_CLASSES;
@@ -69,6 +69,9 @@ const RESTRICTED: usize = MAX_ACTIVE * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + 
 /// one restricted network: a member's perturbation, whose room then holds the direction) and the
 /// input row after it; an evaluation batch takes as many test images as it holds.
 const WORK: usize = RESTRICTED + 8 * 1024;
+/// Floats of room for the step's direction: one restricted network with `DIRECTION_ROOM`
+/// (checked against `step_direction_len_for(MAX_ACTIVE)`), none without.
+const DIRECTION: usize = if DIRECTION_ROOM { RESTRICTED } else { 0 };
 // The order holds the examples' indices as u16.
 const _: () = assert!(MAX_EXAMPLES <= u16::MAX as usize + 1);
 /// Test images per forward pass at most (fewer when the workspace holds fewer).
@@ -88,6 +91,7 @@ struct Buffers {
 struct Training {
     theta: [f32; PARAMS],
     work: [f32; WORK],
+    direction: [f32; DIRECTION],
     columns: [u32; IMAGE_PIXELS],
     coefficients: [f64; MEMBERS],
     order: [u16; MAX_EXAMPLES],
@@ -100,6 +104,7 @@ static mut BUFFERS: Buffers = Buffers {
     training: Training {
         theta: [0.0; PARAMS],
         work: [0.0; WORK],
+        direction: [0.0; DIRECTION],
         columns: [0; IMAGE_PIXELS],
         coefficients: [0.0; MEMBERS],
         order: [0; MAX_EXAMPLES],
@@ -259,9 +264,17 @@ fn train_model<'a>(
             have: WORK,
         });
     }
+    if DIRECTION_ROOM && rule.step_direction_len_for(MAX_ACTIVE) > DIRECTION {
+        return Err(Failure::Workspace {
+            what: "direction",
+            need: rule.step_direction_len_for(MAX_ACTIVE),
+            have: DIRECTION,
+        });
+    }
     let Training {
         theta,
         work,
+        direction,
         columns,
         coefficients,
         order,
@@ -300,6 +313,7 @@ fn train_model<'a>(
                 columns: &mut columns[..],
                 coefficients: &mut coefficients[..],
                 stored: None,
+                direction: DIRECTION_ROOM.then_some(&mut direction[..]),
             };
             step += 1;
             let stats = rule
