@@ -8,7 +8,8 @@
 //! not depend on the number of workers, bit for bit. Full rank, the members perturb only the
 //! input columns the batch uses and the rest of the direction is drawn at once
 //! ([`super::collapse`]); the perturbations are regenerated from their seeds in the update
-//! unless the caller gives room to store them. The workspace is therefore O(P + B (inputs + H))
+//! unless the caller gives room to store them, or (one worker) room for the direction, which
+//! the members then sum as they go. The workspace is therefore O(P + B (inputs + H))
 //! floats plus GEMM scratch and, per worker, a member workspace, whatever the number of members
 //! (the members read the full network's output layer in place, and the update's direction
 //! reuses the member phase's room): for the thesis's network (P = 101,770) on one worker
@@ -210,8 +211,9 @@ impl Resampled {
     /// `target` (theta moved, or the gradient estimate written). The same numbers on any
     /// number of workers. Returns the batch's loss and accuracy under theta before the move.
     /// Costs, over all workers: full rank, `M (H a + P_2)` normal draws for the members'
-    /// perturbations (`a` the active inputs), twice (forward and update; once when stored),
-    /// `H inputs` for the rest of the direction, and `2 B M (H a + 2 H outputs)` flops; low
+    /// perturbations (`a` the active inputs), twice (forward and update; once when stored or
+    /// with room for the direction), `H inputs` for the rest of the direction, and
+    /// `2 B M (H a + 2 H outputs)` flops; low
     /// rank, `D factor_len` normal draws (D draws: M, or ceil(M / 2) with antithetic pairs),
     /// once, the member phase's flops ([`Resampled::low_rank_coefficients`]) and the update's
     /// `2 D r P`.
