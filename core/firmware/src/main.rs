@@ -8,9 +8,13 @@
 //! streamed to a host file 256 bytes at a time. After each epoch it prints the training loss and
 //! accuracy, the test accuracy, and the core clock's ticks per example (`ticks`: cycles on a
 //! board, 40 instructions each under `qemu.sh`), and a tenth of the way through each epoch the
-//! same so far. The model is the one `ienk-cli train --kernel
+//! same so far; at the end, the most stack it used. The model is the one `ienk-cli train --kernel
 //! portable --optimizer ienk --form thesis --clip 2 --particles 10 --batch-size 1 --lr 0.001
 //! --limit N --epochs E --seed S` writes on a PC, bit for bit (CI checks it).
+//!
+//! The build sets the network's width, the examples a run may use, room for the step's
+//! direction and the RAM the linker may fill (`build.rs`: `IENK_HIDDEN`, `IENK_MAX_EXAMPLES`,
+//! `IENK_DIRECTION_ROOM`, `IENK_RAM_KB`); a width other than 128 is `--hidden H` on the PC.
 //!
 //! ```sh
 //! gunzip -k data/mnist/*.gz          # the firmware reads uncompressed IDX files
