@@ -12,10 +12,11 @@ use ienk::ensemble::perturb::Perturbations;
 use ienk::ensemble::resampled::{Form, NonFiniteCoefficient, Resampled, Stabiliser};
 use ienk::ensemble::step::{Move, StepBuffers, StepError};
 use ienk::idx::{IMAGE_PIXELS, Split};
+use ienk::loss::BatchStats;
 use ienk::mlp::{Layout, MlpError, pixels_to_unit};
 use ienk::normal::Normal;
 use ienk::seeds::{Stream, perturbation_seed, rng};
-use ienk::workers::OneThread;
+use ienk::workers::{OneThread, Workers};
 use ienk_cli::ensemble::{EnsembleConfig, IenkOptimizer};
 use ienk_cli::optimizer::Optimizer;
 use ienk_cli::train::EnsembleSettings;
@@ -426,6 +427,30 @@ fn the_gradient_estimate_is_the_direction_of_the_normalised_move() {
     }
 }
 
+/// `step_on` on the refusals' example (non-zero in the input columns j with j % 3 != 0,
+/// label 3) at step 0.
+fn step_on_the_example(
+    r: &Resampled,
+    workers: &impl Workers,
+    stabiliser: Stabiliser,
+    theta: &mut [f32],
+    target: Move<'_>,
+    buffers: StepBuffers<'_>,
+) -> Result<BatchStats, StepError> {
+    let x: Vec<f32> = (0..IMAGE_PIXELS).map(|j| (j % 3) as f32 * 0.5).collect();
+    r.step_on(
+        workers,
+        &Normal::new(),
+        stabiliser,
+        theta,
+        target,
+        &x,
+        &[3],
+        0,
+        buffers,
+    )
+}
+
 /// A step on one synthetic example with buffers for `batch`, returning the result and theta.
 fn refused(
     s: &Setting,
@@ -518,23 +543,11 @@ fn refusals_leave_theta_untouched() {
 
 #[test]
 fn stored_perturbations_at_low_rank_and_a_short_estimate_are_refused() {
-    let x: Vec<f32> = (0..IMAGE_PIXELS).map(|j| (j % 3) as f32 * 0.5).collect();
-    let normal = Normal::new();
     let low_rank = Setting { rank: 1, ..BASE };
     let r = rule(&low_rank);
     let mut run = CoreRun::new(&r, &low_rank, 1, IMAGE_PIXELS, true, false);
     let (theta, target, buffers) = run.buffers();
-    let stored = r.step_on(
-        &OneThread,
-        &normal,
-        BASE.stabiliser,
-        theta,
-        target,
-        &x,
-        &[3],
-        0,
-        buffers,
-    );
+    let stored = step_on_the_example(&r, &OneThread, BASE.stabiliser, theta, target, buffers);
     assert!(
         matches!(stored, Err(StepError::Mlp(MlpError::Length { what, expected: 0, .. })) if what.contains("low rank")),
         "{stored:?}"
@@ -545,17 +558,7 @@ fn stored_perturbations_at_low_rank_and_a_short_estimate_are_refused() {
     let target = Move::Estimate {
         estimate: &mut estimate,
     };
-    let short = r.step_on(
-        &OneThread,
-        &normal,
-        BASE.stabiliser,
-        theta,
-        target,
-        &x,
-        &[3],
-        0,
-        buffers,
-    );
+    let short = step_on_the_example(&r, &OneThread, BASE.stabiliser, theta, target, buffers);
     assert!(
         matches!(
             short,
@@ -571,8 +574,6 @@ fn stored_perturbations_at_low_rank_and_a_short_estimate_are_refused() {
 
 #[test]
 fn room_for_the_direction_is_refused_where_the_members_cannot_sum_it() {
-    let x: Vec<f32> = (0..IMAGE_PIXELS).map(|j| (j % 3) as f32 * 0.5).collect();
-    let normal = Normal::new();
     let centred = Stabiliser {
         center: true,
         clip: None,
@@ -587,17 +588,7 @@ fn room_for_the_direction_is_refused_where_the_members_cannot_sum_it() {
         let r = rule(&s);
         let mut run = CoreRun::new(&r, &s, workers, IMAGE_PIXELS, store, true);
         let (theta, target, buffers) = run.buffers();
-        let got = r.step_on(
-            &ScopedThreads(workers),
-            &normal,
-            stabiliser,
-            theta,
-            target,
-            &x,
-            &[3],
-            0,
-            buffers,
-        );
+        let got = step_on_the_example(&r, &ScopedThreads(workers), stabiliser, theta, target, buffers);
         assert!(
             matches!(got, Err(StepError::NoDirectionRoom(text)) if text.contains(why)),
             "{why}: {got:?}"
@@ -612,17 +603,7 @@ fn room_for_the_direction_is_refused_where_the_members_cannot_sum_it() {
     assert_eq!(need, active * HIDDEN + HIDDEN + HIDDEN * 10 + 10);
     run.direction = Some(vec![0f32; need - 1]);
     let (theta, target, buffers) = run.buffers();
-    let short = r.step_on(
-        &OneThread,
-        &normal,
-        BASE.stabiliser,
-        theta,
-        target,
-        &x,
-        &[3],
-        0,
-        buffers,
-    );
+    let short = step_on_the_example(&r, &OneThread, BASE.stabiliser, theta, target, buffers);
     assert_eq!(
         short,
         Err(StepError::Mlp(MlpError::Length {
