@@ -264,6 +264,14 @@ impl Resampled {
     }
 }
 
+/// `acc += c delta`, one member's share of the direction: the one multiply-add that the
+/// update's sums ([`Resampled::direction_blocks`]) and a member phase summing as it goes
+/// ([`super::step::StepBuffers::direction`]) both make, so that they agree bit for bit.
+/// O(len).
+pub(crate) fn add_share(acc: &mut [f32], c: f32, delta: &[f32]) {
+    acc.iter_mut().zip(delta).for_each(|(a, &d)| *a += c * d);
+}
+
 /// Applies a direction `d` (the sum `sum_k c_k delta_k` over some entries) to `theta`, through
 /// the velocity `v` when there is one: `v = mu v + d; theta -= h v`, else `theta -= h d`.
 fn apply(theta: &mut [f32], d: &[f32], velocity: Option<&mut [f32]>, lr: f32, mu: f32) {
@@ -502,8 +510,7 @@ impl Resampled {
                     t
                 }
             };
-            let c = c as f32;
-            acc.iter_mut().zip(delta).for_each(|(a, &d)| *a += c * d);
+            add_share(acc, c as f32, delta);
         }
     }
 

@@ -20,7 +20,9 @@ use core::fmt;
 use super::collapse::{active_columns, draw_coefficient_norm, expand_w1_rows, restrict_batch};
 use super::low_rank_update::DrawRows;
 use super::perturb::{BLOCK, Perturbations};
-use super::resampled::{Carver, MeanView, NonFiniteCoefficient, Resampled, Stabiliser, innovation};
+use super::resampled::{
+    Carver, MeanView, NonFiniteCoefficient, Resampled, Stabiliser, add_share, innovation,
+};
 use crate::loss::BatchStats;
 use crate::mlp::{Layout, MlpError, check_len};
 use crate::normal::Normal;
@@ -340,10 +342,7 @@ impl Resampled {
                         None,
                     )?;
                     let c = stabiliser.clip.map_or(c[0], |limit| c[0].clamp(-limit, limit)) as f32;
-                    d_sub
-                        .iter_mut()
-                        .zip(&ws[..pm])
-                        .for_each(|(d, &delta)| *d += c * delta);
+                    add_share(d_sub, c, &ws[..pm]);
                 }
                 stabiliser.apply(coeffs)?;
                 d_sub
