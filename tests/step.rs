@@ -289,6 +289,20 @@ fn the_thesis_scheme_with_clipped_coefficients_on_one_thread() {
 }
 
 #[test]
+fn antithetic_pairs_on_one_thread() {
+    // Not centred: the CLI's trainer and the fourth run sum the direction in the member phase.
+    let s = Setting {
+        members: 8,
+        batch: 2,
+        threads: 1,
+        form: Form::Logit,
+        antithetic: true,
+        ..BASE
+    };
+    assert_same_steps(&s, 4);
+}
+
+#[test]
 fn batches_with_antithetic_pairs_centred_and_clipped_coefficients() {
     let s = Setting {
         members: 8,
