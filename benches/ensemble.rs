@@ -316,6 +316,26 @@ fn ienk_step(c: &mut Criterion) {
                 .unwrap()
             })
         });
+        if rank == 0 {
+            // The same step with room for the direction: the members sum it as they go.
+            let mut direction = vec![0f32; r.step_direction_len_for(LAYOUT.inputs)];
+            group.bench_function(BenchmarkId::new("step_summing", &id), |b| {
+                b.iter(|| {
+                    let buffers = StepBuffers {
+                        work: &mut work,
+                        columns: &mut columns,
+                        coefficients: &mut coeffs,
+                        stored: None,
+                        direction: Some(&mut direction),
+                    };
+                    let stabiliser = Stabiliser::default();
+                    r.step(
+                        &normal, stabiliser, &mut theta, None, &mean.x, &mean.y, 0, buffers,
+                    )
+                    .unwrap()
+                })
+            });
+        }
     }
     group.finish();
 }
