@@ -136,6 +136,15 @@ impl Stabiliser {
             None => Ok(()),
         }
     }
+
+    /// One member's coefficient as [`Stabiliser::apply`] leaves it when it does not centre
+    /// (clipped, if clipping), for a step that uses each coefficient as soon as it has it. O(1).
+    pub fn clipped(&self, mut c: f64) -> f64 {
+        if let Some(limit) = self.clip {
+            clip_coefficients(core::slice::from_mut(&mut c), limit);
+        }
+        c
+    }
 }
 
 /// A member whose coefficient is NaN or infinite: the step diverged.

@@ -215,10 +215,9 @@ impl Resampled {
     /// Costs, over all workers: full rank, `M (H a + P_2)` normal draws for the members'
     /// perturbations (`a` the active inputs), twice (forward and update; once when stored or
     /// with room for the direction), `H inputs` for the rest of the direction, and
-    /// `2 B M (H a + 2 H outputs)` flops; low
-    /// rank, `D factor_len` normal draws (D draws: M, or ceil(M / 2) with antithetic pairs),
-    /// once, the member phase's flops ([`Resampled::low_rank_coefficients`]) and the update's
-    /// `2 D r P`.
+    /// `2 B M (H a + 2 H outputs)` flops; low rank, `D factor_len` normal draws (D draws: M, or
+    /// ceil(M / 2) with antithetic pairs), once, the member phase's flops
+    /// ([`Resampled::low_rank_coefficients`]) and the update's `2 D r P`.
     #[allow(clippy::too_many_arguments)]
     pub fn step_on<W: Workers>(
         &self,
@@ -341,8 +340,7 @@ impl Resampled {
                         c,
                         None,
                     )?;
-                    let c = stabiliser.clip.map_or(c[0], |limit| c[0].clamp(-limit, limit)) as f32;
-                    add_share(d_sub, c, &ws[..pm]);
+                    add_share(d_sub, stabiliser.clipped(c[0]) as f32, &ws[..pm]);
                 }
                 stabiliser.apply(coeffs)?;
                 d_sub
