@@ -203,7 +203,7 @@ fn run<'a>(cmdline: &'a mut [u8; CMDLINE], b: &mut Training) -> Result<(), Failu
     let mut file = File::open(&out_path, Mode::Write).map_err(|error| Failure::Host { path: out, error })?;
     hprintln!(
         "ienk-firmware: training the 784-{}-10 MLP on {} examples, {} epoch(s), seed {}, on a Cortex-M4F, in {} KB \
-         of static buffers and the stack",
+         of static buffers",
         HIDDEN,
         n,
         args.epochs,
