@@ -816,6 +816,36 @@ fn clipping_bounds_every_coefficient_and_keeps_the_rest() {
 }
 
 #[test]
+fn a_stabiliser_clips_one_coefficient_as_it_clips_them_all() {
+    use ienk::ensemble::resampled::Stabiliser;
+    let c = [
+        -250.0,
+        -1.0,
+        -0.5,
+        0.0,
+        0.25,
+        1.0,
+        3.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    ];
+    // Written out: the values clamped to [-1, 1], and without a limit, unchanged.
+    let want = [-1.0, -1.0, -0.5, 0.0, 0.25, 1.0, 1.0, 1.0, -1.0];
+    let clipping = Stabiliser {
+        center: false,
+        clip: Some(1.0),
+    };
+    let one_by_one: Vec<f64> = c.iter().map(|&v| clipping.clipped(v)).collect();
+    assert_eq!(one_by_one, want);
+    let mut all = c;
+    clipping.apply(&mut all).unwrap();
+    assert_eq!(all, want);
+    let plain = Stabiliser::default();
+    assert_eq!(c.map(|v| plain.clipped(v)), c);
+    assert!(clipping.clipped(f64::NAN).is_nan());
+}
+
+#[test]
 fn inflation_scales_the_spread_around_an_unchanged_mean() {
     let mut rng = TestRng::new(10);
     let alpha = 0.25f32;
