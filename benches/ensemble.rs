@@ -300,33 +300,29 @@ fn ienk_step(c: &mut Criterion) {
         let mut theta = mean.theta.clone();
         let mut work = vec![0f32; r.step_workspace_len(batch, 1)];
         let mut columns = vec![0u32; LAYOUT.inputs];
-        group.bench_function(BenchmarkId::new("step", &id), |b| {
-            b.iter(|| {
-                let buffers = StepBuffers {
-                    work: &mut work,
-                    columns: &mut columns,
-                    coefficients: &mut coeffs,
-                    stored: None,
-                    direction: None,
-                };
-                let stabiliser = Stabiliser::default();
-                r.step(
-                    &normal, stabiliser, &mut theta, None, &mean.x, &mean.y, 0, buffers,
-                )
-                .unwrap()
-            })
-        });
-        if rank == 0 {
-            // The same step with room for the direction: the members sum it as they go.
-            let mut direction = vec![0f32; r.step_direction_len_for(LAYOUT.inputs)];
-            group.bench_function(BenchmarkId::new("step_summing", &id), |b| {
+        // The whole step as the trainer runs it on one thread; at full rank also with room for
+        // the direction, which the members then sum as they go.
+        let mut direction = vec![
+            0f32;
+            if rank == 0 {
+                r.step_direction_len_for(LAYOUT.inputs)
+            } else {
+                0
+            }
+        ];
+        let variants: &[(&str, bool)] = match rank {
+            0 => &[("step", false), ("step_summing", true)],
+            _ => &[("step", false)],
+        };
+        for &(name, summing) in variants {
+            group.bench_function(BenchmarkId::new(name, &id), |b| {
                 b.iter(|| {
                     let buffers = StepBuffers {
                         work: &mut work,
                         columns: &mut columns,
                         coefficients: &mut coeffs,
                         stored: None,
-                        direction: Some(&mut direction),
+                        direction: summing.then_some(&mut direction[..]),
                     };
                     let stabiliser = Stabiliser::default();
                     r.step(
