@@ -268,10 +268,11 @@ fn train_model<'a>(
             have: WORK,
         });
     }
-    if DIRECTION_ROOM && rule.step_direction_len_for(MAX_ACTIVE) > DIRECTION {
+    let direction_need = rule.step_direction_len_for(MAX_ACTIVE);
+    if DIRECTION_ROOM && direction_need > DIRECTION {
         return Err(Failure::Workspace {
             what: "direction",
-            need: rule.step_direction_len_for(MAX_ACTIVE),
+            need: direction_need,
             have: DIRECTION,
         });
     }
