@@ -228,7 +228,7 @@ fn direction(r: &Resampled, theta: &[f32], x: &[f32], y: &[u8], step: u64, colla
     let mut d_sub = vec![0f32; sub.num_params()];
     let mut tmp = vec![0f32; BLOCK];
     member_rule
-        .direction_blocks(&normal, &mut d_sub, 0, &coeffs, step, None, &mut tmp)
+        .add_direction_blocks(&normal, &mut d_sub, 0, &coeffs, 0, step, None, &mut tmp)
         .unwrap();
     if !collapsed {
         return d_sub.into_iter().map(f64::from).collect();

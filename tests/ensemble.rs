@@ -1102,7 +1102,7 @@ fn an_antithetic_partners_factors_are_the_first_members_negated_bit_for_bit() {
 }
 
 #[test]
-fn direction_blocks_sum_the_members_perturbations_in_place_as_update_blocks_does() {
+fn add_direction_blocks_sum_the_members_perturbations_in_place_as_update_blocks_does() {
     // P = 6110: a whole block of BLOCK = 4096 floats and a short one.
     let layout = Layout {
         inputs: 50,
@@ -1119,34 +1119,41 @@ fn direction_blocks_sum_the_members_perturbations_in_place_as_update_blocks_does
     };
     let coeffs = [0.3, -1.7, 2.5, 0.0, -0.01, 4.0, -2.2];
     let (normal, p, step) = (Normal::new(), layout.num_params(), 5);
-    // Naively: every member's whole perturbation, summed member by member in f32 from zero.
+    // Naively: every member's whole perturbation, summed member by member in f32 from zero;
+    // `partial[j]` holds the first j members' shares.
     let mut stored = vec![0f32; r.members * p];
-    let mut expected = vec![0f32; p];
+    let mut partial = vec![vec![0f32; p]];
     for (k, &c) in coeffs.iter().enumerate() {
         let delta = &mut stored[k * p..(k + 1) * p];
         r.perturb.fill_member(&normal, step, k, delta);
-        for (e, &d) in expected.iter_mut().zip(delta.iter()) {
+        let mut next = partial[k].clone();
+        for (e, &d) in next.iter_mut().zip(delta.iter()) {
             *e += c as f32 * d;
         }
+        partial.push(next);
     }
+    let expected = &partial[r.members];
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let mut tmp = vec![0f32; BLOCK];
     for kept in [None, Some(&stored[..])] {
-        // Whole, and from the second block on; what the part held before is overwritten.
-        let mut whole = vec![f32::NAN; p];
-        r.direction_blocks(&normal, &mut whole, 0, &coeffs, step, kept, &mut tmp)
-            .unwrap();
-        assert_eq!(bits(&whole), bits(&expected));
-        let mut tail = vec![f32::NAN; p - BLOCK];
-        r.direction_blocks(&normal, &mut tail, 1, &coeffs, step, kept, &mut tmp)
-            .unwrap();
-        assert_eq!(bits(&tail), bits(&expected[BLOCK..]));
+        // From zero or from the first `from` members' shares (what a member phase summing as
+        // it goes leaves), whole and from the second block on.
+        for from in [0, 1, 3, 6, 7] {
+            let mut whole = partial[from].clone();
+            r.add_direction_blocks(&normal, &mut whole, 0, &coeffs, from, step, kept, &mut tmp)
+                .unwrap();
+            assert_eq!(bits(&whole), bits(expected), "from {from}");
+            let mut tail = partial[from][BLOCK..].to_vec();
+            r.add_direction_blocks(&normal, &mut tail, 1, &coeffs, from, step, kept, &mut tmp)
+                .unwrap();
+            assert_eq!(bits(&tail), bits(&expected[BLOCK..]), "from {from}");
+        }
     }
     // The update moves theta by -h times the same sums (h = 0.25 on both layers).
     let theta: Vec<f32> = (0..p).map(|i| (i as f32 * 0.37).sin()).collect();
     let mut moved = theta.clone();
     r.update_blocks(&normal, &mut moved, None, 0, &coeffs, step, None, &mut tmp)
         .unwrap();
-    let want: Vec<f32> = theta.iter().zip(&expected).map(|(t, d)| t - 0.25 * d).collect();
+    let want: Vec<f32> = theta.iter().zip(expected).map(|(t, d)| t - 0.25 * d).collect();
     assert_eq!(bits(&moved), bits(&want));
 }

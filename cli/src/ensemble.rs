@@ -54,8 +54,9 @@ pub struct IenkOptimizer {
     coeffs: Vec<f64>,
     /// The M perturbations of a step, with `--store-perturbations`.
     stored: Option<Vec<f32>>,
-    /// Room for the direction, which the members then sum as they go (full rank on one thread,
-    /// coefficients not centred, perturbations not stored): the same numbers, half the draws.
+    /// Room for the direction, which the first thread's members then sum as they go (full
+    /// rank, coefficients not centred, perturbations not stored): the same numbers, fewer
+    /// draws (half of them on one thread).
     direction: Option<Vec<f32>>,
     velocity: Option<Vec<f32>>,
     adam: Option<AdamState>,
@@ -128,7 +129,7 @@ impl IenkOptimizer {
                     )
                 })
                 .transpose()?,
-            direction: (rank == 0 && threads == 1 && !e.center && !store)
+            direction: (rank == 0 && !e.center && !store)
                 .then(|| zeros("the direction", rule.step_direction_len_for(layout.inputs)))
                 .transpose()?,
             velocity: (momentum != 0.0).then(|| zeros("the velocity", p)).transpose()?,

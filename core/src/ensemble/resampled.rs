@@ -274,7 +274,7 @@ impl Resampled {
 }
 
 /// `acc += c delta`, one member's share of the direction: the one multiply-add that the
-/// update's sums ([`Resampled::direction_blocks`]) and a member phase summing as it goes
+/// update's sums ([`Resampled::add_direction_blocks`]) and a member phase summing as it goes
 /// ([`super::step::StepBuffers::direction`]) both make, so that they agree bit for bit.
 /// O(len).
 pub(crate) fn add_share(acc: &mut [f32], c: f32, delta: &[f32]) {
@@ -449,7 +449,7 @@ impl Resampled {
             let block = first_block + b;
             let acc = &mut acc[..chunk.len()];
             acc.fill(0.0);
-            self.sum_block(normal, acc, block, coeffs, step, stored, tmp);
+            self.sum_block(normal, acc, block, coeffs, 0, step, stored, tmp);
             let v = velocity
                 .as_deref_mut()
                 .map(|v| &mut v[b * BLOCK..b * BLOCK + chunk.len()]);
@@ -458,29 +458,32 @@ impl Resampled {
         Ok(())
     }
 
-    /// The direction `sum_k c_k delta_k` itself over the parameter blocks `first_block ..`,
-    /// written to `part` (overwritten): the sums of [`Resampled::update_blocks`], bit for bit,
-    /// made in `part` itself, so without its stack. O(as the update).
+    /// Adds the shares `c_k delta_k` of the members `from..M` to the direction held in `part`,
+    /// over the parameter blocks `first_block ..`, member by member: the sums of
+    /// [`Resampled::update_blocks`], bit for bit, when `part` starts at zero (`from` = 0) or
+    /// holds the first `from` members' shares summed in member order from zero (what a member
+    /// phase with room for the direction leaves), made in `part` itself, so without the update's
+    /// stack. O(as the update, for `M - from` members).
     #[allow(clippy::too_many_arguments)]
-    pub fn direction_blocks(
+    pub fn add_direction_blocks(
         &self,
         normal: &Normal,
         part: &mut [f32],
         first_block: usize,
         coeffs: &[f64],
+        from: usize,
         step: u64,
         stored: Option<&[f32]>,
         tmp: &mut [f32],
     ) -> Result<(), MlpError> {
         self.check_sum_buffers(coeffs, stored, tmp)?;
         for (b, chunk) in part.chunks_mut(BLOCK).enumerate() {
-            chunk.fill(0.0);
-            self.sum_block(normal, chunk, first_block + b, coeffs, step, stored, tmp);
+            self.sum_block(normal, chunk, first_block + b, coeffs, from, step, stored, tmp);
         }
         Ok(())
     }
 
-    /// Checks the buffers of [`Resampled::update_blocks`] and [`Resampled::direction_blocks`]:
+    /// Checks the buffers of [`Resampled::update_blocks`] and [`Resampled::add_direction_blocks`]:
     /// a coefficient per member, a block of `tmp`, and `M x P` stored perturbations if any. O(1).
     fn check_sum_buffers(&self, coeffs: &[f64], stored: Option<&[f32]>, tmp: &[f32]) -> Result<(), MlpError> {
         check_len("coefficients", coeffs.len(), self.members)?;
@@ -495,9 +498,9 @@ impl Resampled {
         Ok(())
     }
 
-    /// Adds `sum_k c_k delta_k` over the first `acc.len()` entries of parameter block `block` to
-    /// `acc`, member by member, each delta regenerated into `tmp` or read from `stored`.
-    /// Costs `M len(acc)` normal draws (none when stored).
+    /// Adds `sum_{k >= from} c_k delta_k` over the first `acc.len()` entries of parameter block
+    /// `block` to `acc`, member by member, each delta regenerated into `tmp` or read from
+    /// `stored`. Costs `(M - from) len(acc)` normal draws (none when stored).
     #[allow(clippy::too_many_arguments)]
     fn sum_block(
         &self,
@@ -505,12 +508,13 @@ impl Resampled {
         acc: &mut [f32],
         block: usize,
         coeffs: &[f64],
+        from: usize,
         step: u64,
         stored: Option<&[f32]>,
         tmp: &mut [f32],
     ) {
         let (p_len, start) = (self.perturb.layout.num_params(), block * BLOCK);
-        for (k, &c) in coeffs.iter().enumerate() {
+        for (k, &c) in coeffs.iter().enumerate().skip(from) {
             let delta: &[f32] = match stored {
                 Some(s) => &s[k * p_len + start..k * p_len + start + acc.len()],
                 None => {

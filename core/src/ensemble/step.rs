@@ -8,8 +8,8 @@
 //! not depend on the number of workers, bit for bit. Full rank, the members perturb only the
 //! input columns the batch uses and the rest of the direction is drawn at once
 //! ([`super::collapse`]); the perturbations are regenerated from their seeds in the update
-//! unless the caller gives room to store them, or (one worker) room for the direction, which
-//! the members then sum as they go. The workspace is therefore O(P + B (inputs + H))
+//! unless the caller gives room to store them, or room for the direction, which the first
+//! worker's members then sum as they go. The workspace is therefore O(P + B (inputs + H))
 //! floats plus GEMM scratch and, per worker, a member workspace, whatever the number of members
 //! (the members read the full network's output layer in place, and the update's direction
 //! reuses the member phase's room): for the thesis's network (P = 101,770) on one worker
@@ -98,13 +98,15 @@ pub struct StepBuffers<'a> {
     /// part of the direction: half the members' normal draws for `M P` floats of memory.
     /// `None` regenerates them from their seeds (O(P) memory).
     pub stored: Option<&'a mut [f32]>,
-    /// Full rank on one worker, coefficients not centred, perturbations not stored: room for
-    /// the direction on the batch's active inputs (at least [`Resampled::step_direction_len_for`]
-    /// floats for the bound on them). The member phase then adds each member's share
-    /// `c_k delta_k` while its perturbation is at hand, instead of the update drawing every
-    /// perturbation again: half the members' normal draws (a Cortex-M4F's step takes about 30%
-    /// fewer instructions) for one restricted network's floats of memory. The same numbers, bit
-    /// for bit. Given to any other step, it is refused ([`StepError::NoDirectionRoom`]).
+    /// Full rank, coefficients not centred, perturbations not stored: room for the direction
+    /// on the batch's active inputs (at least [`Resampled::step_direction_len_for`] floats for
+    /// the bound on them). The first worker's members (the leading `ceil(M / workers)`) then
+    /// add their shares `c_k delta_k` while their perturbations are at hand, in member order,
+    /// and the update draws only the other members' perturbations again: on one worker half
+    /// the members' normal draws (a Cortex-M4F's step takes about 30% fewer instructions), on
+    /// `w` workers `1 / (2 w)` of them, for one restricted network's floats of memory. The same
+    /// numbers, bit for bit, on any number of workers. Given to any other step, it is refused
+    /// ([`StepError::NoDirectionRoom`]).
     pub direction: Option<&'a mut [f32]>,
 }
 
@@ -253,7 +255,6 @@ impl Resampled {
         if buffers.direction.is_some() {
             let refusal = [
                 (self.perturb.rank != 0, "the members are low rank"),
-                (count > 1, "the step is cut over more than one worker"),
                 (
                     stabiliser.center,
                     "the coefficients are centred, which needs them all first",
@@ -319,16 +320,27 @@ impl Resampled {
         let theta_sub = &theta[p - pm..];
         let mut stored = buffers.stored.map(|s| &mut s[..m * pm]);
         let sub_ws_len = sub_rule.member_workspace_len(b);
-        let d_sub: &[f32] = match buffers.direction {
+        // With room for the direction, the first job's members (the leading ones) add their
+        // shares `c_k delta_k` to it while their perturbations are at hand, in member order as
+        // the update would sum them; the update then adds the other members' shares.
+        let mut room = match buffers.direction {
             Some(room) => {
-                // One worker: each member's coefficient, then its share of the direction from
-                // the perturbation that the member workspace starts with, in member order as
-                // the update would sum them.
-                let d_sub = prefix("direction", room, pm)?;
-                d_sub.fill(0.0);
-                let ws = prefix("member workspace", member_ws, sub_ws_len)?;
-                for (k, c) in coeffs.iter_mut().enumerate() {
-                    let c = core::slice::from_mut(c);
+                let d = prefix("direction", room, pm)?;
+                d.fill(0.0);
+                Some(d)
+            }
+            None => None,
+        };
+        let per = part_len(m, count);
+        let rooms = core::iter::once(room.as_deref_mut()).chain(core::iter::repeat_with(|| None));
+        let jobs = part_ranges(m, count)
+            .zip(coeffs.chunks_mut(per))
+            .zip(optional_chunks(stored.as_deref_mut(), per * pm))
+            .zip(shares(&mut *member_ws, sub_ws_len))
+            .zip(rooms);
+        workers.each(jobs, |((((members, c), store), ws), room)| match room {
+            Some(d) => {
+                for (k, c) in members.zip(c.chunks_exact_mut(1)) {
                     sub_rule.dense_coefficients(
                         normal,
                         theta_sub,
@@ -340,39 +352,39 @@ impl Resampled {
                         c,
                         None,
                     )?;
-                    add_share(d_sub, stabiliser.clipped(c[0]) as f32, &ws[..pm]);
+                    // A member workspace starts with the member's perturbation.
+                    add_share(d, stabiliser.clipped(c[0]) as f32, &ws[..pm]);
                 }
-                stabiliser.apply(coeffs)?;
-                d_sub
+                Ok(())
             }
+            None => sub_rule.dense_coefficients(normal, theta_sub, x_sub, &mean, step, members, ws, c, store),
+        })?;
+        stabiliser.apply(coeffs)?;
+        // The restricted direction sum_k c_k delta_k, by parameter blocks: the room holds the
+        // first job's members' shares, or the first member workspace (which starts with room
+        // for a perturbation) holds the whole sum.
+        let (d_sub, summed) = match room {
+            Some(d) => (d, per.min(m)),
             None => {
-                let per = part_len(m, count);
-                let jobs = part_ranges(m, count)
-                    .zip(coeffs.chunks_mut(per))
-                    .zip(optional_chunks(stored.as_deref_mut(), per * pm))
-                    .zip(shares(&mut *member_ws, sub_ws_len));
-                workers.each(jobs, |(((members, c), store), ws)| {
-                    sub_rule.dense_coefficients(normal, theta_sub, x_sub, &mean, step, members, ws, c, store)
-                })?;
-                stabiliser.apply(coeffs)?;
-                // The restricted direction sum_k c_k delta_k, by parameter blocks, where the
-                // first member workspace held its members' perturbations (a member workspace
-                // starts with one).
-                let d_sub = &mut member_ws[..pm];
-                let (stored, per) = (
-                    stored.as_deref(),
-                    sub_rule.perturb.blocks().div_ceil(count).max(1),
-                );
-                let jobs = d_sub
-                    .chunks_mut(per * BLOCK)
-                    .zip(shares(blocks, BLOCK))
-                    .enumerate();
-                workers.each(jobs, |(t, (part, tmp))| {
-                    sub_rule.direction_blocks(normal, part, t * per, coeffs, step, stored, tmp)
-                })?;
-                d_sub
+                let d = &mut member_ws[..pm];
+                d.fill(0.0);
+                (d, 0)
             }
         };
+        if summed < m {
+            let (stored, per) = (
+                stored.as_deref(),
+                sub_rule.perturb.blocks().div_ceil(count).max(1),
+            );
+            let jobs = d_sub
+                .chunks_mut(per * BLOCK)
+                .zip(shares(blocks, BLOCK))
+                .enumerate();
+            workers.each(jobs, |(t, (part, tmp))| {
+                sub_rule.add_direction_blocks(normal, part, t * per, coeffs, summed, step, stored, tmp)
+            })?;
+        }
+        let d_sub = &*d_sub;
         let coeffs = &*coeffs;
 
         // The move: W1 a row at a time (the inactive columns drawn at once), by row ranges,
