@@ -102,9 +102,9 @@ pub struct StepBuffers<'a> {
     /// on the batch's active inputs (at least [`Resampled::step_direction_len_for`] floats for
     /// the bound on them). The first worker's members (the leading `ceil(M / workers)`) then
     /// add their shares `c_k delta_k` while their perturbations are at hand, in member order,
-    /// and the update draws only the other members' perturbations again: on one worker half
-    /// the members' normal draws (a Cortex-M4F's step takes about 30% fewer instructions), on
-    /// `w` workers `1 / (2 w)` of them, for one restricted network's floats of memory. The same
+    /// and the update draws only the other members' perturbations again. That saves half the
+    /// members' normal draws on one worker (a Cortex-M4F's step takes about 30% fewer
+    /// instructions), `1 / (2 w)` of them on `w`, for one restricted network's floats. The same
     /// numbers, bit for bit, on any number of workers. Given to any other step, it is refused
     /// ([`StepError::NoDirectionRoom`]).
     pub direction: Option<&'a mut [f32]>,
