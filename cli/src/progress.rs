@@ -10,6 +10,14 @@ pub fn remaining(elapsed: Duration, done: u64, total: u64) -> Duration {
     elapsed.mul_f64((total - done) as f64 / done as f64)
 }
 
+/// `1 epoch`, `2 epochs`: a count with its unit, singular for one. O(1).
+pub fn counted(count: u32, unit: &str) -> String {
+    match count {
+        1 => format!("1 {unit}"),
+        n => format!("{n} {unit}s"),
+    }
+}
+
 /// `H Hrs M Mins S Secs`.
 pub fn hms(d: Duration) -> String {
     let s = d.as_secs();
@@ -44,6 +52,13 @@ mod tests {
         assert_eq!(remaining(Duration::from_secs(10), 1, 5), Duration::from_secs(40));
         assert_eq!(remaining(Duration::from_secs(10), 5, 5), Duration::ZERO);
         assert_eq!(hms(Duration::from_secs(3723)), "1 Hrs 2 Mins 3 Secs");
+    }
+
+    #[test]
+    fn one_is_singular_and_every_other_count_plural() {
+        assert_eq!(counted(1, "epoch"), "1 epoch");
+        assert_eq!(counted(0, "epoch"), "0 epochs");
+        assert_eq!(counted(3, "epoch"), "3 epochs");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use ienk::mlp::Layout;
 
 use crate::error::{CliError, Result};
 use crate::model_io;
+use crate::progress;
 use crate::train::{OptimizerKind, TrainConfig};
 
 /// The settings that decide a run's trajectory, as `flag=value` pairs in a fixed order (the
@@ -158,7 +159,8 @@ pub fn load_checkpoint(path: &Path, cfg: &TrainConfig, layout: &Layout) -> Resul
     })?;
     if epochs >= cfg.epochs {
         return Err(refuse(format!(
-            "the run has had {epochs} epoch(s) already; ask for more with --epochs"
+            "the run has had {} already; ask for more with --epochs",
+            progress::counted(epochs, "epoch")
         )));
     }
     Ok(Checkpoint {

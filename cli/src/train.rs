@@ -400,18 +400,24 @@ pub fn train(
     say(
         out,
         format!(
-            "training a 784-{}-10 MLP ({} parameters) with {} on {n} examples: {} epochs, batch {batch}, lr {}, \
+            "training a 784-{}-10 MLP ({} parameters) with {} on {n} examples: {}, batch {batch}, lr {}, \
              seed {}, {} thread(s)",
             cfg.hidden,
             layout.num_params(),
             cfg.optimizer.name(),
-            cfg.epochs,
+            progress::counted(cfg.epochs, "epoch"),
             cfg.lr,
             cfg.seed,
             cfg.threads
         ) + &cfg
             .lr_decay
-            .map(|d| format!(", lr times {} every {} epoch(s)", d.factor, d.every))
+            .map(|d| {
+                format!(
+                    ", lr times {} every {}",
+                    d.factor,
+                    progress::counted(d.every, "epoch")
+                )
+            })
             .unwrap_or_default()
             + &ensemble_summary(cfg),
     );
@@ -607,7 +613,10 @@ pub fn train(
     };
     save(cfg, &layout, params, model)?;
     let kept = match cfg.keep_best {
-        true => format!(", the best validation accuracy of {} epochs", cfg.epochs),
+        true => format!(
+            ", the best validation accuracy of {}",
+            progress::counted(cfg.epochs, "epoch")
+        ),
         false => String::new(),
     };
     say(

@@ -836,7 +836,7 @@ fn resume_refuses_what_cannot_continue_the_run_and_leaves_the_file() {
         assert!(text(&o.stdout).is_empty(), "{extra:?}: {}", text(&o.stdout));
         assert!(std::fs::read(&m).unwrap() == before, "{extra:?} changed the file");
     };
-    refused(&["--epochs", "2"], "has had 2 epoch(s) already");
+    refused(&["--epochs", "2"], "has had 2 epochs already");
     refused(
         &["--epochs", "4", "--seed", "3", "--limit", "30"],
         "--seed 0 there, 3 here; --limit none there, 30 here",
