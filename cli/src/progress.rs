@@ -11,7 +11,7 @@ pub fn remaining(elapsed: Duration, done: u64, total: u64) -> Duration {
 }
 
 /// `1 epoch`, `2 epochs`: a count with its unit, singular for one. O(1).
-pub fn counted(count: u32, unit: &str) -> String {
+pub fn counted(count: usize, unit: &str) -> String {
     match count {
         1 => format!("1 {unit}"),
         n => format!("{n} {unit}s"),

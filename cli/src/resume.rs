@@ -160,7 +160,7 @@ pub fn load_checkpoint(path: &Path, cfg: &TrainConfig, layout: &Layout) -> Resul
     if epochs >= cfg.epochs {
         return Err(refuse(format!(
             "the run has had {} already; ask for more with --epochs",
-            progress::counted(epochs, "epoch")
+            progress::counted(epochs as usize, "epoch")
         )));
     }
     Ok(Checkpoint {

@@ -401,21 +401,21 @@ pub fn train(
         out,
         format!(
             "training a 784-{}-10 MLP ({} parameters) with {} on {n} examples: {}, batch {batch}, lr {}, \
-             seed {}, {} thread(s)",
+             seed {}, {}",
             cfg.hidden,
             layout.num_params(),
             cfg.optimizer.name(),
-            progress::counted(cfg.epochs, "epoch"),
+            progress::counted(cfg.epochs as usize, "epoch"),
             cfg.lr,
             cfg.seed,
-            cfg.threads
+            progress::counted(cfg.threads, "thread")
         ) + &cfg
             .lr_decay
             .map(|d| {
                 format!(
                     ", lr times {} every {}",
                     d.factor,
-                    progress::counted(d.every, "epoch")
+                    progress::counted(d.every as usize, "epoch")
                 )
             })
             .unwrap_or_default()
@@ -615,7 +615,7 @@ pub fn train(
     let kept = match cfg.keep_best {
         true => format!(
             ", the best validation accuracy of {}",
-            progress::counted(cfg.epochs, "epoch")
+            progress::counted(cfg.epochs as usize, "epoch")
         ),
         false => String::new(),
     };
