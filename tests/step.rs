@@ -217,7 +217,6 @@ fn assert_same_steps(s: &Setting, steps: usize) {
         .filter(|_| sums)
         .map(|w| (w, CoreRun::new(&r, s, w, active, false, true)))
         .collect();
-    let threads = ScopedThreads(s.threads);
     let mut x = vec![0f32; s.batch * IMAGE_PIXELS];
     let indices: Vec<u32> = (0..(s.batch * steps) as u32).collect();
     for (t, idx) in indices.chunks(s.batch).enumerate() {
@@ -233,9 +232,11 @@ fn assert_same_steps(s: &Setting, steps: usize) {
         let got = r
             .step(&normal, s.stabiliser, theta, velocity, &x, &y, t as u64, buffers)
             .unwrap();
-        let (theta, target, buffers) = threaded.buffers();
-        let on_threads = r
-            .step_on(
+        // `step_on` on `workers` scoped threads.
+        let on = |run: &mut CoreRun, workers: usize| {
+            let (theta, target, buffers) = run.buffers();
+            let threads = ScopedThreads(workers);
+            r.step_on(
                 &threads,
                 &normal,
                 s.stabiliser,
@@ -246,22 +247,11 @@ fn assert_same_steps(s: &Setting, steps: usize) {
                 t as u64,
                 buffers,
             )
-            .unwrap();
+            .unwrap()
+        };
+        let on_threads = on(&mut threaded, s.threads);
         for (workers, run) in &mut summing {
-            let (theta, target, buffers) = run.buffers();
-            let stats = r
-                .step_on(
-                    &ScopedThreads(*workers),
-                    &normal,
-                    s.stabiliser,
-                    theta,
-                    target,
-                    &x,
-                    &y,
-                    t as u64,
-                    buffers,
-                )
-                .unwrap();
+            let stats = on(run, *workers);
             assert_eq!((stats.loss_sum, stats.correct), (want.loss_sum, want.correct));
             assert_eq!(
                 bits(&run.theta),
