@@ -418,16 +418,24 @@ fn the_gradient_estimate_is_the_direction_of_the_normalised_move() {
         let (theta, target, buffers) = moved.buffers();
         r.step_on(&threads, &normal, s.stabiliser, theta, target, &x, &y, 4, buffers)
             .unwrap();
-        // The same step writing the estimate d / (M (c s_l)^2), theta left as it is.
-        let mut estimating = CoreRun::new(&r, &s, 2, IMAGE_PIXELS, false, false);
-        let mut estimate = vec![f32::NAN; estimating.theta.len()];
-        let (theta, _, buffers) = estimating.buffers();
-        let target = Move::Estimate {
-            estimate: &mut estimate,
+        // The same step writing the estimate d / (M (c s_l)^2), theta left as it is; at full
+        // rank also with room for the direction, which must give the same estimate.
+        let estimate_with = |room: bool| {
+            let mut estimating = CoreRun::new(&r, &s, 2, IMAGE_PIXELS, false, room);
+            let mut estimate = vec![f32::NAN; estimating.theta.len()];
+            let (theta, _, buffers) = estimating.buffers();
+            let target = Move::Estimate {
+                estimate: &mut estimate,
+            };
+            r.step_on(&threads, &normal, s.stabiliser, theta, target, &x, &y, 4, buffers)
+                .unwrap();
+            assert_eq!(bits(&estimating.theta), bits(&glorot_theta()), "rank {rank}");
+            estimate
         };
-        r.step_on(&threads, &normal, s.stabiliser, theta, target, &x, &y, 4, buffers)
-            .unwrap();
-        assert_eq!(bits(&estimating.theta), bits(&glorot_theta()), "rank {rank}");
+        let estimate = estimate_with(false);
+        if rank == 0 {
+            assert_eq!(bits(&estimate_with(true)), bits(&estimate), "room, rank {rank}");
+        }
         let start = glorot_theta();
         let mut largest = 0f32;
         for (k, ((&e, &t0), &t1)) in estimate.iter().zip(&start).zip(&moved.theta).enumerate() {
