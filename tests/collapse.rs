@@ -9,7 +9,7 @@ use ienk::ensemble::collapse::{
     active_columns, draw_coefficient_norm, expand_direction, expand_w1_rows, restrict_batch,
 };
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
-use ienk::ensemble::resampled::{Form, Resampled};
+use ienk::ensemble::resampled::{Form, Kept, Resampled};
 use ienk::mlp::{Layout, MlpError};
 use ienk::normal::Normal;
 
@@ -222,7 +222,7 @@ fn direction(r: &Resampled, theta: &[f32], x: &[f32], y: &[u8], step: u64, colla
             0..r.members,
             &mut ws,
             &mut coeffs,
-            None,
+            Kept::Nothing,
         )
         .unwrap();
     let mut d_sub = vec![0f32; sub.num_params()];

@@ -7,7 +7,7 @@ use common::{Mean, ScopedThreads, TestRng, logits_of};
 use ienk::ensemble::eki::Eki;
 use ienk::ensemble::particles::{forward_low_rank_member, low_rank_scratch_len};
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
-use ienk::ensemble::resampled::{Form, Resampled};
+use ienk::ensemble::resampled::{Form, Kept, Resampled};
 use ienk::gemm::KernelPath;
 use ienk::loss::cross_entropy_grad;
 use ienk::mlp::Layout;
@@ -150,7 +150,7 @@ fn one_step(r: &Resampled, theta: &mut [f32], x: &[f32], y: &[u8], store: bool) 
         0..r.members,
         &mut ws,
         &mut coeffs,
-        stored.as_deref_mut(),
+        stored.as_deref_mut().map_or(Kept::Nothing, Kept::Stored),
     )
     .unwrap();
     let mut tmp = vec![0f32; BLOCK];
@@ -213,7 +213,7 @@ fn member_coefficients(r: &Resampled, theta: &[f32], x: &[f32], mean: &Mean) -> 
         0..r.members,
         &mut ws,
         &mut coeffs,
-        None,
+        Kept::Nothing,
     )
     .unwrap();
     coeffs
@@ -647,7 +647,7 @@ fn momentum_accumulates_the_plain_directions() {
                     0..r.members,
                     &mut ws,
                     &mut coeffs,
-                    None,
+                    Kept::Nothing,
                 )
                 .unwrap();
                 let mut tmp = vec![0f32; BLOCK];

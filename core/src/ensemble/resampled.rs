@@ -273,11 +273,30 @@ impl Resampled {
     }
 }
 
+/// What the full-rank member phase ([`Resampled::dense_coefficients`]) keeps of each member's
+/// perturbation once it has the member's coefficient.
+#[derive(Debug)]
+pub enum Kept<'a> {
+    /// Nothing: the update regenerates the perturbations from their seeds.
+    Nothing,
+    /// The perturbations themselves (`members x P`), for [`Resampled::update_blocks`] to read.
+    Stored(&'a mut [f32]),
+    /// Their shares `c_k delta_k`, added in member order to the direction held in these P
+    /// floats, each `c_k` clipped to `[-clip, clip]` when given, as [`Stabiliser::apply`] leaves
+    /// it without centring (a centred coefficient needs them all first).
+    Summed {
+        /// The direction the members' shares are added to.
+        direction: &'a mut [f32],
+        /// The stabiliser's clip.
+        clip: Option<f64>,
+    },
+}
+
 /// `acc += c delta`, one member's share of the direction: the one multiply-add that the
 /// update's sums ([`Resampled::add_direction_blocks`]) and a member phase summing as it goes
-/// ([`super::step::StepBuffers::direction`]) both make, so that they agree bit for bit.
+/// ([`Kept::Summed`]) both make, so that they agree bit for bit.
 /// O(len).
-pub(crate) fn add_share(acc: &mut [f32], c: f32, delta: &[f32]) {
+fn add_share(acc: &mut [f32], c: f32, delta: &[f32]) {
     acc.iter_mut().zip(delta).for_each(|(a, &d)| *a += c * d);
 }
 
@@ -376,8 +395,10 @@ impl Resampled {
     }
 
     /// Full-rank member phase: the coefficients of `members` (written to `coeffs`, one per member
-    /// of the range). When `store` is given (`members.len() x P`), each member's perturbation is
-    /// generated there and kept for [`Resampled::update_blocks`]. Of `theta` (length P) only the
+    /// of the range), and of each member's perturbation what `kept` asks for: the perturbation
+    /// itself, generated in [`Kept::Stored`] (`members.len() x P`) for
+    /// [`Resampled::update_blocks`], or its share added to [`Kept::Summed`]'s direction
+    /// (`P` floats, `P` more flops per member). Of `theta` (length P) only the
     /// output layer (`W2`, `b2`) is read, its input layer entering through `mean.pre`: so the
     /// network restricted to a batch's active inputs can be given as the last P floats of the
     /// full network's parameters, whose output layer is the same, without gathering its `W1`.
@@ -393,7 +414,7 @@ impl Resampled {
         members: Range<usize>,
         workspace: &mut [f32],
         coeffs: &mut [f64],
-        mut store: Option<&mut [f32]>,
+        kept: Kept<'_>,
     ) -> Result<(), MlpError> {
         let layout = &self.perturb.layout;
         let o = layout.outputs;
@@ -402,8 +423,17 @@ impl Resampled {
         let parts = dense_parts(layout, batch);
         check_len("member workspace", workspace.len(), parts.iter().sum())?;
         check_len("coefficients", coeffs.len(), members.len())?;
+        // The perturbations' destination, and the direction their shares are added to.
+        let (mut store, mut sum) = match kept {
+            Kept::Nothing => (None, None),
+            Kept::Stored(s) => (Some(s), None),
+            Kept::Summed { direction, clip } => (None, Some((direction, Stabiliser { center: false, clip }))),
+        };
         if let Some(s) = store.as_deref() {
             check_len("stored perturbations", s.len(), members.len() * p_len)?;
+        }
+        if let Some((direction, _)) = sum.as_ref() {
+            check_len("direction", direction.len(), p_len)?;
         }
         let mut carve = Carver(workspace);
         let (own_delta, hidden, bias) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
@@ -418,6 +448,9 @@ impl Resampled {
                 layout, theta, mean.pre, x, delta, hidden, bias, logits, scratch,
             )?;
             coeffs[j] = coefficient(self.form, logits, mean, o);
+            if let Some((direction, stabiliser)) = sum.as_mut() {
+                add_share(direction, stabiliser.clipped(coeffs[j]) as f32, delta);
+            }
         }
         Ok(())
     }

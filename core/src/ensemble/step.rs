@@ -20,9 +20,7 @@ use core::fmt;
 use super::collapse::{active_columns, draw_coefficient_norm, expand_w1_rows, restrict_batch};
 use super::low_rank_update::DrawRows;
 use super::perturb::{BLOCK, Perturbations};
-use super::resampled::{
-    Carver, MeanView, NonFiniteCoefficient, Resampled, Stabiliser, add_share, innovation,
-};
+use super::resampled::{Carver, Kept, MeanView, NonFiniteCoefficient, Resampled, Stabiliser, innovation};
 use crate::loss::BatchStats;
 use crate::mlp::{Layout, MlpError, check_len};
 use crate::normal::Normal;
@@ -333,31 +331,22 @@ impl Resampled {
         };
         let per = part_len(m, count);
         let rooms = core::iter::once(room.as_deref_mut()).chain(core::iter::repeat_with(|| None));
+        let kept = optional_chunks(stored.as_deref_mut(), per * pm)
+            .zip(rooms)
+            .map(|(store, room)| match (room, store) {
+                (Some(direction), _) => Kept::Summed {
+                    direction,
+                    clip: stabiliser.clip,
+                },
+                (None, Some(s)) => Kept::Stored(s),
+                (None, None) => Kept::Nothing,
+            });
         let jobs = part_ranges(m, count)
             .zip(coeffs.chunks_mut(per))
-            .zip(optional_chunks(stored.as_deref_mut(), per * pm))
-            .zip(shares(&mut *member_ws, sub_ws_len))
-            .zip(rooms);
-        workers.each(jobs, |((((members, c), store), ws), room)| match room {
-            Some(d) => {
-                for (k, c) in members.zip(c.chunks_exact_mut(1)) {
-                    sub_rule.dense_coefficients(
-                        normal,
-                        theta_sub,
-                        x_sub,
-                        &mean,
-                        step,
-                        k..k + 1,
-                        ws,
-                        c,
-                        None,
-                    )?;
-                    // A member workspace starts with the member's perturbation.
-                    add_share(d, stabiliser.clipped(c[0]) as f32, &ws[..pm]);
-                }
-                Ok(())
-            }
-            None => sub_rule.dense_coefficients(normal, theta_sub, x_sub, &mean, step, members, ws, c, store),
+            .zip(kept)
+            .zip(shares(&mut *member_ws, sub_ws_len));
+        workers.each(jobs, |(((members, c), kept), ws)| {
+            sub_rule.dense_coefficients(normal, theta_sub, x_sub, &mean, step, members, ws, c, kept)
         })?;
         stabiliser.apply(coeffs)?;
         // The restricted direction sum_k c_k delta_k, by parameter blocks: the room holds the
