@@ -217,7 +217,8 @@ pub struct TrainArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Ensemble optimizers (ienk, eki)")]
 pub struct EnsembleArgs {
-    /// Ensemble members M (at most 16777216).
+    /// Ensemble members M (at most 16777216; at least 2 for eki and for --center, which move by
+    /// the members' spread around their mean).
     #[arg(long, default_value_t = 10, value_name = "M", value_parser = particles)]
     pub particles: usize,
     /// Perturbation scale c: member entries of layer l are drawn with std c s_l (s_l = the

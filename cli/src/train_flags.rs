@@ -44,7 +44,9 @@ fn flag_list(ids: &[&str]) -> String {
 /// - `--store-perturbations` with low-rank members (`--rank` above 0), which are rebuilt from
 ///   their factors and never stored;
 /// - `--momentum` or `--normalize` with `--update adam`, whose Adam moments replace both;
-/// - `--antithetic` with an odd `--particles`, which would leave a member without its pair.
+/// - `--antithetic` with an odd `--particles`, which would leave a member without its pair;
+/// - one member where the update is the spread around the ensemble's mean (`eki`, `ienk
+///   --center`): that spread is zero, so the model would never move.
 ///
 /// O(number of flags).
 pub fn check(a: &TrainArgs, given: &[String]) -> Result<(), String> {
@@ -72,10 +74,23 @@ pub fn check(a: &TrainArgs, given: &[String]) -> Result<(), String> {
             if foreign.len() == 1 { "it" } else { "them" },
         ));
     }
+    let e = &a.ensemble;
+    let spread_only = match a.optimizer {
+        OptimizerKind::Eki => Some("eki moves the members along their spread around their mean"),
+        OptimizerKind::Ienk if e.center => {
+            Some("--center keeps only each member's difference from the members' mean coefficient")
+        }
+        _ => None,
+    };
+    if let (Some(why), 1) = (spread_only, e.particles) {
+        return Err(format!(
+            "{why}: one member has no spread, so the model would never move; give --particles \
+             2 or more"
+        ));
+    }
     if a.optimizer != OptimizerKind::Ienk {
         return Ok(());
     }
-    let e = &a.ensemble;
     if e.store_perturbations && e.rank > 0 {
         return Err(format!(
             "--store-perturbations applies to full-rank members (--rank 0) only; with --rank {} each \

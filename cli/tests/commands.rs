@@ -975,6 +975,15 @@ fn flags_the_optimizer_would_ignore_are_refused_before_anything_runs() {
             &["--optimizer", "ienk", "--antithetic", "--particles", "7"],
             "--particles must be even, not 7",
         ),
+        (
+            &["--optimizer", "eki", "--particles", "1"],
+            "eki moves the members along their spread around their mean: one member has no spread, so \
+             the model would never move; give --particles 2 or more",
+        ),
+        (
+            &["--optimizer", "ienk", "--center", "--particles", "1"],
+            "--center keeps only each member's difference from the members' mean coefficient: one",
+        ),
     ] {
         let args = [&["train", "--epochs", "1", "--out", m][..], flags].concat();
         assert_bad_input(&cli(&d.0, &args), needle);
