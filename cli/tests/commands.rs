@@ -229,6 +229,42 @@ fn help_explains_every_train_flag() {
     }
 }
 
+/// Each example command at the end of `train --help` runs as written (on the small data set,
+/// with `--epochs 1`, which overrides the default's 10, and `--out` in a temporary directory).
+#[test]
+fn the_examples_in_train_help_run_as_written() {
+    let d = TempDir::new("examples");
+    dataset(&d.0);
+    let out = Command::new(BIN).args(["train", "--help"]).output().unwrap();
+    let help = text(&out.stdout);
+    let examples = help
+        .split_once("\nExamples")
+        .expect("no examples in train --help")
+        .1;
+    // Commands, their continuation lines (after a trailing `\`) joined.
+    let mut commands = Vec::new();
+    let mut lines = examples.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if let Some(mut command) = line.strip_prefix("ienk-cli ").map(str::to_owned) {
+            while command.ends_with('\\') {
+                command.pop();
+                command.push_str(lines.next().unwrap_or_default());
+            }
+            commands.push(command);
+        }
+    }
+    assert_eq!(commands.len(), 4, "{examples}");
+    let model = d.0.join("example.safetensors");
+    for command in &commands {
+        let args: Vec<&str> = command.split_whitespace().collect();
+        let args = [&args[..], &["--epochs", "1", "--out", model.to_str().unwrap()]].concat();
+        let out = cli(&d.0, &args);
+        assert!(out.status.success(), "{command}: {}", text(&out.stderr));
+        assert!(model.exists(), "{command} wrote no model");
+        std::fs::remove_file(&model).unwrap();
+    }
+}
+
 #[test]
 fn compare_writes_the_table_the_csv_and_the_plot() {
     let d = TempDir::new("compare");
