@@ -113,6 +113,13 @@ impl IenkOptimizer {
         // size are (checked first), but their sum may not be.
         product("the hidden layer", &[cfg.batch, layout.hidden])?;
         product("the restricted batch", &[cfg.batch, layout.inputs])?;
+        let stabiliser = Stabiliser {
+            center: e.center,
+            clip: e.clip.map(f64::from),
+        };
+        let store = store && rank == 0;
+        // Room for the direction wherever the step can take it.
+        let room = rule.direction_room_refusal(stabiliser, store).is_none();
         Ok(IenkOptimizer {
             dense: DenseRows::new(cfg.batch)?,
             normal: Normal::new(),
@@ -121,7 +128,7 @@ impl IenkOptimizer {
             work: zeros("the step workspace", rule.step_workspace_len(cfg.batch, threads))?,
             cols: zeros("the active columns", layout.inputs)?,
             coeffs: zeros("the coefficients", cfg.members)?,
-            stored: (store && rank == 0)
+            stored: store
                 .then(|| {
                     zeros(
                         "the stored perturbations",
@@ -129,15 +136,12 @@ impl IenkOptimizer {
                     )
                 })
                 .transpose()?,
-            direction: (rank == 0 && !e.center && !store)
+            direction: room
                 .then(|| zeros("the direction", rule.step_direction_len_for(layout.inputs)))
                 .transpose()?,
             velocity: (momentum != 0.0).then(|| zeros("the velocity", p)).transpose()?,
             adam: e.adam.then(|| AdamState::new(lr, p)).transpose()?,
-            stabiliser: Stabiliser {
-                center: e.center,
-                clip: e.clip.map(f64::from),
-            },
+            stabiliser,
             rule,
         })
     }

@@ -180,6 +180,23 @@ impl Resampled {
         self.step_parts(batch, active, workers).iter().sum()
     }
 
+    /// Why a step of this rule with `stabiliser`, its perturbations `stored` or not, cannot take
+    /// [`StepBuffers::direction`] (low-rank members, centred coefficients, stored
+    /// perturbations), or `None` when it can: what [`Resampled::step_on`] refuses with
+    /// [`StepError::NoDirectionRoom`], for a caller deciding whether to give the room. O(1).
+    pub fn direction_room_refusal(&self, stabiliser: Stabiliser, stored: bool) -> Option<&'static str> {
+        [
+            (self.perturb.rank != 0, "the members are low rank"),
+            (
+                stabiliser.center,
+                "the coefficients are centred, which needs them all first",
+            ),
+            (stored, "the perturbations are stored"),
+        ]
+        .into_iter()
+        .find_map(|(refused, why)| refused.then_some(why))
+    }
+
     /// Floats of [`StepBuffers::direction`] a step on batches with at most `active` non-zero
     /// input columns needs: the parameters of the network restricted to them. O(1).
     pub fn step_direction_len_for(&self, active: usize) -> usize {
@@ -250,18 +267,10 @@ impl Resampled {
             Some(s) => check_len("stored perturbations", s.len(), m * p)?,
             None => {}
         }
-        if buffers.direction.is_some() {
-            let refusal = [
-                (self.perturb.rank != 0, "the members are low rank"),
-                (
-                    stabiliser.center,
-                    "the coefficients are centred, which needs them all first",
-                ),
-                (buffers.stored.is_some(), "the perturbations are stored"),
-            ];
-            if let Some((_, why)) = refusal.into_iter().find(|(refused, _)| *refused) {
-                return Err(StepError::NoDirectionRoom(why));
-            }
+        if buffers.direction.is_some()
+            && let Some(why) = self.direction_room_refusal(stabiliser, buffers.stored.is_some())
+        {
+            return Err(StepError::NoDirectionRoom(why));
         }
         // Full rank works on the batch's active input columns: the update's part depends on
         // how many there are.
