@@ -107,9 +107,9 @@ pub enum Command {
     /// derivative-free IEnK with one seed and one data order; print the thesis's table beside ours;
     /// write compare.csv (per epoch), accuracy.svg (test accuracy against epoch), and each run's
     /// metrics CSV and model into --out-dir. Each thesis IEnK run makes 600,000 updates of 10
-    /// particles (about 5 minutes on two cores) and our best derivative-free run trains 12000
-    /// particles (about 5 minutes on two cores); their results do
-    /// not depend on the thread count; leave them out with --runs.
+    /// particles and our best derivative-free run trains 12000 particles: each takes 2 to 5
+    /// minutes on two cores (a Zen 5 and a Zen 3 EPYC); their results do not depend on the
+    /// thread count; leave them out with --runs.
     Compare(CompareArgs),
 }
 

@@ -202,11 +202,12 @@ fn run<'a>(cmdline: &'a mut [u8; CMDLINE], b: &mut Training) -> Result<(), Failu
     // Opened first, so that a path that cannot be written fails before training.
     let mut file = File::open(&out_path, Mode::Write).map_err(|error| Failure::Host { path: out, error })?;
     hprintln!(
-        "ienk-firmware: training the 784-{}-10 MLP on {} examples, {} epoch(s), seed {}, on a Cortex-M4F, in {} KB \
+        "ienk-firmware: training the 784-{}-10 MLP on {} examples, {} {}, seed {}, on a Cortex-M4F, in {} KB \
          of static buffers",
         HIDDEN,
         n,
         args.epochs,
+        if args.epochs == 1 { "epoch" } else { "epochs" },
         args.seed,
         core::mem::size_of::<Buffers>() / 1024
     );
