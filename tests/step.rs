@@ -8,7 +8,7 @@ mod common;
 
 use common::{ScopedThreads, TestRng, bits};
 use ienk::batch::Batch;
-use ienk::ensemble::perturb::Perturbations;
+use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{Form, NonFiniteCoefficient, Resampled, Stabiliser};
 use ienk::ensemble::step::{Move, StepBuffers, StepError};
 use ienk::idx::{IMAGE_PIXELS, Split};
@@ -154,14 +154,19 @@ struct CoreRun {
 
 impl CoreRun {
     /// Buffers for `workers` workers, the workspace (and with `direction`, room for the
-    /// direction) sized for batches with at most `active` non-zero input columns.
+    /// direction, beside which the workspace may be smaller) sized for batches with at most
+    /// `active` non-zero input columns.
     fn new(r: &Resampled, s: &Setting, workers: usize, active: usize, store: bool, direction: bool) -> Self {
         let layout = r.perturb.layout;
         let p = layout.num_params();
+        let work_len = match direction {
+            true => r.step_workspace_len_with_room_for(s.batch, active, workers),
+            false => r.step_workspace_len_for(s.batch, active, workers),
+        };
         CoreRun {
             theta: glorot_theta(),
             velocity: (s.momentum != 0.0).then(|| vec![0f32; p]),
-            work: vec![0f32; r.step_workspace_len_for(s.batch, active, workers)],
+            work: vec![0f32; work_len],
             columns: vec![0u32; layout.inputs],
             coefficients: vec![0f64; s.members],
             stored: store.then(|| vec![0f32; s.members * p]),
@@ -639,4 +644,45 @@ fn room_for_the_direction_is_refused_where_the_members_cannot_sum_it() {
         }))
     );
     assert_eq!(run.theta, glorot_theta());
+}
+
+#[test]
+fn room_for_the_direction_spares_one_worker_the_update_block() {
+    let r = rule(&BASE);
+    let active = (0..IMAGE_PIXELS).filter(|j| j % 3 != 0).count();
+    // One worker's members sum the whole direction: the update redraws no member, and needs no
+    // perturbation block. Several workers' update redraws the others' members a block at a
+    // time.
+    let without = r.step_workspace_len_for(1, active, 1);
+    let with_room = r.step_workspace_len_with_room_for(1, active, 1);
+    assert_eq!(without - with_room, BLOCK);
+    for workers in [2, 3] {
+        assert_eq!(
+            r.step_workspace_len_with_room_for(1, active, workers),
+            r.step_workspace_len_for(1, active, workers)
+        );
+    }
+    // The smaller workspace is enough, and one float fewer is refused before anything moves.
+    let mut run = CoreRun::new(&r, &BASE, 1, active, false, true);
+    assert_eq!(run.work.len(), with_room);
+    run.work.pop();
+    let (theta, target, buffers) = run.buffers();
+    let short = step_on_the_example(&r, &OneThread, BASE.stabiliser, theta, target, buffers);
+    assert_eq!(
+        short,
+        Err(StepError::Mlp(MlpError::Length {
+            what: "step workspace",
+            expected: with_room,
+            found: with_room - 1
+        }))
+    );
+    assert_eq!(run.theta, glorot_theta());
+    run.work.push(0.0);
+    let (theta, target, buffers) = run.buffers();
+    step_on_the_example(&r, &OneThread, BASE.stabiliser, theta, target, buffers).unwrap();
+    assert_ne!(run.theta, glorot_theta());
+    let mut drawn_again = CoreRun::new(&r, &BASE, 1, active, false, false);
+    let (theta, target, buffers) = drawn_again.buffers();
+    step_on_the_example(&r, &OneThread, BASE.stabiliser, theta, target, buffers).unwrap();
+    assert_eq!(bits(&run.theta), bits(&drawn_again.theta));
 }

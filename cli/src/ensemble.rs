@@ -118,14 +118,19 @@ impl IenkOptimizer {
             clip: e.clip.map(f64::from),
         };
         let store = store && rank == 0;
-        // Room for the direction wherever the step can take it.
+        // Room for the direction wherever the step can take it, beside which one thread's
+        // workspace is smaller.
         let room = rule.direction_room_refusal(stabiliser, store).is_none();
+        let work_len = match room {
+            true => rule.step_workspace_len_with_room_for(cfg.batch, layout.inputs, threads),
+            false => rule.step_workspace_len(cfg.batch, threads),
+        };
         Ok(IenkOptimizer {
             dense: DenseRows::new(cfg.batch)?,
             normal: Normal::new(),
             pool: Pool::new(threads)?,
             step: 0,
-            work: zeros("the step workspace", rule.step_workspace_len(cfg.batch, threads))?,
+            work: zeros("the step workspace", work_len)?,
             cols: zeros("the active columns", layout.inputs)?,
             coeffs: zeros("the coefficients", cfg.members)?,
             stored: store

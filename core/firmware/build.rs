@@ -4,8 +4,9 @@
 //!   training split); the example order holds that many u16;
 //! - `IENK_DIRECTION_ROOM`: 1 to give the step room for the direction (one network restricted
 //!   to an image's non-zero pixels), so that the members sum it as they go and the update does
-//!   not draw their perturbations again: about 30% fewer instructions a step; 0 (the default)
-//!   to keep the memory;
+//!   not draw their perturbations again: about 30% fewer instructions a step, for one
+//!   restricted network less the update's perturbation block (16 KiB) that the workspace then
+//!   does without; 0 (the default) to keep the memory;
 //! - `IENK_RAM_KB`: KiB of RAM the linker may place the buffers and the stack in, 1 to 4096
 //!   (default 4096, QEMU's board): a build whose static buffers do not fit, with 16 KiB left
 //!   for the stack, fails to link.

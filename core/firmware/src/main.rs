@@ -33,7 +33,7 @@ mod ticks;
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::{hprint, hprintln};
 use ienk::batch::shuffle;
-use ienk::ensemble::perturb::Perturbations;
+use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{Form, Resampled, Stabiliser};
 use ienk::ensemble::step::StepBuffers;
 use ienk::idx::{IMAGE_PIXELS, NUM_CLASSES};
@@ -70,9 +70,12 @@ const MAX_ACTIVE: usize = 400;
 /// Parameters of the network restricted to `MAX_ACTIVE` inputs.
 const RESTRICTED: usize = MAX_ACTIVE * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + NUM_CLASSES;
 /// Workspace floats reserved: checked against `step_workspace_len_for(1, MAX_ACTIVE, 1)` (about
-/// one restricted network: a member's perturbation, whose room then holds the direction) and the
-/// input row after it; an evaluation batch takes as many test images as it holds.
-const WORK: usize = RESTRICTED + 8 * 1024;
+/// one restricted network: a member's perturbation, whose room then holds the direction, and a
+/// perturbation block for the update) and the input row after it; with `DIRECTION_ROOM`,
+/// against `step_workspace_len_with_room_for`, whose members sum the whole direction, so that
+/// the update needs no perturbation block. An evaluation batch takes as many test images as it
+/// holds.
+const WORK: usize = RESTRICTED + 8 * 1024 - if DIRECTION_ROOM { BLOCK } else { 0 };
 /// Floats of room for the step's direction: one restricted network with `DIRECTION_ROOM`
 /// (checked against `step_direction_len_for(MAX_ACTIVE)`), none without.
 const DIRECTION: usize = if DIRECTION_ROOM { RESTRICTED } else { 0 };
@@ -261,7 +264,10 @@ fn train_model<'a>(
         clip: Some(CLIP),
     };
     // The step's workspace, then the example's input row.
-    let need = rule.step_workspace_len_for(1, MAX_ACTIVE, 1);
+    let need = match DIRECTION_ROOM {
+        true => rule.step_workspace_len_with_room_for(1, MAX_ACTIVE, 1),
+        false => rule.step_workspace_len_for(1, MAX_ACTIVE, 1),
+    };
     if need + IMAGE_PIXELS > WORK {
         return Err(Failure::Workspace {
             what: "step workspace and input row",

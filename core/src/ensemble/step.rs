@@ -85,7 +85,8 @@ pub enum Move<'a> {
 pub struct StepBuffers<'a> {
     /// At least [`Resampled::step_workspace_len`] floats for the batch size and the workers, or
     /// [`Resampled::step_workspace_len_for`] with a bound on the batch's non-zero input columns
-    /// (a batch beyond the bound is refused).
+    /// (a batch beyond the bound is refused); with [`StepBuffers::direction`],
+    /// [`Resampled::step_workspace_len_with_room_for`] is enough.
     pub work: &'a mut [f32],
     /// At least `layout.inputs` entries (the batch's active input columns; unused with low rank).
     pub columns: &'a mut [u32],
@@ -102,7 +103,9 @@ pub struct StepBuffers<'a> {
     /// add their shares `c_k delta_k` while their perturbations are at hand, in member order,
     /// and the update draws only the other members' perturbations again. That saves half the
     /// members' normal draws on one worker (a Cortex-M4F's step takes about 30% fewer
-    /// instructions), `1 / (2 w)` of them on `w`, for one restricted network's floats. The same
+    /// instructions), `1 / (2 w)` of them on `w`, for one restricted network's floats (less
+    /// [`BLOCK`] on one worker, whose workspace can be smaller: see
+    /// [`Resampled::step_workspace_len_with_room_for`]). The same
     /// numbers, bit for bit, on any number of workers. Given to any other step, it is refused
     /// ([`StepError::NoDirectionRoom`]).
     pub direction: Option<&'a mut [f32]>,
@@ -120,20 +123,21 @@ fn prefix<'a>(what: &'static str, region: &'a mut [f32], len: usize) -> Result<&
 
 impl Resampled {
     /// Lengths of the parts of the step workspace for `batch` rows with at most `active`
-    /// non-zero input columns on `workers` workers: the mean's pre-activation, hidden layer,
-    /// logits, probabilities and innovation, its GEMM scratch, the member phase's workspaces,
-    /// and the update's.
-    fn step_parts(&self, batch: usize, active: usize, workers: usize) -> [usize; 8] {
+    /// non-zero input columns on `workers` workers, with [`StepBuffers::direction`] given
+    /// (`room`) or not: the mean's pre-activation, hidden layer, logits, probabilities and
+    /// innovation, its GEMM scratch, the member phase's workspaces, and the update's.
+    fn step_parts(&self, batch: usize, active: usize, workers: usize, room: bool) -> [usize; 8] {
         let l = &self.perturb.layout;
         let (bh, bo, w) = (batch * l.hidden, batch * l.outputs, workers.max(1));
         let (members, update) = if self.perturb.rank == 0 {
             // Per worker a member workspace of the restricted network, whose first one's room for
             // a perturbation holds the restricted direction once the members are done; then the
-            // restricted batch, and per worker a perturbation block and a W1 row.
+            // restricted batch, per worker a W1 row and, unless the members sum the whole
+            // direction, a perturbation block.
             let (active, sub) = (active.min(l.inputs), self.restricted_to(active.min(l.inputs)));
             (
                 sub.member_workspace_len(batch),
-                batch * active + w * (BLOCK + l.inputs),
+                batch * active + w * (self.update_block_len(w, room) + l.inputs),
             )
         } else {
             (self.member_workspace_len(batch), self.low_rank_update_len(w))
@@ -148,6 +152,17 @@ impl Resampled {
             w * members,
             update,
         ]
+    }
+
+    /// Floats of perturbation block each of `workers` workers needs to add members' shares to
+    /// the direction: [`BLOCK`], or none when the direction has `room` and one worker's members
+    /// are all of them, so that they sum it all as they go. O(1).
+    fn update_block_len(&self, workers: usize, room: bool) -> usize {
+        if room && part_len(self.members, workers) >= self.members {
+            0
+        } else {
+            BLOCK
+        }
     }
 
     /// This rule on the network restricted to `active` input columns: the full-rank members'
@@ -177,7 +192,15 @@ impl Resampled {
     /// firmware's bound for MNIST digits: at most 351 non-zero pixels in any training image.
     /// O(1).
     pub fn step_workspace_len_for(&self, batch: usize, active: usize, workers: usize) -> usize {
-        self.step_parts(batch, active, workers).iter().sum()
+        self.step_parts(batch, active, workers, false).iter().sum()
+    }
+
+    /// As [`Resampled::step_workspace_len_for`], for a step also given
+    /// [`StepBuffers::direction`]: on one worker the members then sum the whole direction, and
+    /// the update needs no perturbation block ([`BLOCK`] floats fewer); on several, as many
+    /// floats as without the room. O(1).
+    pub fn step_workspace_len_with_room_for(&self, batch: usize, active: usize, workers: usize) -> usize {
+        self.step_parts(batch, active, workers, true).iter().sum()
     }
 
     /// Why a step of this rule with `stabiliser`, its perturbations `stored` or not, cannot take
@@ -267,9 +290,8 @@ impl Resampled {
             Some(s) => check_len("stored perturbations", s.len(), m * p)?,
             None => {}
         }
-        if buffers.direction.is_some()
-            && let Some(why) = self.direction_room_refusal(stabiliser, buffers.stored.is_some())
-        {
+        let room_given = buffers.direction.is_some();
+        if room_given && let Some(why) = self.direction_room_refusal(stabiliser, buffers.stored.is_some()) {
             return Err(StepError::NoDirectionRoom(why));
         }
         // Full rank works on the batch's active input columns: the update's part depends on
@@ -278,7 +300,7 @@ impl Resampled {
             0 => active_columns(x, i, buffers.columns)?,
             _ => i,
         };
-        let parts = self.step_parts(b, active, count);
+        let parts = self.step_parts(b, active, count, room_given);
         let mut carve = Carver(prefix("step workspace", buffers.work, parts.iter().sum())?);
         let (pre, hidden, logits) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
         let (probs, g, scratch) = (carve.take(parts[3]), carve.take(parts[4]), carve.take(parts[5]));
@@ -318,7 +340,7 @@ impl Resampled {
         let mut carve = Carver(update_ws);
         let (x_sub, blocks, rows) = (
             carve.take(b * active),
-            carve.take(count * BLOCK),
+            carve.take(count * self.update_block_len(count, room_given)),
             carve.take(count * i),
         );
         restrict_batch(i, x, cols, x_sub)?;
