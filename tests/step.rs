@@ -633,17 +633,23 @@ fn room_for_the_direction_is_refused_where_the_members_cannot_sum_it() {
     let need = r.step_direction_len_for(active);
     assert_eq!(need, active * HIDDEN + HIDDEN + HIDDEN * 10 + 10);
     run.direction = Some(vec![0f32; need - 1]);
+    assert_one_float_short(&r, &mut run, "direction", need);
+}
+
+/// Asserts that a one-thread step on the synthetic example with `run`'s buffers is refused for
+/// `what`, one float short of `need`, and leaves theta at its start.
+fn assert_one_float_short(r: &Resampled, run: &mut CoreRun, what: &'static str, need: usize) {
     let (theta, target, buffers) = run.buffers();
-    let short = step_on_the_example(&r, &OneThread, BASE.stabiliser, theta, target, buffers);
+    let short = step_on_the_example(r, &OneThread, BASE.stabiliser, theta, target, buffers);
     assert_eq!(
         short,
         Err(StepError::Mlp(MlpError::Length {
-            what: "direction",
+            what,
             expected: need,
             found: need - 1
         }))
     );
-    assert_eq!(run.theta, glorot_theta());
+    assert_eq!(run.theta, glorot_theta(), "{what}");
 }
 
 #[test]
@@ -666,17 +672,7 @@ fn room_for_the_direction_spares_one_worker_the_update_block() {
     let mut run = CoreRun::new(&r, &BASE, 1, active, false, true);
     assert_eq!(run.work.len(), with_room);
     run.work.pop();
-    let (theta, target, buffers) = run.buffers();
-    let short = step_on_the_example(&r, &OneThread, BASE.stabiliser, theta, target, buffers);
-    assert_eq!(
-        short,
-        Err(StepError::Mlp(MlpError::Length {
-            what: "step workspace",
-            expected: with_room,
-            found: with_room - 1
-        }))
-    );
-    assert_eq!(run.theta, glorot_theta());
+    assert_one_float_short(&r, &mut run, "step workspace", with_room);
     run.work.push(0.0);
     let (theta, target, buffers) = run.buffers();
     step_on_the_example(&r, &OneThread, BASE.stabiliser, theta, target, buffers).unwrap();
