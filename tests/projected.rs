@@ -92,7 +92,8 @@ fn softmax(z: &[f64]) -> Vec<f64> {
 #[test]
 fn low_rank_coefficients_match_an_f64_forward_of_each_member() {
     let normal = Normal::new();
-    // Hidden sizes around the 8 lanes, outputs of 1 to 10, ranks 1 to 3, batches of 0 to 5.
+    // Hidden sizes around the 8 lanes, outputs of 1 to 10, ranks 1 to 3 and 9 (more than the 8
+    // rows a dot-product kernel takes at once), batches of 0 to 5.
     for (hidden, outputs, rank, batch) in [
         (6, 4, 1, 3),
         (6, 4, 2, 3),
@@ -101,6 +102,7 @@ fn low_rank_coefficients_match_an_f64_forward_of_each_member() {
         (13, 3, 3, 4),
         (17, 10, 1, 5),
         (9, 2, 1, 0),
+        (19, 5, 9, 2),
     ] {
         let layout = Layout {
             inputs: 11,
@@ -192,7 +194,8 @@ fn low_rank_coefficients_match_an_f64_forward_of_each_member() {
 #[test]
 fn projected_logit_coefficient_is_the_same_on_every_path_and_in_pairs() {
     let normal = Normal::new();
-    // Hidden sizes of 0, 1, primes and non-multiples of the 8 lanes, and the thesis's 128.
+    // Hidden sizes of 0, 1, primes and non-multiples of the 8 lanes, and the thesis's 128; ranks
+    // 1 to 3, and 9 and 17 (past the 8 rows a dot-product kernel takes at once).
     for (hidden, rank, batch) in [
         (0, 1, 2),
         (1, 1, 3),
@@ -202,6 +205,12 @@ fn projected_logit_coefficient_is_the_same_on_every_path_and_in_pairs() {
         (17, 2, 3),
         (31, 3, 2),
         (128, 1, 5),
+        (0, 2, 2),
+        (1, 2, 3),
+        (8, 3, 1),
+        (23, 9, 2),
+        (128, 2, 5),
+        (40, 17, 3),
     ] {
         let layout = Layout {
             inputs: 5,

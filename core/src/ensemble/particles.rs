@@ -319,7 +319,20 @@ pub(super) fn reduce8(l: &[f32; 8]) -> f32 {
 }
 
 /// Rows whose dot products with the hidden row are computed side by side.
-const GROUP: usize = 8;
+pub(super) const GROUP: usize = 8;
+
+/// `out_g = dot8(row g of mat, h)` for the `out.len()` rows of `mat` (`out.len() x h.len()`,
+/// at most [`GROUP`] rows, computed side by side), on the AVX kernels where `path` runs them
+/// (the same sums, bit for bit), else the portable ones. O(out.len() h).
+pub(super) fn dots_on(path: gemm::KernelPath, mat: &[f32], h: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if path.runs_avx2_build() {
+        // SAFETY: runs_avx2_build checked that the CPU has AVX2, hence AVX.
+        return unsafe { avx::dots(mat, h, out) };
+    }
+    let _ = path;
+    Portable::dots(mat, h, out);
+}
 
 /// The reference kernels, in plain Rust.
 struct Portable;
@@ -503,6 +516,12 @@ pub(super) mod avx {
         let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
         let t = _mm_add_ps(s, _mm_movehl_ps(s, s));
         _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps::<1>(t, t)))
+    }
+
+    /// [`super::dots_on`] with the AVX kernels.
+    #[target_feature(enable = "avx")]
+    pub(in crate::ensemble) fn dots(mat: &[f32], h: &[f32], out: &mut [f32]) {
+        <Avx as RowKernels>::dots(mat, h, out);
     }
 
     /// [`low_rank_rows`] with the AVX kernels.

@@ -18,7 +18,7 @@
 //! computed together there ([`low_rank_logit_coefficients`] with `N = 2`), so each 8 entries of
 //! `pre_b` and `v_b` are loaded once for both, and their sums are independent chains.
 
-use super::particles::{Factors, check_low_rank_member, reduce8};
+use super::particles::{self, Factors, check_low_rank_member, reduce8};
 use crate::gemm;
 use crate::mlp::{Layout, MlpError, check_len};
 
@@ -82,9 +82,11 @@ pub fn project_innovation<'a>(
 }
 
 /// Floats of scratch [`low_rank_logit_coefficients`] needs for `members` members on a batch of
-/// `batch` at rank `rank`: a hidden row and each member's `r x B` products `a2_q . g_b`. O(1).
+/// `batch` at rank `rank`: a hidden row, each member's `r x B` products `a2_q . g_b` and, above
+/// rank 1, a member's `a1` transposed (`r x H`) and a second hidden row. O(1).
 pub fn logit_coefficient_scratch_len(layout: &Layout, rank: usize, batch: usize, members: usize) -> usize {
-    layout.hidden + members * rank * batch
+    let rank_r = if rank > 1 { (rank + 1) * layout.hidden } else { 0 };
+    layout.hidden + members * rank * batch + rank_r
 }
 
 /// The logit-form coefficients `sum_b <z_kb - z_b, g_b>` (f64) of the `N` members with factors
@@ -126,8 +128,9 @@ pub fn low_rank_logit_coefficients<const N: usize>(
     for (xb, f) in xb.iter().zip(&f) {
         check_low_rank_member(layout, r, batch, xb, ld_xb, f)?;
     }
-    let (hk, a2g) = scratch.split_at_mut(h);
+    let (hk, rest) = scratch.split_at_mut(h);
     let per_member = r * batch;
+    let (a2g, a1t) = rest.split_at_mut(N * per_member);
     let mut c = [0f64; N];
     for ((c, f), a2g) in c.iter_mut().zip(&f).zip(a2g.chunks_exact_mut(per_member.max(1))) {
         // a2g[q B + b] = a2_q . g_b, added in the order of o.
@@ -159,34 +162,115 @@ pub fn low_rank_logit_coefficients<const N: usize>(
         };
         return Ok(rank1_sums(path, c, &members));
     }
-    for (e, (c, f)) in c.iter_mut().zip(&f).enumerate() {
-        let a2g = &a2g[e * per_member..(e + 1) * per_member];
-        let rows = pre.chunks_exact(h.max(1)).zip(g.v.chunks_exact(h.max(1)));
-        for (b, (pre_b, v_b)) in rows.enumerate() {
-            let xb_b = &xb[e][b * ld_xb..b * ld_xb + r];
-            for ((v, &p), (&d, a)) in hk
-                .iter_mut()
-                .zip(pre_b)
-                .zip(f.db1.iter().zip(f.a1.chunks_exact(r)))
-            {
-                *v = relu(xb_b.iter().zip(a).fold(p + d, |t, (x, a)| t + x * a));
-            }
-            let hk = &*hk;
-            let [diff] = lanes8(h, |j| [(hk[j] - relu(pre_b[j])) * v_b[j]]);
-            *c += f64::from(diff);
-            for (q, b2_q) in f.b2.chunks_exact(h.max(1)).enumerate() {
-                let [b2_h] = lanes8(h, |j| [hk[j] * b2_q[j]]);
-                *c += f64::from(b2_h) * f64::from(a2g[q * batch + b]);
-            }
-        }
-    }
-    Ok(c)
+    let members = RankRMembers {
+        pre,
+        v: g.v,
+        xb,
+        ld_xb,
+        a2g,
+        f,
+        hidden: h,
+        rank: r,
+    };
+    let (a1t, diff_row) = a1t.split_at_mut(r * h);
+    Ok(rank_r_sums(path, c, &members, [hk, &mut diff_row[..h]], a1t))
 }
 
 /// `t` if it is not below 0 (a NaN stays a NaN), else 0.
 #[inline(always)]
 fn relu(t: f32) -> f32 {
     if t < 0.0 { 0.0 } else { t }
+}
+
+/// What `N` members of rank above 1 read, checked by [`low_rank_logit_coefficients`]: the mean's
+/// pre-activation and `V` (`B x H` each), each member's projections `xb` (example b's `r` at `b
+/// ld_xb`), all members' `a2g` (member e's `a2_q . g_b` at `e r B + q B + b`) and factors.
+struct RankRMembers<'a, const N: usize> {
+    pre: &'a [f32],
+    v: &'a [f32],
+    xb: [&'a [f32]; N],
+    ld_xb: usize,
+    a2g: &'a [f32],
+    f: [Factors<'a>; N],
+    hidden: usize,
+    rank: usize,
+}
+
+/// `c[e]` plus, example after example, member e's `<h_b - relu(pre_b), v_b> + sum_q <h_b,
+/// b2_q> (a2_q . g_b)` in f64, with `h_b = relu((pre_b + db1) + sum_q (X b1^T)_bq a1_q)` (the
+/// ranks added in order) and each dot product over H in [`lanes8`]'s order, through
+/// [`particles::dots_on`] on `path`, and the rest compiled for AVX where `path` runs the AVX
+/// kernels (the same operations, so the same bits). `rows` are two hidden rows (H each: `h_b`
+/// and `h_b - relu(pre_b)`) and `a1t` a member's `a1` transposed (`r x H`), so that each rank's
+/// correction is a contiguous pass over H. O(N B H r).
+fn rank_r_sums<const N: usize>(
+    path: gemm::KernelPath,
+    c: [f64; N],
+    m: &RankRMembers<'_, N>,
+    rows: [&mut [f32]; 2],
+    a1t: &mut [f32],
+) -> [f64; N] {
+    #[cfg(target_arch = "x86_64")]
+    if path.runs_avx2_build() {
+        // SAFETY: runs_avx2_build checked that the CPU has AVX2, hence AVX.
+        return unsafe { avx::rank_r_sums(path, c, m, rows, a1t) };
+    }
+    rank_r_fold(path, c, m, rows, a1t)
+}
+
+/// The loops of [`rank_r_sums`], inlined into each build so that the compiler vectorises the
+/// passes over H for its instruction set.
+#[inline(always)]
+fn rank_r_fold<const N: usize>(
+    path: gemm::KernelPath,
+    mut c: [f64; N],
+    m: &RankRMembers<'_, N>,
+    rows: [&mut [f32]; 2],
+    a1t: &mut [f32],
+) -> [f64; N] {
+    let (h, r) = (m.hidden, m.rank);
+    let batch = m.pre.len() / h.max(1);
+    let per_member = r * batch;
+    let [hk, diff_row] = rows;
+    for (e, (c, f)) in c.iter_mut().zip(&m.f).enumerate() {
+        let a2g = &m.a2g[e * per_member..(e + 1) * per_member];
+        for (j, a1_j) in f.a1.chunks_exact(r).enumerate() {
+            for (q, &a) in a1_j.iter().enumerate() {
+                a1t[q * h + j] = a;
+            }
+        }
+        let examples = m.pre.chunks_exact(h.max(1)).zip(m.v.chunks_exact(h.max(1)));
+        for (b, (pre_b, v_b)) in examples.enumerate() {
+            let xb_b = &m.xb[e][b * m.ld_xb..b * m.ld_xb + r];
+            for ((t, &p), &d) in hk.iter_mut().zip(pre_b).zip(f.db1) {
+                *t = p + d;
+            }
+            for (&x, a1_q) in xb_b.iter().zip(a1t.chunks_exact(h.max(1))) {
+                for (t, &a) in hk.iter_mut().zip(a1_q) {
+                    *t += x * a;
+                }
+            }
+            hk.iter_mut().for_each(|t| *t = relu(*t));
+            for ((d, &t), &p) in diff_row.iter_mut().zip(&*hk).zip(pre_b) {
+                *d = t - relu(p);
+            }
+            let mut diff = [0f32];
+            particles::dots_on(path, v_b, diff_row, &mut diff);
+            *c += f64::from(diff[0]);
+            let mut b2_h = [0f32; particles::GROUP];
+            for (first, b2) in (0..r)
+                .step_by(particles::GROUP)
+                .zip(f.b2.chunks(particles::GROUP * h.max(1)))
+            {
+                let n = particles::GROUP.min(r - first);
+                particles::dots_on(path, b2, hk, &mut b2_h[..n]);
+                for (q, &sum) in (first..).zip(&b2_h[..n]) {
+                    *c += f64::from(sum) * f64::from(a2g[q * batch + b]);
+                }
+            }
+        }
+    }
+    c
 }
 
 /// `K` sums over `j < n` of `term(j)`, each in 8 partial sums (term j into lane `j mod 8`, for
@@ -323,12 +407,26 @@ mod avx {
     };
 
     use super::super::particles::avx::lanes_sum;
-    use super::{Factors, Rank1Members, rank1_fold, rank1_tail};
+    use super::{Factors, Rank1Members, RankRMembers, rank_r_fold, rank1_fold, rank1_tail};
+    use crate::gemm::KernelPath;
 
     /// [`super::rank1_sums`] with 8 lanes: the portable path's operations in the same order.
     #[target_feature(enable = "avx")]
     pub(super) fn rank1_sums<const N: usize>(c: [f64; N], m: &Rank1Members<'_, N>) -> [f64; N] {
         rank1_fold(c, m, |pre, v, x| rank1(pre, v, x, &m.f))
+    }
+
+    /// [`super::rank_r_sums`]'s loops compiled for AVX: the portable build's operations in the
+    /// same order.
+    #[target_feature(enable = "avx")]
+    pub(super) fn rank_r_sums<const N: usize>(
+        path: KernelPath,
+        c: [f64; N],
+        m: &RankRMembers<'_, N>,
+        rows: [&mut [f32]; 2],
+        a1t: &mut [f32],
+    ) -> [f64; N] {
+        rank_r_fold(path, c, m, rows, a1t)
     }
 
     /// `t` where it is not below 0, else +0, in one instruction: `vmaxps` returns its second
