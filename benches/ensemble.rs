@@ -3,6 +3,7 @@
 //!   product (what EKI runs every step);
 //! - `particles/low_rank/M`: M rank-1 antithetic members forwarded on a batch of 500 (the mean's
 //!   X W^T once, then each member's correction), coefficients and factor draws included;
+//!   `particles/low_rank_2/M` the same at rank 2 (the rank-r path);
 //! - `ienk_step/{rng,forward,update}/M/B`: one resampled IEnK step's parts: drawing the
 //!   perturbations, the members' forward passes (from stored perturbations) and the update (from
 //!   stored perturbations), all on every input column;
@@ -159,12 +160,20 @@ fn particles(c: &mut Criterion) {
     }
     let mean = Mean::new(batch);
     let normal = Normal::new();
-    for members in [10, 100, 1000] {
-        let r = resampled(members, 1);
+    for (rank, members) in [1, 2]
+        .into_iter()
+        .flat_map(|rank| [10, 100, 1000].map(|m| (rank, m)))
+    {
+        let r = resampled(members, rank);
         let mut ws = vec![0f32; r.member_workspace_len(batch)];
         let mut uw = vec![0f32; r.low_rank_update_len(1)];
         let mut coeffs = vec![0f64; members];
-        group.bench_function(BenchmarkId::new("low_rank", members), |b| {
+        let name = if rank == 1 {
+            "low_rank".to_string()
+        } else {
+            format!("low_rank_{rank}")
+        };
+        group.bench_function(BenchmarkId::new(name, members), |b| {
             b.iter(|| {
                 let rows = r.update_workspace(&mut uw, 1).unwrap().rows;
                 let view = mean.view();
