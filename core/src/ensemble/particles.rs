@@ -325,6 +325,7 @@ pub(super) const GROUP: usize = 8;
 /// at most [`GROUP`] rows, computed side by side), on the AVX kernels where `path` runs them
 /// (the same sums, bit for bit), else the portable ones. O(out.len() h).
 pub(super) fn dots_on(path: gemm::KernelPath, mat: &[f32], h: &[f32], out: &mut [f32]) {
+    debug_assert!(out.len() <= GROUP, "{} rows, more than GROUP", out.len());
     #[cfg(target_arch = "x86_64")]
     if path.runs_avx2_build() {
         // SAFETY: runs_avx2_build checked that the CPU has AVX2, hence AVX.
