@@ -78,16 +78,20 @@ fn low_rank_logits(
 fn low_rank_forward_equals_dense_forward_of_the_expanded_perturbation() {
     let normal = Normal::new();
     // Hidden sizes around the 8 lanes (and the thesis's 128), outputs below and past a group of
-    // 8 dot products, ranks 1 to 3, batches of 0, 1 and 5.
+    // 8 dot products, ranks 1 to 3 and 9 (a hidden row built a pass per rank over `a1`
+    // transposed), batches of 0, 1 and 5.
     for (hidden, outputs, rank, batch) in [
         (11, 5, 1, 7),
         (11, 5, 3, 7),
         (1, 1, 1, 1),
+        (1, 2, 2, 3),
         (7, 3, 2, 5),
         (8, 10, 1, 5),
         (13, 10, 1, 0),
         (17, 9, 3, 5),
+        (19, 4, 9, 3),
         (128, 10, 1, 5),
+        (128, 10, 2, 5),
     ] {
         let layout = Layout {
             inputs: 23,

@@ -169,10 +169,11 @@ pub struct Factors<'a> {
     pub db2: &'a [f32],
 }
 
-/// Floats of scratch [`forward_low_rank_member`] needs: a hidden row and the `(outputs + r) x H`
-/// rows of `[W2; b2]`. O(1).
+/// Floats of scratch [`forward_low_rank_member`] needs: a hidden row, the `(outputs + r) x H`
+/// rows of `[W2; b2]` and, above rank 1, `a1` transposed (`r x H`). O(1).
 pub fn low_rank_scratch_len(layout: &Layout, rank: usize) -> usize {
-    layout.hidden * (1 + layout.outputs + rank)
+    let a1t = if rank > 1 { rank } else { 0 };
+    layout.hidden * (1 + layout.outputs + rank + a1t)
 }
 
 /// A rank of at least 1 (0 is full rank, not a low-rank member), else the error naming `what`.
@@ -252,14 +253,19 @@ pub fn forward_low_rank_member(
     check_len("low-rank scratch", scratch.len(), low_rank_scratch_len(layout, r))?;
     check_len("logits", logits.len(), batch * o)?;
     check_low_rank_member(layout, r, batch, xb, ld_xb, &f)?;
-    let (hidden, rows) = scratch.split_at_mut(h);
+    let (hidden, rest) = scratch.split_at_mut(h);
+    let (rows, a1t) = rest.split_at_mut((o + r) * h);
     let (w2_rows, b2_rows) = rows.split_at_mut(o * h);
     w2_rows.copy_from_slice(p.w2);
     b2_rows.copy_from_slice(f.b2);
+    if r > 1 {
+        transpose_a1(f.a1, r, a1t);
+    }
     let member = LowRankMember {
         rows,
         b2: p.b2,
         f,
+        a1t,
         rank: r,
     };
     #[cfg(target_arch = "x86_64")]
@@ -273,12 +279,42 @@ pub fn forward_low_rank_member(
     Ok(())
 }
 
+/// Writes `a1` (`H x r`, row-major) transposed to the front of `a1t` (`r x H`), so that each
+/// rank's correction of a hidden row is a contiguous pass over H. O(H r).
+pub(super) fn transpose_a1(a1: &[f32], r: usize, a1t: &mut [f32]) {
+    let h = a1.len() / r.max(1);
+    for (j, a1_j) in a1.chunks_exact(r.max(1)).enumerate() {
+        for (q, &a) in a1_j.iter().enumerate() {
+            a1t[q * h + j] = a;
+        }
+    }
+}
+
+/// `out = relu(((pre + db1) + x_0 a1_0) + x_1 a1_1 ...)`: a member's hidden row above rank 1,
+/// with `x` its `r` projections on the example and `a1t` its `a1` transposed (`r x H`), a pass
+/// over H per rank (a NaN stays a NaN). Inlined, so that each build vectorises it for its
+/// instruction set. O(H r).
+#[inline(always)]
+pub(super) fn hidden_rank_r(pre: &[f32], db1: &[f32], a1t: &[f32], x: &[f32], out: &mut [f32]) {
+    let h = out.len();
+    for ((v, &p), &d) in out.iter_mut().zip(pre).zip(db1) {
+        *v = p + d;
+    }
+    for (&x, a1_q) in x.iter().zip(a1t.chunks_exact(h.max(1))) {
+        for (v, &a) in out.iter_mut().zip(a1_q) {
+            *v += x * a;
+        }
+    }
+    out.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
+}
+
 /// What one low-rank member's rows need besides the batch: `[W2; b2]` (`(outputs + r) x H`), the
-/// mean's output bias, and the factors.
+/// mean's output bias, the factors and, above rank 1, `a1` transposed (`r x H`).
 struct LowRankMember<'a> {
     rows: &'a [f32],
     b2: &'a [f32],
     f: Factors<'a>,
+    a1t: &'a [f32],
     rank: usize,
 }
 
@@ -374,14 +410,7 @@ fn low_rank_rows<K: RowKernels>(
         if r == 1 {
             K::hidden_rank1(pre_b, m.f.db1, m.f.a1, xb_b[0], hidden);
         } else {
-            for ((v, &p), (&d, a)) in hidden
-                .iter_mut()
-                .zip(pre_b)
-                .zip(m.f.db1.iter().zip(m.f.a1.chunks_exact(r)))
-            {
-                let t = xb_b.iter().zip(a).fold(p + d, |t, (x, a)| t + x * a);
-                *v = if t < 0.0 { 0.0 } else { t };
-            }
+            hidden_rank_r(pre_b, m.f.db1, m.a1t, xb_b, hidden);
         }
         // The dot products of W2's o rows, then of b2's r rows, GROUP at a time: logit k is
         // b2 + db2 + W2_k h, then gets (b2_q h) a2_kq for q = 0, 1, ... in turn.

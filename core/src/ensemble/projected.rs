@@ -234,23 +234,11 @@ fn rank_r_fold<const N: usize>(
     let [hk, diff_row] = rows;
     for (e, (c, f)) in c.iter_mut().zip(&m.f).enumerate() {
         let a2g = &m.a2g[e * per_member..(e + 1) * per_member];
-        for (j, a1_j) in f.a1.chunks_exact(r).enumerate() {
-            for (q, &a) in a1_j.iter().enumerate() {
-                a1t[q * h + j] = a;
-            }
-        }
+        particles::transpose_a1(f.a1, r, a1t);
         let examples = m.pre.chunks_exact(h.max(1)).zip(m.v.chunks_exact(h.max(1)));
         for (b, (pre_b, v_b)) in examples.enumerate() {
             let xb_b = &m.xb[e][b * m.ld_xb..b * m.ld_xb + r];
-            for ((t, &p), &d) in hk.iter_mut().zip(pre_b).zip(f.db1) {
-                *t = p + d;
-            }
-            for (&x, a1_q) in xb_b.iter().zip(a1t.chunks_exact(h.max(1))) {
-                for (t, &a) in hk.iter_mut().zip(a1_q) {
-                    *t += x * a;
-                }
-            }
-            hk.iter_mut().for_each(|t| *t = relu(*t));
+            particles::hidden_rank_r(pre_b, f.db1, a1t, xb_b, hk);
             for ((d, &t), &p) in diff_row.iter_mut().zip(&*hk).zip(pre_b) {
                 *d = t - relu(p);
             }
