@@ -358,16 +358,10 @@ pub(super) fn reduce8(l: &[f32; 8]) -> f32 {
 pub(super) const GROUP: usize = 8;
 
 /// `out_g = dot8(row g of mat, h)` for the `out.len()` rows of `mat` (`out.len() x h.len()`,
-/// at most [`GROUP`] rows, computed side by side), on the AVX kernels where `path` runs them
-/// (the same sums, bit for bit), else the portable ones. O(out.len() h).
-pub(super) fn dots_on(path: gemm::KernelPath, mat: &[f32], h: &[f32], out: &mut [f32]) {
+/// at most [`GROUP`] rows), with the portable kernels: what `avx::dots` computes, bit for bit.
+/// O(out.len() h).
+pub(super) fn dots_portable(mat: &[f32], h: &[f32], out: &mut [f32]) {
     debug_assert!(out.len() <= GROUP, "{} rows, more than GROUP", out.len());
-    #[cfg(target_arch = "x86_64")]
-    if path.runs_avx2_build() {
-        // SAFETY: runs_avx2_build checked that the CPU has AVX2, hence AVX.
-        return unsafe { avx::dots(mat, h, out) };
-    }
-    let _ = path;
     Portable::dots(mat, h, out);
 }
 
@@ -548,9 +542,11 @@ pub(super) mod avx {
         _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps::<1>(t, t)))
     }
 
-    /// [`super::dots_on`] with the AVX kernels.
+    /// [`super::dots_portable`] with the AVX kernels, at most [`super::GROUP`] rows side by
+    /// side.
     #[target_feature(enable = "avx")]
     pub(in crate::ensemble) fn dots(mat: &[f32], h: &[f32], out: &mut [f32]) {
+        debug_assert!(out.len() <= super::GROUP, "{} rows, more than GROUP", out.len());
         <Avx as RowKernels>::dots(mat, h, out);
     }
 

@@ -198,11 +198,12 @@ struct RankRMembers<'a, const N: usize> {
 
 /// `c[e]` plus, example after example, member e's `<h_b - relu(pre_b), v_b> + sum_q <h_b,
 /// b2_q> (a2_q . g_b)` in f64, with `h_b = relu((pre_b + db1) + sum_q (X b1^T)_bq a1_q)` (the
-/// ranks added in order) and each dot product over H in [`lanes8`]'s order, through
-/// [`particles::dots_on`] on `path`, and the rest compiled for AVX where `path` runs the AVX
-/// kernels (the same operations, so the same bits). `rows` are two hidden rows (H each: `h_b`
-/// and `h_b - relu(pre_b)`) and `a1t` a member's `a1` transposed (`r x H`), so that each rank's
-/// correction is a contiguous pass over H. O(N B H r).
+/// ranks added in order) and each dot product over H in [`lanes8`]'s order: where `path` runs
+/// the AVX kernels, the loops compiled for AVX and the dot products on the AVX row kernels,
+/// else both portable (the same operations, so the same bits); the path is chosen once for the
+/// batch. `rows` are two hidden rows (H each: `h_b` and `h_b - relu(pre_b)`) and `a1t` a
+/// member's `a1` transposed (`r x H`), so that each rank's correction is a contiguous pass over
+/// H. O(N B H r).
 fn rank_r_sums<const N: usize>(
     path: gemm::KernelPath,
     c: [f64; N],
@@ -213,20 +214,22 @@ fn rank_r_sums<const N: usize>(
     #[cfg(target_arch = "x86_64")]
     if path.runs_avx2_build() {
         // SAFETY: runs_avx2_build checked that the CPU has AVX2, hence AVX.
-        return unsafe { avx::rank_r_sums(path, c, m, rows, a1t) };
+        return unsafe { avx::rank_r_sums(c, m, rows, a1t) };
     }
-    rank_r_fold(path, c, m, rows, a1t)
+    let _ = path;
+    rank_r_fold(c, m, rows, a1t, particles::dots_portable)
 }
 
 /// The loops of [`rank_r_sums`], inlined into each build so that the compiler vectorises the
-/// passes over H for its instruction set.
+/// passes over H for its instruction set, with `dots` (`out_g = <row g of mat, h>` for at most
+/// [`particles::GROUP`] rows, in [`lanes8`]'s order) the build's dot products.
 #[inline(always)]
 fn rank_r_fold<const N: usize>(
-    path: gemm::KernelPath,
     mut c: [f64; N],
     m: &RankRMembers<'_, N>,
     rows: [&mut [f32]; 2],
     a1t: &mut [f32],
+    dots: impl Fn(&[f32], &[f32], &mut [f32]),
 ) -> [f64; N] {
     let (h, r) = (m.hidden, m.rank);
     let batch = m.pre.len() / h.max(1);
@@ -243,7 +246,7 @@ fn rank_r_fold<const N: usize>(
                 *d = t - relu(p);
             }
             let mut diff = [0f32];
-            particles::dots_on(path, v_b, diff_row, &mut diff);
+            dots(v_b, diff_row, &mut diff);
             *c += f64::from(diff[0]);
             let mut b2_h = [0f32; particles::GROUP];
             for (first, b2) in (0..r)
@@ -251,7 +254,7 @@ fn rank_r_fold<const N: usize>(
                 .zip(f.b2.chunks(particles::GROUP * h.max(1)))
             {
                 let n = particles::GROUP.min(r - first);
-                particles::dots_on(path, b2, hk, &mut b2_h[..n]);
+                dots(b2, hk, &mut b2_h[..n]);
                 for (q, &sum) in (first..).zip(&b2_h[..n]) {
                     *c += f64::from(sum) * f64::from(a2g[q * batch + b]);
                 }
@@ -394,9 +397,8 @@ mod avx {
         _mm256_setzero_ps, _mm256_sub_ps,
     };
 
-    use super::super::particles::avx::lanes_sum;
+    use super::super::particles::avx::{dots, lanes_sum};
     use super::{Factors, Rank1Members, RankRMembers, rank_r_fold, rank1_fold, rank1_tail};
-    use crate::gemm::KernelPath;
 
     /// [`super::rank1_sums`] with 8 lanes: the portable path's operations in the same order.
     #[target_feature(enable = "avx")]
@@ -404,17 +406,16 @@ mod avx {
         rank1_fold(c, m, |pre, v, x| rank1(pre, v, x, &m.f))
     }
 
-    /// [`super::rank_r_sums`]'s loops compiled for AVX: the portable build's operations in the
-    /// same order.
+    /// [`super::rank_r_sums`]'s loops compiled for AVX, with the AVX row kernels' dot
+    /// products: the portable build's operations in the same order.
     #[target_feature(enable = "avx")]
     pub(super) fn rank_r_sums<const N: usize>(
-        path: KernelPath,
         c: [f64; N],
         m: &RankRMembers<'_, N>,
         rows: [&mut [f32]; 2],
         a1t: &mut [f32],
     ) -> [f64; N] {
-        rank_r_fold(path, c, m, rows, a1t)
+        rank_r_fold(c, m, rows, a1t, |mat, h, out| dots(mat, h, out))
     }
 
     /// `t` where it is not below 0, else +0, in one instruction: `vmaxps` returns its second
