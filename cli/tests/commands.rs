@@ -301,6 +301,10 @@ fn compare_writes_the_table_the_csv_and_the_plot() {
         ),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("the thesis's figures match rates about ten times larger"),
+        "{stdout}"
+    );
     let csv = std::fs::read_to_string(out_dir.join("compare.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 4 * 2, "{csv}");
     // Each row's best epoch: the CSV's highest test accuracy of that run, first epoch reaching it.
@@ -331,6 +335,31 @@ fn compare_writes_the_table_the_csv_and_the_plot() {
     );
     assert!(out_dir.join("adam.safetensors").exists() && out_dir.join("sgd.csv").exists());
     assert!(out_dir.join("ienk-thesis-clip.safetensors").exists());
+}
+
+#[test]
+fn compare_notes_the_gradient_baselines_rate_only_when_they_ran() {
+    let d = TempDir::new("compare-note");
+    dataset(&d.0);
+    let out_dir = d.0.join("cmp");
+    let args = [
+        "compare",
+        "--epochs",
+        "1",
+        "--runs",
+        "adam",
+        "--threads",
+        "1",
+        "--out-dir",
+    ];
+    let out = cli(&d.0, &[&args[..], &[out_dir.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("| Adam | batch 500, lr 0.001 | 0.9699 |"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("about ten times larger"), "{stdout}");
 }
 
 #[test]
