@@ -98,7 +98,8 @@ pub enum Command {
     #[command(after_long_help = TRAIN_EXAMPLES)]
     Train(TrainArgs),
     /// Evaluate a saved model on the test split: accuracy, loss, per-class accuracy and the
-    /// confusion matrix, then the training record in its metadata (optimizer, epochs, settings).
+    /// confusion matrix, then the training record in its metadata (optimizer, epochs, settings)
+    /// and each weight tensor's Frobenius norm.
     Eval(EvalArgs),
     /// Predict the digit of one image: a test example by index, or a 28x28 PGM file.
     Predict(PredictArgs),

@@ -161,7 +161,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let evaluation = eval::evaluate(&model.layout, &model.theta, &test.view()?, threads(a.threads))?;
             emit(
                 out,
-                &(evaluation.report() + &model.metadata.describe(&model.layout)),
+                &(evaluation.report() + &model.metadata.describe(&model.layout) + &model.weight_norms()),
             )
         }
         Command::Predict(a) => {

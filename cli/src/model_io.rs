@@ -23,6 +23,27 @@ pub struct LoadedModel {
     pub metadata: ModelMetadata,
 }
 
+impl LoadedModel {
+    /// The Frobenius norm of each tensor, in the file's order and with its names, for `ienk-cli
+    /// eval`: `weights (Frobenius norms): 0.weight 14.83, 0.bias 0.00, 2.weight 4.28, 2.bias 0.00`
+    /// (a Glorot initialisation of the thesis's network), the sums of squares accumulated in
+    /// f64. A run that ran away shows here as a layer-1 norm several times its initial one. O(P).
+    pub fn weight_norms(&self) -> String {
+        let norms: Vec<String> = safetensors::TENSOR_NAMES
+            .iter()
+            .zip(self.layout.ranges())
+            .map(|(name, range)| {
+                let squares: f64 = self.theta[range]
+                    .iter()
+                    .map(|&w| f64::from(w) * f64::from(w))
+                    .sum();
+                format!("{name} {:.2}", squares.sqrt())
+            })
+            .collect();
+        format!("weights (Frobenius norms): {}\n", norms.join(", "))
+    }
+}
+
 /// The metadata entries of a model file that `ienk-cli` reads back.
 #[derive(Debug, Default)]
 pub struct ModelMetadata {

@@ -112,6 +112,35 @@ fn train_eval_predict_round_trip() {
     assert!(text(&out.stdout).contains("predicted digit: "));
 }
 
+#[test]
+fn eval_prints_each_tensors_frobenius_norm() {
+    let d = TempDir::new("norms");
+    dataset(&d.0);
+    // Every entry of a tensor the same: its norm is |value| sqrt(entries), worked out by hand
+    // for a 784-16-10 network: 0.5 sqrt(12544) = 56.00, 1 sqrt(16) = 4, 2 sqrt(160) = 25.30,
+    // 3 sqrt(10) = 9.49.
+    let layout = ienk::mlp::Layout::mnist(16);
+    let [w1, b1, w2, b2] = layout.ranges();
+    let mut theta = vec![0f32; layout.num_params()];
+    theta[w1].fill(0.5);
+    theta[b1].fill(-1.0);
+    theta[w2].fill(2.0);
+    theta[b2].fill(-3.0);
+    let mut bytes = vec![0u8; ienk::safetensors::serialized_len(&layout, &[])];
+    ienk::safetensors::write(&layout, &theta, &[], &mut bytes).unwrap();
+    let model = d.0.join("constant.safetensors");
+    std::fs::write(&model, &bytes).unwrap();
+    let out = cli(&d.0, &["eval", "--model", model.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(
+        report.ends_with(
+            "weights (Frobenius norms): 0.weight 56.00, 0.bias 4.00, 2.weight 25.30, 2.bias 9.49\n"
+        ),
+        "{report}"
+    );
+}
+
 fn assert_bad_input(out: &Output, needle: &str) {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
