@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::{Mean, ScopedThreads, TestRng, logits_of};
+use common::{Mean, ScopedThreads, TestRng, bits, logits_of};
 use ienk::ensemble::eki::Eki;
 use ienk::ensemble::particles::{forward_low_rank_member, low_rank_scratch_len};
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
-use ienk::ensemble::resampled::{Form, Kept, Resampled};
+use ienk::ensemble::resampled::{Form, Kept, KeptPerturbations, Resampled};
 use ienk::gemm::KernelPath;
 use ienk::loss::cross_entropy_grad;
 use ienk::mlp::Layout;
@@ -192,6 +192,70 @@ fn regenerated_update_equals_stored_update() {
             "{form:?}"
         );
         assert!(a != theta0);
+    }
+}
+
+#[test]
+fn a_member_phase_keeps_the_leading_members_its_store_holds() {
+    let layout = Layout {
+        inputs: 60,
+        hidden: 70,
+        outputs: 10,
+    };
+    let (p, step, members) = (layout.num_params(), 3, 4..10);
+    let mut rng = TestRng::new(8);
+    let theta = rng.vec(p);
+    let x = rng.vec(2 * 60);
+    let y = [7, 2];
+    let r = Resampled {
+        perturb: perturbations(layout, 0, false, 1.0),
+        members: 10,
+        form: Form::Thesis,
+        lr: 0.01,
+        momentum: 0.0,
+        normalize: false,
+    };
+    let normal = Normal::new();
+    let mean = Mean::new(&layout, r.form, &theta, &x, &y);
+    let mut ws = vec![0f32; r.member_workspace_len(y.len())];
+    let mut phase = |kept: Kept<'_>| {
+        let mut coeffs = vec![0f64; members.len()];
+        let done = r.dense_coefficients(
+            &normal,
+            &theta,
+            &x,
+            &mean.view(),
+            step,
+            members.clone(),
+            &mut ws,
+            &mut coeffs,
+            kept,
+        );
+        done.map(|()| coeffs)
+    };
+    let want = phase(Kept::Nothing).unwrap();
+    // Room for members 4 to 6 of the range 4..10: those three are kept, as drawn, and the
+    // coefficients do not change.
+    let mut store = vec![f32::NAN; 3 * p];
+    assert_eq!(phase(Kept::Stored(&mut store)).unwrap(), want);
+    let mut delta = vec![0f32; p];
+    for (j, kept) in store.chunks_exact(p).enumerate() {
+        r.perturb.fill_member(&normal, step, 4 + j, &mut delta);
+        assert_eq!(bits(kept), bits(&delta), "member {}", 4 + j);
+    }
+    // Part of a member, or more members than the range has, is refused.
+    for len in [3 * p + 1, 7 * p] {
+        let mut store = vec![0f32; len];
+        assert!(phase(Kept::Stored(&mut store)).is_err(), "{len} floats");
+    }
+    // The update's sums refuse kept perturbations of members past M, or part of one.
+    let coeffs = vec![0.5f64; 10];
+    let (mut part, mut tmp) = (vec![0f32; p], vec![0f32; BLOCK]);
+    for (first, len) in [(8, 3 * p), (4, 2 * p - 1)] {
+        let data = vec![0f32; len];
+        let kept = Some(KeptPerturbations { first, data: &data });
+        let refused = r.add_direction_blocks(&normal, &mut part, 0, &coeffs, 4, step, kept, &mut tmp);
+        assert!(refused.is_err(), "first {first}, {len} floats");
     }
 }
 
@@ -1139,14 +1203,26 @@ fn add_direction_blocks_sum_the_members_perturbations_in_place_as_update_blocks_
     let expected = &partial[r.members];
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let mut tmp = vec![0f32; BLOCK];
-    for kept in [None, Some(&stored[..])] {
+    // None kept, all of them, or some: members 2 to 4, or 6 alone (the others drawn again).
+    let kept_runs = [(0, 0), (0, 7), (2, 5), (6, 7)];
+    for kept in kept_runs.map(|(first, end)| {
+        (end > first).then(|| KeptPerturbations {
+            first,
+            data: &stored[first * p..end * p],
+        })
+    }) {
         // From zero or from the first `from` members' shares (what a member phase summing as
         // it goes leaves), whole and from the second block on.
         for from in [0, 1, 3, 6, 7] {
             let mut whole = partial[from].clone();
             r.add_direction_blocks(&normal, &mut whole, 0, &coeffs, from, step, kept, &mut tmp)
                 .unwrap();
-            assert_eq!(bits(&whole), bits(expected), "from {from}");
+            let which = kept.map(|k| (k.first, k.data.len() / p));
+            assert_eq!(
+                bits(&whole),
+                bits(expected),
+                "from {from}, kept (first, count) {which:?}"
+            );
             let mut tail = partial[from][BLOCK..].to_vec();
             r.add_direction_blocks(&normal, &mut tail, 1, &coeffs, from, step, kept, &mut tmp)
                 .unwrap();

@@ -217,10 +217,19 @@ fn assert_same_steps(s: &Setting, steps: usize) {
     let mut one = CoreRun::new(&r, s, 1, active, false, false);
     let mut threaded = CoreRun::new(&r, s, s.threads, IMAGE_PIXELS, s.store, false);
     let sums = s.rank == 0 && !s.stabiliser.center;
+    // Room for the direction and, past it, for none, one or every later member's perturbation
+    // (each as large as the direction; more of them fit in a batch with fewer active inputs),
+    // which the later workers' members keep for the update.
+    let room = r.step_direction_len_for(active);
     let mut summing: Vec<(usize, CoreRun)> = [1, s.threads]
         .into_iter()
+        .flat_map(|w| [(w, 1), (w, 2), (w, s.members + 1)])
         .filter(|_| sums)
-        .map(|w| (w, CoreRun::new(&r, s, w, active, false, true)))
+        .map(|(w, rooms)| {
+            let mut run = CoreRun::new(&r, s, w, active, false, true);
+            run.direction = Some(vec![0f32; rooms * room]);
+            (w, run)
+        })
         .collect();
     let mut x = vec![0f32; s.batch * IMAGE_PIXELS];
     let indices: Vec<u32> = (0..(s.batch * steps) as u32).collect();

@@ -55,8 +55,10 @@ pub struct IenkOptimizer {
     /// The M perturbations of a step, with `--store-perturbations`.
     stored: Option<Vec<f32>>,
     /// Room for the direction, which the first thread's members then sum as they go (full
-    /// rank, coefficients not centred, perturbations not stored): the same numbers, fewer
-    /// draws (half of them on one thread).
+    /// rank, coefficients not centred, perturbations not stored), and on several threads one
+    /// network more, where the later threads' members keep as many of their perturbations as
+    /// fit for the update (typically the other five of ten members on an MNIST image): the same
+    /// numbers, fewer draws (half of them on one thread), O(P) memory.
     direction: Option<Vec<f32>>,
     velocity: Option<Vec<f32>>,
     adam: Option<AdamState>,
@@ -121,6 +123,7 @@ impl IenkOptimizer {
         // Room for the direction wherever the step can take it, beside which one thread's
         // workspace is smaller.
         let room = rule.direction_room_refusal(stabiliser, store).is_none();
+        let room_len = rule.step_direction_len_for(layout.inputs) * if threads > 1 { 2 } else { 1 };
         let work_len = match room {
             true => rule.step_workspace_len_with_room_for(cfg.batch, layout.inputs, threads),
             false => rule.step_workspace_len(cfg.batch, threads),
@@ -141,9 +144,7 @@ impl IenkOptimizer {
                     )
                 })
                 .transpose()?,
-            direction: room
-                .then(|| zeros("the direction", rule.step_direction_len_for(layout.inputs)))
-                .transpose()?,
+            direction: room.then(|| zeros("the direction", room_len)).transpose()?,
             velocity: (momentum != 0.0).then(|| zeros("the velocity", p)).transpose()?,
             adam: e.adam.then(|| AdamState::new(lr, p)).transpose()?,
             stabiliser,

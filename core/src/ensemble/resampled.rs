@@ -279,7 +279,9 @@ impl Resampled {
 pub enum Kept<'a> {
     /// Nothing: the update regenerates the perturbations from their seeds.
     Nothing,
-    /// The perturbations themselves (`members x P`), for [`Resampled::update_blocks`] to read.
+    /// The perturbations themselves, of the range's first `len / P` members in order (all of
+    /// them with `members x P` floats, for [`Resampled::update_blocks`] to read; fewer for
+    /// [`Resampled::add_direction_blocks`], see [`KeptPerturbations`]); the others are not kept.
     Stored(&'a mut [f32]),
     /// Their shares `c_k delta_k`, added in member order to the direction held in these P
     /// floats, each `c_k` clipped to `[-clip, clip]` when given, as [`Stabiliser::apply`] leaves
@@ -290,6 +292,26 @@ pub enum Kept<'a> {
         /// The stabiliser's clip.
         clip: Option<f64>,
     },
+}
+
+/// Perturbations a member phase kept ([`Kept::Stored`]) for the update's sums to read instead of
+/// drawing them again: those of members `first .. first + data.len() / P`, P floats each, in
+/// member order.
+#[derive(Clone, Copy, Debug)]
+pub struct KeptPerturbations<'a> {
+    /// The first kept member.
+    pub first: usize,
+    /// Their perturbations, a whole number of P floats.
+    pub data: &'a [f32],
+}
+
+impl<'a> KeptPerturbations<'a> {
+    /// Member `k`'s entries `range` (of its P), when it is kept. O(1).
+    fn member(&self, k: usize, p_len: usize, range: Range<usize>) -> Option<&'a [f32]> {
+        let j = k.checked_sub(self.first)?;
+        let start = j.checked_mul(p_len)?;
+        self.data.get(start + range.start..start + range.end)
+    }
 }
 
 /// `acc += c delta`, one member's share of the direction: the one multiply-add that the
@@ -396,8 +418,9 @@ impl Resampled {
 
     /// Full-rank member phase: the coefficients of `members` (written to `coeffs`, one per member
     /// of the range), and of each member's perturbation what `kept` asks for: the perturbation
-    /// itself, generated in [`Kept::Stored`] (`members.len() x P`) for
-    /// [`Resampled::update_blocks`], or its share added to [`Kept::Summed`]'s direction
+    /// itself, generated in [`Kept::Stored`] (`members.len() x P` for
+    /// [`Resampled::update_blocks`], or room for the leading members' only), or its share added
+    /// to [`Kept::Summed`]'s direction
     /// (`P` floats, `P` more flops per member). Of `theta` (length P) only the
     /// output layer (`W2`, `b2`) is read, its input layer entering through `mean.pre`: so the
     /// network restricted to a batch's active inputs can be given as the last P floats of the
@@ -430,7 +453,9 @@ impl Resampled {
             Kept::Summed { direction, clip } => (None, Some((direction, Stabiliser { center: false, clip }))),
         };
         if let Some(s) = store.as_deref() {
-            check_len("stored perturbations", s.len(), members.len() * p_len)?;
+            // A whole number of perturbations, at most one per member.
+            let whole = s.len().min(members.len() * p_len) / p_len.max(1) * p_len;
+            check_len("stored perturbations", s.len(), whole)?;
         }
         if let Some((direction, _)) = sum.as_ref() {
             check_len("direction", direction.len(), p_len)?;
@@ -439,8 +464,11 @@ impl Resampled {
         let (own_delta, hidden, bias) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
         let (logits, scratch) = (carve.take(parts[3]), carve.take(parts[4]));
         for (j, member) in members.enumerate() {
-            let delta = match store.as_deref_mut() {
-                Some(s) => &mut s[j * p_len..(j + 1) * p_len],
+            let delta = match store
+                .as_deref_mut()
+                .and_then(|s| s.get_mut(j * p_len..(j + 1) * p_len))
+            {
+                Some(slot) => slot,
                 None => &mut *own_delta,
             };
             self.perturb.fill_member(normal, step, member, delta);
@@ -473,6 +501,14 @@ impl Resampled {
         stored: Option<&[f32]>,
         tmp: &mut [f32],
     ) -> Result<(), MlpError> {
+        if let Some(s) = stored {
+            check_len(
+                "stored perturbations",
+                s.len(),
+                self.members * self.perturb.layout.num_params(),
+            )?;
+        }
+        let stored = stored.map(|data| KeptPerturbations { first: 0, data });
         self.check_sum_buffers(coeffs, stored, tmp)?;
         if let Some(v) = velocity.as_deref() {
             check_len("velocity", v.len(), part.len())?;
@@ -496,7 +532,8 @@ impl Resampled {
     /// [`Resampled::update_blocks`], bit for bit, when `part` starts at zero (`from` = 0) or
     /// holds the first `from` members' shares summed in member order from zero (what a member
     /// phase with room for the direction leaves), made in `part` itself, so without the update's
-    /// stack. O(as the update, for `M - from` members).
+    /// stack. The members `stored` holds are read from it, the others drawn again. O(as the
+    /// update, for `M - from` members; no draws for the stored ones).
     #[allow(clippy::too_many_arguments)]
     pub fn add_direction_blocks(
         &self,
@@ -506,7 +543,7 @@ impl Resampled {
         coeffs: &[f64],
         from: usize,
         step: u64,
-        stored: Option<&[f32]>,
+        stored: Option<KeptPerturbations<'_>>,
         tmp: &mut [f32],
     ) -> Result<(), MlpError> {
         self.check_sum_buffers(coeffs, stored, tmp)?;
@@ -517,23 +554,28 @@ impl Resampled {
     }
 
     /// Checks the buffers of [`Resampled::update_blocks`] and [`Resampled::add_direction_blocks`]:
-    /// a coefficient per member, a block of `tmp`, and `M x P` stored perturbations if any. O(1).
-    fn check_sum_buffers(&self, coeffs: &[f64], stored: Option<&[f32]>, tmp: &[f32]) -> Result<(), MlpError> {
+    /// a coefficient per member, a block of `tmp`, and stored perturbations, if any, of members
+    /// that exist (a whole number of P floats). O(1).
+    fn check_sum_buffers(
+        &self,
+        coeffs: &[f64],
+        stored: Option<KeptPerturbations<'_>>,
+        tmp: &[f32],
+    ) -> Result<(), MlpError> {
         check_len("coefficients", coeffs.len(), self.members)?;
         check_len("block buffer", tmp.len(), BLOCK)?;
         if let Some(s) = stored {
-            check_len(
-                "stored perturbations",
-                s.len(),
-                self.members * self.perturb.layout.num_params(),
-            )?;
+            let p_len = self.perturb.layout.num_params().max(1);
+            let room = self.members.saturating_sub(s.first) * p_len;
+            let whole = s.data.len().min(room) / p_len * p_len;
+            check_len("stored perturbations", s.data.len(), whole)?;
         }
         Ok(())
     }
 
     /// Adds `sum_{k >= from} c_k delta_k` over the first `acc.len()` entries of parameter block
-    /// `block` to `acc`, member by member, each delta regenerated into `tmp` or read from
-    /// `stored`. Costs `(M - from) len(acc)` normal draws (none when stored).
+    /// `block` to `acc`, member by member, each delta read from `stored` when it holds it, else
+    /// regenerated into `tmp`. Costs `len(acc)` normal draws per member not stored.
     #[allow(clippy::too_many_arguments)]
     fn sum_block(
         &self,
@@ -543,13 +585,13 @@ impl Resampled {
         coeffs: &[f64],
         from: usize,
         step: u64,
-        stored: Option<&[f32]>,
+        stored: Option<KeptPerturbations<'_>>,
         tmp: &mut [f32],
     ) {
         let (p_len, start) = (self.perturb.layout.num_params(), block * BLOCK);
         for (k, &c) in coeffs.iter().enumerate().skip(from) {
-            let delta: &[f32] = match stored {
-                Some(s) => &s[k * p_len + start..k * p_len + start + acc.len()],
+            let delta: &[f32] = match stored.and_then(|s| s.member(k, p_len, start..start + acc.len())) {
+                Some(kept) => kept,
                 None => {
                     let t = &mut tmp[..acc.len()];
                     self.perturb.fill_block(normal, step, k, block, t);

@@ -9,7 +9,8 @@
 //! input columns the batch uses and the rest of the direction is drawn at once
 //! ([`super::collapse`]); the perturbations are regenerated from their seeds in the update
 //! unless the caller gives room to store them, or room for the direction, which the first
-//! worker's members then sum as they go. The workspace is therefore O(P + B (inputs + H))
+//! worker's members then sum as they go (and whose spare floats keep the later workers'
+//! members' perturbations, as many as fit). The workspace is therefore O(P + B (inputs + H))
 //! floats plus GEMM scratch and, per worker, a member workspace, whatever the number of members
 //! (the members read the full network's output layer in place, and the update's direction
 //! reuses the member phase's room): for the thesis's network (P = 101,770) on one worker
@@ -20,7 +21,9 @@ use core::fmt;
 use super::collapse::{active_columns, draw_coefficient_norm, expand_w1_rows, restrict_batch};
 use super::low_rank_update::DrawRows;
 use super::perturb::{BLOCK, Perturbations};
-use super::resampled::{Carver, Kept, MeanView, NonFiniteCoefficient, Resampled, Stabiliser, innovation};
+use super::resampled::{
+    Carver, Kept, KeptPerturbations, MeanView, NonFiniteCoefficient, Resampled, Stabiliser, innovation,
+};
 use crate::loss::BatchStats;
 use crate::mlp::{Layout, MlpError, check_len};
 use crate::normal::Normal;
@@ -105,8 +108,12 @@ pub struct StepBuffers<'a> {
     /// members' normal draws on one worker (a Cortex-M4F's step takes about 30% fewer
     /// instructions), `1 / (2 w)` of them on `w`, for one restricted network's floats (less
     /// [`BLOCK`] on one worker, whose workspace can be smaller: see
-    /// [`Resampled::step_workspace_len_with_room_for`]). The same
-    /// numbers, bit for bit, on any number of workers. Given to any other step, it is refused
+    /// [`Resampled::step_workspace_len_with_room_for`]). On several workers, what the room
+    /// holds past the batch's restricted network keeps the perturbations of the members after
+    /// the first worker's, as many whole ones as fit in member order, and the update reads
+    /// those instead of drawing them again (on two workers, ten members and an MNIST image,
+    /// about twice the direction keeps all five). The same numbers, bit for bit, on any number
+    /// of workers and any room. Given to any other step, it is refused
     /// ([`StepError::NoDirectionRoom`]).
     pub direction: Option<&'a mut [f32]>,
 }
@@ -221,7 +228,8 @@ impl Resampled {
     }
 
     /// Floats of [`StepBuffers::direction`] a step on batches with at most `active` non-zero
-    /// input columns needs: the parameters of the network restricted to them. O(1).
+    /// input columns needs: the parameters of the network restricted to them (more room keeps
+    /// later workers' perturbations, see [`StepBuffers::direction`]). O(1).
     pub fn step_direction_len_for(&self, active: usize) -> usize {
         self.restricted_to(active.min(self.perturb.layout.inputs))
             .perturb
@@ -253,8 +261,9 @@ impl Resampled {
     /// `target` (theta moved, or the gradient estimate written). The same numbers on any
     /// number of workers. Returns the batch's loss and accuracy under theta before the move.
     /// Costs, over all workers: full rank, `M (H a + P_2)` normal draws for the members'
-    /// perturbations (`a` the active inputs), twice (forward and update; once when stored or
-    /// with room for the direction), `H inputs` for the rest of the direction, and
+    /// perturbations (`a` the active inputs), twice (forward and update; once when stored, and
+    /// for the members that sum the direction or that its room keeps), `H inputs` for the rest
+    /// of the direction, and
     /// `2 B M (H a + 2 H outputs)` flops; low rank, `D factor_len` normal draws (D draws: M, or
     /// ceil(M / 2) with antithetic pairs), once, the member phase's flops
     /// ([`Resampled::low_rank_coefficients`]) and the update's `2 D r P`.
@@ -352,25 +361,41 @@ impl Resampled {
         // With room for the direction, the first job's members (the leading ones) add their
         // shares `c_k delta_k` to it while their perturbations are at hand, in member order as
         // the update would sum them; the update then adds the other members' shares.
-        let mut room = match buffers.direction {
+        // What the room holds past the direction keeps the perturbations of the members after
+        // the first job's, as many as fit: the update reads those instead of drawing them again.
+        let (mut room, spare) = match buffers.direction {
             Some(room) => {
-                let d = prefix("direction", room, pm)?;
+                prefix("direction", room, pm)?;
+                let (d, spare) = room.split_at_mut(pm);
                 d.fill(0.0);
-                Some(d)
+                (Some(d), spare)
             }
-            None => None,
+            None => (None, &mut [][..]),
         };
         let per = part_len(m, count);
+        let later = m.saturating_sub(per);
+        let kept_members = (spare.len() / pm.max(1)).min(later);
+        let spare = &mut spare[..kept_members * pm];
         let rooms = core::iter::once(room.as_deref_mut()).chain(core::iter::repeat_with(|| None));
+        // The later jobs' shares of the spare room: job t keeps its leading members that fit.
+        let mut spare_left = Some(&mut *spare);
+        let spares = core::iter::once(None).chain(core::iter::repeat_with(move || {
+            let left = spare_left.take()?;
+            let (mine, rest) = left.split_at_mut((per * pm).min(left.len()));
+            spare_left = Some(rest);
+            Some(mine)
+        }));
         let kept = optional_chunks(stored.as_deref_mut(), per * pm)
             .zip(rooms)
-            .map(|(store, room)| match (room, store) {
-                (Some(direction), _) => Kept::Summed {
+            .zip(spares)
+            .map(|((store, room), spare)| match (room, store, spare) {
+                (Some(direction), _, _) => Kept::Summed {
                     direction,
                     clip: stabiliser.clip,
                 },
-                (None, Some(s)) => Kept::Stored(s),
-                (None, None) => Kept::Nothing,
+                (None, Some(s), _) => Kept::Stored(s),
+                (None, None, Some(s)) if !s.is_empty() => Kept::Stored(s),
+                (None, None, _) => Kept::Nothing,
             });
         let jobs = part_ranges(m, count)
             .zip(coeffs.chunks_mut(per))
@@ -392,10 +417,14 @@ impl Resampled {
             }
         };
         if summed < m {
-            let (stored, per) = (
-                stored.as_deref(),
-                sub_rule.perturb.blocks().div_ceil(count).max(1),
-            );
+            let stored = match stored.as_deref() {
+                Some(data) => Some(KeptPerturbations { first: 0, data }),
+                None => Some(KeptPerturbations {
+                    first: summed,
+                    data: &*spare,
+                }),
+            };
+            let per = sub_rule.perturb.blocks().div_ceil(count).max(1);
             let jobs = d_sub
                 .chunks_mut(per * BLOCK)
                 .zip(shares(blocks, BLOCK))
