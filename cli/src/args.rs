@@ -293,9 +293,10 @@ pub struct EnsembleArgs {
     pub clip: Option<f32>,
     /// ienk (full rank): keep the M perturbations in memory (M times the parameters the batch's
     /// inputs touch) between the forward passes and the update instead of regenerating them from
-    /// their seeds (O(P) memory). Faster on several threads; without it the first thread's
-    /// members sum their shares of the update as they go and only the others' are drawn again,
-    /// so on one thread each perturbation is drawn once. Small for small batches.
+    /// their seeds (O(P) memory). A little faster on several threads; without it the first
+    /// thread's members sum their shares of the update as they go and the others keep as many
+    /// perturbations as one more network holds, so that on one thread each perturbation is
+    /// drawn once, and on two, with one image per step, nearly each. Small for small batches.
     #[arg(long)]
     pub store_perturbations: bool,
     /// eki: the eps of the adaptive step h0 / (||D||_F + eps).
