@@ -101,7 +101,7 @@ pub enum Command {
     /// confusion matrix, then the training record in its metadata (optimizer, epochs, settings)
     /// and each weight tensor's Frobenius norm.
     Eval(EvalArgs),
-    /// Predict the digit of one image: a test example by index, or a 28x28 PGM file.
+    /// Predict the digit of one image: a test example by index, or a 28x28 PNG or PGM file.
     Predict(PredictArgs),
     /// Reproduce the thesis's comparison: train SGD, NAG, Adam, IEnK as in the thesis (its exact
     /// update, and the same with the coefficients clipped to [-2, 2]) and our best
@@ -350,9 +350,17 @@ pub struct PredictArgs {
     /// Index of a test example (0..10000); its true label is printed too.
     #[arg(long, value_name = "I")]
     pub index: Option<usize>,
-    /// A 28x28 PGM image (P5 or P2, maxval <= 255; 0 = background, maxval = ink, as in MNIST).
-    #[arg(long, value_name = "FILE.pgm")]
+    /// A 28x28 image: PNG (any non-interlaced colour type and bit depth; colour by its luma,
+    /// transparency over black) or PGM (P5 or P2, maxval <= 255). As in MNIST, dark is the
+    /// background and light the ink; see --invert.
+    #[arg(long, value_name = "FILE.png|FILE.pgm")]
     pub image: Option<PathBuf>,
+    /// With --image: take 255 minus each gray level, for dark ink on a light background (a
+    /// digit drawn in black on white).
+    // `conflicts_with` rather than `requires = "image"`, which clap satisfies with any member
+    // of the input group (clap-rs/clap#4707).
+    #[arg(long, conflicts_with = "index")]
+    pub invert: bool,
 }
 
 fn positive_usize(s: &str) -> Result<usize, String> {

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod model_io;
 pub mod optimizer;
 pub mod pgm;
+pub mod png;
 pub mod pool;
 pub mod predict;
 pub mod progress;
@@ -169,7 +170,15 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let (pixels, label) = match (&a.image, a.index) {
                 (Some(path), _) => {
                     let bytes = std::fs::read(path).map_err(|e| CliError::read(path, e))?;
-                    (pgm::parse(&bytes).map_err(|e| CliError::bad_file(path, e))?, None)
+                    let parsed = match png::is_png(&bytes) {
+                        true => png::parse(&bytes),
+                        false => pgm::parse(&bytes),
+                    };
+                    let mut pixels = parsed.map_err(|e| CliError::bad_file(path, e))?;
+                    if a.invert {
+                        pixels.iter_mut().for_each(|p| *p = 255 - *p);
+                    }
+                    (pixels, None)
                 }
                 (None, Some(i)) => {
                     let test = data::SplitFiles::load(data_dir, data::SplitName::Test)?;

@@ -13,7 +13,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<u8>, String> {
         b"P2" => false,
         _ => {
             return Err(format!(
-                "expected magic P5 or P2, found {:?}",
+                "neither a PNG nor a PGM (magic P5 or P2): starts with {:?}",
                 String::from_utf8_lossy(magic)
             ));
         }

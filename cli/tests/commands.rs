@@ -110,6 +110,21 @@ fn train_eval_predict_round_trip() {
     let out = cli(&d.0, &["predict", "--model", m, "--image", pgm.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("predicted digit: "));
+
+    // A PNG (ImageMagick's, of the PGM beside it) gives the PGM's report; --invert another.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/png");
+    let report = |args: &[&str]| {
+        let out = cli(&d.0, &[&["predict", "--model", m, "--image"][..], args].concat());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let (png, pgm) = (fixtures.join("rgb8.png"), fixtures.join("digit.pgm"));
+    let (png, pgm) = (png.to_str().unwrap(), pgm.to_str().unwrap());
+    assert_eq!(report(&[png]), report(&[pgm]));
+    assert_eq!(report(&[png, "--invert"]), report(&[pgm, "--invert"]));
+    assert_ne!(report(&[png, "--invert"]), report(&[png]));
+    let out = cli(&d.0, &["predict", "--model", m, "--index", "3", "--invert"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
 #[test]
