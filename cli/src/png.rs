@@ -203,9 +203,12 @@ fn inflate(compressed: &[u8], len: usize) -> Result<Vec<u8>, String> {
         .read_to_end(&mut raw)
         .map_err(|e| format!("the image data does not inflate: {e}"))?;
     if raw.len() != len {
+        let found = match raw.len() > len {
+            true => format!("more than {len}"),
+            false => raw.len().to_string(),
+        };
         return Err(format!(
-            "the image data inflates to {} bytes, expected {len}",
-            raw.len()
+            "the image data inflates to {found} bytes, expected {len}"
         ));
     }
     Ok(raw)

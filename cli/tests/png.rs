@@ -114,6 +114,31 @@ fn fix_crc(bytes: &mut [u8], data: usize, len: usize) {
     bytes[data + len..data + len + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// A 28x28 8-bit greyscale PNG whose zlib stream holds `raw` (filtered rows).
+fn grey_png(raw: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(raw).unwrap();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&28u32.to_be_bytes());
+    ihdr.extend_from_slice(&28u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    for (kind, data) in [
+        (b"IHDR", ihdr),
+        (b"IDAT", z.finish().unwrap()),
+        (b"IEND", Vec::new()),
+    ] {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = png.len();
+        png.extend_from_slice(kind);
+        png.extend_from_slice(&data);
+        let crc = crc32fast_reference(&png[start..]);
+        png.extend_from_slice(&crc.to_be_bytes());
+    }
+    png
+}
+
 /// CRC-32 bit by bit, as PNG's specification defines it (independent of the reader's table).
 fn crc32fast_reference(bytes: &[u8]) -> u32 {
     let mut c = !0u32;
@@ -161,6 +186,12 @@ fn broken_files_are_refused_with_the_reason() {
         "{}",
         err(&wide)
     );
+    // Image data of a row more or a row less than 28 rows of 28 grey bytes and a filter byte.
+    for (rows, needle) in [(29, "more than 812 bytes"), (27, "783 bytes, expected 812")] {
+        let png = grey_png(&vec![0u8; rows * 29]);
+        assert!(err(&png).contains(needle), "{rows} rows: {}", err(&png));
+    }
+    assert_eq!(png::parse(&grey_png(&[0u8; 28 * 29])).unwrap(), vec![0u8; 784]);
     // A bit depth colour type 2 does not allow.
     let mut depth = fixture("rgb8.png");
     depth[24] = 4;
