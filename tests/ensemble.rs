@@ -1201,7 +1201,6 @@ fn add_direction_blocks_sum_the_members_perturbations_in_place_as_update_blocks_
         partial.push(next);
     }
     let expected = &partial[r.members];
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let mut tmp = vec![0f32; BLOCK];
     // None kept, all of them, or some: members 2 to 4, or 6 alone (the others drawn again).
     let kept_runs = [(0, 0), (0, 7), (2, 5), (6, 7)];

@@ -110,7 +110,7 @@ fn transparency_is_composited_over_black() {
 
 /// `bytes` with the CRC of the chunk whose data starts at `data` (`len` bytes) recomputed.
 fn fix_crc(bytes: &mut [u8], data: usize, len: usize) {
-    let crc = crc32fast_reference(&bytes[data - 4..data + len]);
+    let crc = crc32_bitwise(&bytes[data - 4..data + len]);
     bytes[data + len..data + len + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
@@ -133,14 +133,14 @@ fn grey_png(raw: &[u8]) -> Vec<u8> {
         let start = png.len();
         png.extend_from_slice(kind);
         png.extend_from_slice(&data);
-        let crc = crc32fast_reference(&png[start..]);
+        let crc = crc32_bitwise(&png[start..]);
         png.extend_from_slice(&crc.to_be_bytes());
     }
     png
 }
 
 /// CRC-32 bit by bit, as PNG's specification defines it (independent of the reader's table).
-fn crc32fast_reference(bytes: &[u8]) -> u32 {
+fn crc32_bitwise(bytes: &[u8]) -> u32 {
     let mut c = !0u32;
     for &b in bytes {
         c ^= u32::from(b);

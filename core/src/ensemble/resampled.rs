@@ -314,6 +314,13 @@ impl<'a> KeptPerturbations<'a> {
     }
 }
 
+/// That `len` floats of kept perturbations are a whole number of `p_len`-float perturbations, at
+/// most `members` of them, else the length error naming them. O(1).
+fn check_whole_perturbations(len: usize, members: usize, p_len: usize) -> Result<(), MlpError> {
+    let whole = len.min(members * p_len) / p_len.max(1) * p_len;
+    check_len("stored perturbations", len, whole)
+}
+
 /// `acc += c delta`, one member's share of the direction: the one multiply-add that the
 /// update's sums ([`Resampled::add_direction_blocks`]) and a member phase summing as it goes
 /// ([`Kept::Summed`]) both make, so that they agree bit for bit.
@@ -453,9 +460,7 @@ impl Resampled {
             Kept::Summed { direction, clip } => (None, Some((direction, Stabiliser { center: false, clip }))),
         };
         if let Some(s) = store.as_deref() {
-            // A whole number of perturbations, at most one per member.
-            let whole = s.len().min(members.len() * p_len) / p_len.max(1) * p_len;
-            check_len("stored perturbations", s.len(), whole)?;
+            check_whole_perturbations(s.len(), members.len(), p_len)?;
         }
         if let Some((direction, _)) = sum.as_ref() {
             check_len("direction", direction.len(), p_len)?;
@@ -565,10 +570,8 @@ impl Resampled {
         check_len("coefficients", coeffs.len(), self.members)?;
         check_len("block buffer", tmp.len(), BLOCK)?;
         if let Some(s) = stored {
-            let p_len = self.perturb.layout.num_params().max(1);
-            let room = self.members.saturating_sub(s.first) * p_len;
-            let whole = s.data.len().min(room) / p_len * p_len;
-            check_len("stored perturbations", s.data.len(), whole)?;
+            let (p_len, members) = (self.perturb.layout.num_params(), self.members);
+            check_whole_perturbations(s.data.len(), members.saturating_sub(s.first), p_len)?;
         }
         Ok(())
     }

@@ -378,13 +378,7 @@ impl Resampled {
         let spare = &mut spare[..kept_members * pm];
         let rooms = core::iter::once(room.as_deref_mut()).chain(core::iter::repeat_with(|| None));
         // The later jobs' shares of the spare room: job t keeps its leading members that fit.
-        let mut spare_left = Some(&mut *spare);
-        let spares = core::iter::once(None).chain(core::iter::repeat_with(move || {
-            let left = spare_left.take()?;
-            let (mine, rest) = left.split_at_mut((per * pm).min(left.len()));
-            spare_left = Some(rest);
-            Some(mine)
-        }));
+        let spares = core::iter::once(None).chain(optional_chunks(Some(&mut *spare), per * pm));
         let kept = optional_chunks(stored.as_deref_mut(), per * pm)
             .zip(rooms)
             .zip(spares)
@@ -394,7 +388,7 @@ impl Resampled {
                     clip: stabiliser.clip,
                 },
                 (None, Some(s), _) => Kept::Stored(s),
-                (None, None, Some(s)) if !s.is_empty() => Kept::Stored(s),
+                (None, None, Some(s)) => Kept::Stored(s),
                 (None, None, _) => Kept::Nothing,
             });
         let jobs = part_ranges(m, count)
