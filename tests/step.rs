@@ -620,7 +620,14 @@ fn room_for_the_direction_is_refused_where_the_members_cannot_sum_it() {
         clip: None,
     };
     let cases = [
-        (Setting { rank: 1, ..BASE }, 1, false, BASE.stabiliser, "low rank"),
+        (
+            Setting { rank: 1, ..BASE },
+            2,
+            false,
+            BASE.stabiliser,
+            "one worker",
+        ),
+        (Setting { rank: 2, ..BASE }, 1, false, centred, "centred"),
         (BASE, 1, false, centred, "centred"),
         (BASE, 1, true, BASE.stabiliser, "stored"),
     ];
@@ -690,4 +697,259 @@ fn room_for_the_direction_spares_one_worker_the_update_block() {
     let (theta, target, buffers) = drawn_again.buffers();
     step_on_the_example(&r, &OneThread, BASE.stabiliser, theta, target, buffers).unwrap();
     assert_eq!(bits(&run.theta), bits(&drawn_again.theta));
+}
+
+/// `s`'s batches of `idx_files`, as pixels in [0, 1] and labels.
+fn batches(s: &Setting, steps: usize) -> Vec<(Vec<f32>, Vec<u8>)> {
+    let (images, labels) = idx_files(s.batch * steps);
+    let split = Split::parse(&images, &labels).unwrap();
+    (0..steps)
+        .map(|t| {
+            let idx = t * s.batch..(t + 1) * s.batch;
+            let mut x = vec![0f32; s.batch * IMAGE_PIXELS];
+            for (row, i) in x.chunks_exact_mut(IMAGE_PIXELS).zip(idx.clone()) {
+                pixels_to_unit(split.image(i).unwrap(), row);
+            }
+            (x, idx.map(|i| split.label(i).unwrap()).collect())
+        })
+        .collect()
+}
+
+/// `sum_k c_k delta_k` at step `t` in f64, each member's low-rank factors expanded into its
+/// dense perturbation (the reference of a low-rank direction).
+fn expanded_direction(r: &Resampled, coeffs: &[f64], t: u64) -> Vec<f64> {
+    let (normal, p) = (Normal::new(), r.perturb.layout.num_params());
+    let mut want = vec![0f64; p];
+    let mut factors = vec![0f32; r.perturb.factor_len()];
+    let mut delta = vec![0f32; p];
+    for (k, &c) in coeffs.iter().enumerate() {
+        r.perturb.fill_factors(&normal, t, k, &mut factors);
+        r.perturb.expand_factors(&factors, &mut delta);
+        want.iter_mut()
+            .zip(&delta)
+            .for_each(|(w, &d)| *w += c * f64::from(d));
+    }
+    want
+}
+
+#[test]
+fn low_rank_members_sum_the_direction_draw_by_draw_in_its_room() {
+    let clipped = Stabiliser {
+        center: false,
+        clip: Some(0.05),
+    };
+    // Antithetic pairs and an unpaired last draw, ranks 1 to 3, both forms, a clip that bites,
+    // momentum and per-layer normalisation, the logit form without pairs.
+    let settings = [
+        Setting {
+            members: 6,
+            batch: 3,
+            rank: 1,
+            antithetic: true,
+            form: Form::Logit,
+            ..BASE
+        },
+        Setting {
+            members: 5,
+            batch: 2,
+            rank: 2,
+            form: Form::Thesis,
+            stabiliser: clipped,
+            ..BASE
+        },
+        Setting {
+            members: 7,
+            batch: 1,
+            rank: 3,
+            antithetic: true,
+            form: Form::Logit,
+            normalize: true,
+            lr: 0.01,
+            ..BASE
+        },
+        Setting {
+            members: 4,
+            batch: 2,
+            rank: 1,
+            momentum: 0.9,
+            ..BASE
+        },
+        // The logit form without pairs: the matrix product's member phase computes two members
+        // at a time, the room's one.
+        Setting {
+            members: 5,
+            batch: 3,
+            rank: 2,
+            form: Form::Logit,
+            ..BASE
+        },
+    ];
+    let normal = Normal::new();
+    for s in settings {
+        let r = rule(&s);
+        let mut matrix = CoreRun::new(&r, &s, 1, IMAGE_PIXELS, false, false);
+        let mut summed = CoreRun::new(&r, &s, 1, IMAGE_PIXELS, false, true);
+        assert_eq!(
+            summed.direction.as_ref().unwrap().len(),
+            r.perturb.layout.num_params()
+        );
+        let mut clips = 0;
+        for (t, (x, y)) in batches(&s, 3).iter().enumerate() {
+            // Both from the same theta and velocity: the matrix product's.
+            summed.theta.clone_from(&matrix.theta);
+            summed.velocity.clone_from(&matrix.velocity);
+            let before = matrix.theta.clone();
+            for run in [&mut matrix, &mut summed] {
+                let (theta, Move::Theta { velocity }, buffers) = run.buffers() else {
+                    unreachable!("CoreRun moves theta")
+                };
+                r.step(&normal, s.stabiliser, theta, velocity, x, y, t as u64, buffers)
+                    .unwrap();
+            }
+            let what = format!("rank {}, step {t}", s.rank);
+            let c = &summed.coefficients;
+            assert_eq!(c, &matrix.coefficients, "{what}: the coefficients");
+            clips += c.iter().filter(|c| c.abs() == 0.05).count();
+            // The move against the expanded perturbations' sum in f64 (with momentum, the
+            // velocity's first step only), and against the matrix product's.
+            let want = expanded_direction(&r, c, t as u64);
+            let cut = r.perturb.layout.layer_ranges()[0].end;
+            let steps = r.layer_steps();
+            let mut largest = 0f64;
+            for (j, (((&t0, &t1), &w), &m)) in before
+                .iter()
+                .zip(&summed.theta)
+                .zip(&want)
+                .zip(&matrix.theta)
+                .enumerate()
+            {
+                let h = steps[usize::from(j >= cut)];
+                if s.momentum == 0.0 || t == 0 {
+                    let got = f64::from(t0 - t1) / f64::from(h);
+                    assert!(
+                        (got - w).abs() < 1e-5 + 1e-4 * w.abs(),
+                        "{what}, parameter {j}: moved by {got} / h, expanded sum {w}"
+                    );
+                }
+                let step = f64::from(t0 - m);
+                assert!(
+                    f64::from(t1 - m).abs() <= 1e-6 * (1.0 + step.abs() / f64::from(h)) * f64::from(h),
+                    "{what}, parameter {j}: {t1} summed, {m} by the product"
+                );
+                largest = largest.max(w.abs());
+            }
+            assert!(largest > 1e-3, "{what}: the direction is about zero");
+        }
+        if s.stabiliser.clip.is_some() {
+            assert!(clips > 0, "the clip never bit");
+        }
+    }
+}
+
+#[test]
+fn low_rank_room_gives_the_gradient_estimate_of_the_matrix_product() {
+    let s = Setting {
+        members: 8,
+        batch: 2,
+        rank: 2,
+        antithetic: true,
+        form: Form::Logit,
+        ..BASE
+    };
+    let r = rule(&s);
+    let (x, y) = &batches(&s, 1)[0];
+    let estimate_with = |room: bool| {
+        let mut run = CoreRun::new(&r, &s, 1, IMAGE_PIXELS, false, room);
+        let mut estimate = vec![f32::NAN; run.theta.len()];
+        let (theta, _, buffers) = run.buffers();
+        let target = Move::Estimate {
+            estimate: &mut estimate,
+        };
+        r.step_on(
+            &OneThread,
+            &Normal::new(),
+            s.stabiliser,
+            theta,
+            target,
+            x,
+            y,
+            2,
+            buffers,
+        )
+        .unwrap();
+        assert_eq!(
+            bits(&run.theta),
+            bits(&glorot_theta()),
+            "room {room}: theta moved"
+        );
+        (estimate, run.coefficients)
+    };
+    let (summed, c) = estimate_with(true);
+    let (product, _) = estimate_with(false);
+    // d / (M (c s_l)^2) per layer, d the expanded perturbations' sum.
+    let want = expanded_direction(&r, &c, 2);
+    let cut = r.perturb.layout.layer_ranges()[0].end;
+    for (j, ((&got, &w), &m)) in summed.iter().zip(&want).zip(&product).enumerate() {
+        let std = f64::from(r.perturb.std[usize::from(j >= cut)]);
+        let w = w / (s.members as f64 * std * std);
+        assert!(
+            (f64::from(got) - w).abs() < 1e-4 * (1.0 + w.abs()),
+            "parameter {j}: {got} against {w}"
+        );
+        assert!(
+            (got - m).abs() <= 1e-5 * (1.0 + m.abs()),
+            "parameter {j}: {got} against {m}"
+        );
+    }
+}
+
+#[test]
+fn low_rank_room_keeps_a_workspace_that_does_not_grow_with_the_members() {
+    let with_members = |members: usize| {
+        let s = Setting {
+            members,
+            rank: 1,
+            antithetic: true,
+            batch: 10,
+            ..BASE
+        };
+        let r = rule(&s);
+        (
+            r.step_workspace_len_with_room_for(10, IMAGE_PIXELS, 1),
+            r.step_workspace_len(10, 1),
+            r.step_workspace_len_with_room_for(10, IMAGE_PIXELS, 2),
+            r.step_workspace_len(10, 2),
+        )
+    };
+    let (room_10, matrix_10, _, _) = with_members(10);
+    let (room_1000, matrix_1000, room_two, matrix_two) = with_members(1000);
+    assert_eq!(room_10, room_1000);
+    assert!(room_10 < matrix_10 && matrix_10 < matrix_1000);
+    // 500 draws' factors (784 + 2 H + 10 + H + 10 floats each) are the most of it.
+    assert!(matrix_1000 - room_1000 > 500 * (IMAGE_PIXELS + 3 * HIDDEN + 20) - IMAGE_PIXELS);
+    // Two workers take no room at low rank: their workspace is as without.
+    assert_eq!(room_two, matrix_two);
+
+    // The smaller workspace is enough, one float fewer of it or of the room is refused before
+    // anything moves, and so is the room on two workers.
+    let s = Setting {
+        members: 6,
+        rank: 1,
+        antithetic: true,
+        ..BASE
+    };
+    let r = rule(&s);
+    let mut run = CoreRun::new(&r, &s, 1, IMAGE_PIXELS, false, true);
+    let need = run.work.len();
+    assert_eq!(need, r.step_workspace_len_with_room_for(1, IMAGE_PIXELS, 1));
+    run.work.pop();
+    assert_one_float_short(&r, &mut run, "step workspace", need);
+    run.work.push(0.0);
+    let p = r.perturb.layout.num_params();
+    run.direction = Some(vec![0f32; p - 1]);
+    assert_one_float_short(&r, &mut run, "direction", p);
+    run.direction = Some(vec![0f32; p]);
+    let (theta, target, buffers) = run.buffers();
+    step_on_the_example(&r, &OneThread, BASE.stabiliser, theta, target, buffers).unwrap();
+    assert_ne!(run.theta, glorot_theta());
 }

@@ -299,6 +299,17 @@ pub struct EnsembleArgs {
     /// drawn once, and on two, with one image per step, nearly each. Small for small batches.
     #[arg(long)]
     pub store_perturbations: bool,
+    /// ienk (low rank, one thread): memory that does not grow with --particles. Each draw's
+    /// share of the update is added to the direction (P floats) as soon as its members'
+    /// coefficients are known, so only one draw's factors are held at a time, where the default
+    /// keeps every member's factors (M (inputs + 2 H + outputs) r floats and more) for one
+    /// matrix product at the end. The microcontroller build's path (core/firmware). Slower on a
+    /// PC (the direction is streamed once per draw); the same coefficients, a direction summed
+    /// in another order, so models differ from the default's in their last bits. Runs on one
+    /// thread: --threads, when given, must be 1. Not with --center, which needs every
+    /// coefficient first.
+    #[arg(long)]
+    pub low_memory: bool,
     /// eki: the eps of the adaptive step h0 / (||D||_F + eps).
     #[arg(long, default_value_t = 1e-8, value_name = "EPS", value_parser = positive_f32)]
     pub eki_eps: f32,

@@ -120,10 +120,15 @@ impl IenkOptimizer {
             clip: e.clip.map(f64::from),
         };
         let store = store && rank == 0;
-        // Room for the direction wherever the step can take it, beside which one thread's
-        // workspace is smaller.
-        let room = rule.direction_room_refusal(stabiliser, store).is_none();
-        let room_len = rule.step_direction_len_for(layout.inputs) * if threads > 1 { 2 } else { 1 };
+        // Full rank: room for the direction wherever the step can take it, beside which one
+        // thread's workspace is smaller. Low rank: with --low-memory (one thread), where each
+        // draw's share is summed into it as it comes.
+        let room = match rank {
+            0 => rule.direction_room_refusal(stabiliser, store, threads).is_none(),
+            _ => e.low_memory,
+        };
+        let room_len =
+            rule.step_direction_len_for(layout.inputs) * if threads > 1 && rank == 0 { 2 } else { 1 };
         let work_len = match room {
             true => rule.step_workspace_len_with_room_for(cfg.batch, layout.inputs, threads),
             false => rule.step_workspace_len(cfg.batch, threads),

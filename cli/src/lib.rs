@@ -80,7 +80,11 @@ pub fn train_config(a: &TrainArgs) -> train::TrainConfig {
         lr: a.lr,
         hidden: a.hidden,
         seed: a.seed,
-        threads: threads(a.threads),
+        // --low-memory runs on one thread (train_flags refuses more).
+        threads: match a.ensemble.low_memory {
+            true => 1,
+            false => threads(a.threads),
+        },
         out: a.out.clone(),
         log: a.log.clone(),
         limit: a.limit,
@@ -104,6 +108,7 @@ pub fn train_config(a: &TrainArgs) -> train::TrainConfig {
             antithetic: a.ensemble.antithetic,
             rank: a.ensemble.rank,
             store: a.ensemble.store_perturbations,
+            low_memory: a.ensemble.low_memory,
             center: a.ensemble.center,
             momentum: a.ensemble.momentum,
             normalize: a.ensemble.normalize,

@@ -38,6 +38,10 @@ pub fn settings_record(cfg: &TrainConfig) -> String {
     if cfg.keep_best {
         pairs.push(("keep-best", "true".into()));
     }
+    // The direction summed in another order: the same run up to the last bits.
+    if cfg.optimizer == OptimizerKind::Ienk && cfg.ensemble.low_memory {
+        pairs.push(("low-memory", "true".into()));
+    }
     let e = &cfg.ensemble;
     match cfg.optimizer {
         OptimizerKind::Ienk => pairs.extend([

@@ -138,6 +138,9 @@ pub struct EnsembleSettings {
     pub rank: usize,
     /// `ienk`: keep the M perturbations in memory between forward and update.
     pub store: bool,
+    /// `ienk`, low rank, one thread: add each draw's share to the direction as it comes, for
+    /// memory that does not grow with M.
+    pub low_memory: bool,
     /// `ienk`: subtract the members' mean coefficient (compare each member with the ensemble's
     /// mean output rather than the mean network's).
     pub center: bool,
@@ -166,6 +169,7 @@ impl Default for EnsembleSettings {
             antithetic: false,
             rank: 0,
             store: false,
+            low_memory: false,
             center: false,
             momentum: 0.0,
             normalize: false,
@@ -245,7 +249,12 @@ fn ensemble_summary(cfg: &TrainConfig) -> String {
                 if e.antithetic { ", antithetic" } else { "" },
                 if e.store { ", stored perturbations" } else { "" },
             ) + &format!(
-                "{}{}{}",
+                "{}{}{}{}",
+                if e.low_memory {
+                    ", low memory (the direction summed draw by draw)"
+                } else {
+                    ""
+                },
                 if e.center { ", centred coefficients" } else { "" },
                 if e.normalize { ", normalized" } else { "" },
                 if e.adam { ", Adam on the estimate" } else { "" },

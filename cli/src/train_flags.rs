@@ -9,7 +9,7 @@ use crate::train::OptimizerKind;
 const ENSEMBLE: [&str; 2] = ["particles", "sigma_scale"];
 
 /// Flags read by `ienk` only.
-const IENK: [&str; 9] = [
+const IENK: [&str; 10] = [
     "form",
     "antithetic",
     "rank",
@@ -19,6 +19,7 @@ const IENK: [&str; 9] = [
     "center",
     "clip",
     "store_perturbations",
+    "low_memory",
 ];
 
 /// Flags read by `eki` only.
@@ -43,6 +44,9 @@ fn flag_list(ids: &[&str]) -> String {
 /// - a flag the optimizer does not read (`--rank` with `eki`, `--particles` with `sgd`);
 /// - `--store-perturbations` with low-rank members (`--rank` above 0), which are rebuilt from
 ///   their factors and never stored;
+/// - `--low-memory` with full-rank members (whose direction is summed as it goes on one thread
+///   already), with `--center` (which needs every coefficient first), or with `--threads`
+///   above 1;
 /// - `--momentum` or `--normalize` with `--update adam`, whose Adam moments replace both;
 /// - `--antithetic` with an odd `--particles`, which would leave a member without its pair;
 /// - one member where the update is the spread around the ensemble's mean (`eki`, `ienk
@@ -97,6 +101,28 @@ pub fn check(a: &TrainArgs, given: &[String]) -> Result<(), String> {
              member is rebuilt from its small factors and nothing is stored",
             e.rank
         ));
+    }
+    if e.low_memory {
+        let why = if e.rank == 0 {
+            Some(
+                "applies to low-rank members (--rank above 0) only: full-rank members already sum \
+                  the update's direction as they go on one thread"
+                    .to_string(),
+            )
+        } else if e.center {
+            Some(
+                "cannot go with --center, which needs every member's coefficient before the \
+                  first share of the direction is added"
+                    .to_string(),
+            )
+        } else {
+            a.threads
+                .filter(|&n| n > 1)
+                .map(|n| format!("sums the direction on one thread: give --threads 1, not {n}"))
+        };
+        if let Some(why) = why {
+            return Err(format!("--low-memory {why}"));
+        }
     }
     if e.update == UpdateArg::Adam {
         let ignored: Vec<&str> = ["momentum", "normalize"]

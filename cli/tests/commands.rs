@@ -1073,6 +1073,26 @@ fn flags_the_optimizer_would_ignore_are_refused_before_anything_runs() {
             "--store-perturbations applies to full-rank members (--rank 0) only",
         ),
         (
+            &["--optimizer", "ienk", "--low-memory"],
+            "--low-memory applies to low-rank members (--rank above 0) only",
+        ),
+        (
+            &["--optimizer", "ienk", "--rank", "1", "--low-memory", "--center"],
+            "--low-memory cannot go with --center, which needs every member's coefficient",
+        ),
+        (
+            &[
+                "--optimizer",
+                "ienk",
+                "--rank",
+                "1",
+                "--low-memory",
+                "--threads",
+                "2",
+            ],
+            "--low-memory sums the direction on one thread: give --threads 1, not 2",
+        ),
+        (
             &["--optimizer", "ienk", "--update", "adam", "--normalize"],
             "--normalize works with --update plain only",
         ),
@@ -1209,4 +1229,97 @@ fn validation_is_reported_logged_and_recorded_and_its_misuse_refused() {
         "a metrics log of an older ienk-cli train, without the val_loss and val_accuracy columns",
     );
     assert_eq!(std::fs::read_to_string(&log).unwrap(), old);
+}
+
+/// `--low-memory` sums the low-rank direction draw by draw on one thread: announced, recorded in
+/// the model (so that a resume must say it too), and a model that scores as the default's,
+/// from which it differs in the last bits of the sums at most.
+#[test]
+fn low_memory_trains_the_low_rank_run_one_draw_at_a_time_and_is_recorded() {
+    let d = TempDir::new("low_memory");
+    dataset(&d.0);
+    let (a, b) = (d.0.join("a.safetensors"), d.0.join("b.safetensors"));
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--optimizer",
+            "ienk",
+            "--rank",
+            "2",
+            "--antithetic",
+            "--particles",
+            "40",
+            "--batch-size",
+            "4",
+            "--lr",
+            "0.05",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = cli(&d.0, &args);
+        assert!(o.status.success(), "{extra:?}: {}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    let default = run(&a, &["--epochs", "2"]);
+    assert!(
+        default.contains("2 threads") || default.contains("1 thread"),
+        "{default}"
+    );
+    assert!(!default.contains("low memory"), "{default}");
+    let low = run(&b, &["--epochs", "1", "--low-memory", "--save-every-epoch"]);
+    assert!(low.contains(", 1 thread;"), "{low}");
+    assert!(
+        low.contains(", low memory (the direction summed draw by draw)"),
+        "{low}"
+    );
+    let eval = |model: &Path| {
+        let o = cli(&d.0, &["eval", "--model", model.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    assert!(eval(&b).contains("low-memory=true"), "{}", eval(&b));
+    assert!(!eval(&a).contains("low-memory"), "{}", eval(&a));
+    // Resumed without the flag, the run is refused and the file kept; with it, it continues.
+    let before = std::fs::read(&b).unwrap();
+    let o = cli(
+        &d.0,
+        &[
+            "train",
+            "--optimizer",
+            "ienk",
+            "--rank",
+            "2",
+            "--antithetic",
+            "--particles",
+            "40",
+            "--batch-size",
+            "4",
+            "--lr",
+            "0.05",
+            "--epochs",
+            "2",
+            "--out",
+            b.to_str().unwrap(),
+            "--resume",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("--low-memory true there, (not recorded) here"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(std::fs::read(&b).unwrap(), before);
+    run(&b, &["--epochs", "2", "--low-memory", "--resume"]);
+    // The same test accuracy and loss as the default's after two epochs, to the printed digits.
+    let scores = |report: String| {
+        report
+            .lines()
+            .filter(|l| l.starts_with("test accuracy") || l.starts_with("test loss"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(scores(eval(&a)), scores(eval(&b)));
+    assert_eq!(scores(eval(&a)).len(), 2, "{}", eval(&a));
 }

@@ -24,7 +24,7 @@ use core::ops::Range;
 
 use super::particles::Factors;
 use super::perturb::FactorSlots;
-use super::resampled::{Carver, Resampled};
+use super::resampled::{Carver, Resampled, add_share};
 use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::mlp::{MlpError, check_len};
 use crate::workers::{Workers, part_ranges, shares};
@@ -306,6 +306,59 @@ impl Resampled {
             direction: carve.take(parts[7]),
             scratch: carve.take(parts[8]),
         })
+    }
+
+    /// Floats of rows for `draws` draws' factors as [`Resampled::draw_rows`] carves them: `draws`
+    /// times [`Perturbations::factor_len`]. O(1).
+    ///
+    /// [`Perturbations::factor_len`]: crate::ensemble::perturb::Perturbations::factor_len
+    pub fn draw_rows_len(&self, draws: usize) -> usize {
+        draws * per_draw(self).iter().sum::<usize>()
+    }
+
+    /// Carves `buf` ([`Resampled::draw_rows_len`]`(draws)` floats) into the rows of `draws`
+    /// draws' factors: one draw's for [`Resampled::low_rank_summed_coefficients`]. O(1).
+    pub fn draw_rows<'a>(&self, buf: &'a mut [f32], draws: usize) -> Result<DrawRows<'a>, MlpError> {
+        check_len("draw rows", buf.len(), self.draw_rows_len(draws))?;
+        let [a1, b1, a2, b2, db1, db2] = per_draw(self).map(|n| draws * n);
+        let mut carve = Carver(buf);
+        Ok(DrawRows {
+            a1: carve.take(a1),
+            b1: carve.take(b1),
+            a2: carve.take(a2),
+            b2: carve.take(b2),
+            db1: carve.take(db1),
+            db2: carve.take(db2),
+        })
+    }
+
+    /// Adds the share `e delta` of one draw, whose factors as drawn are the first row of `rows`,
+    /// to `direction` (P floats): `e a b^T` per weight block (a rank's rows at a time, each
+    /// entry's products added in rank order) and `e db` per bias, with the products
+    /// [`Resampled::scale_draw_rows`] forms (`e a` rounded to f32 first). Draw after draw, the
+    /// biases get the sums of [`Resampled::low_rank_bias_direction`], bit for bit. O(r P).
+    pub(crate) fn add_draw_share(
+        &self,
+        e: f32,
+        rows: &DrawRows<'_>,
+        direction: &mut [f32],
+    ) -> Result<(), MlpError> {
+        let l = &self.perturb.layout;
+        let [a1_n, b1_n, a2_n, b2_n, db1_n, db2_n] = per_draw(self);
+        let (r, d) = (self.perturb.rank.max(1), l.split_mut(direction)?);
+        // Rows `a` (`rows x r`) and `b` (`r x cols`) of a weight block into its direction.
+        let add_outer = |out: &mut [f32], a: &[f32], b: &[f32], cols: usize| {
+            for (out_row, a_row) in out.chunks_exact_mut(cols.max(1)).zip(a.chunks_exact(r)) {
+                for (&a, b_row) in a_row.iter().zip(b.chunks_exact(cols.max(1))) {
+                    add_share(out_row, e * a, b_row);
+                }
+            }
+        };
+        add_outer(d.w1, nth(rows.a1, 0, a1_n), nth(rows.b1, 0, b1_n), l.inputs);
+        add_outer(d.w2, nth(rows.a2, 0, a2_n), nth(rows.b2, 0, b2_n), l.hidden);
+        add_share(d.b1, e, nth(rows.db1, 0, db1_n));
+        add_share(d.b2, e, nth(rows.db2, 0, db2_n));
+        Ok(())
     }
 
     /// Checks that `draws` is a range of this rule's draws.

@@ -9,7 +9,9 @@
 //! can use threads: [`Resampled::dense_coefficients`] over member ranges, then
 //! [`Resampled::update_blocks`] over parameter blocks (full rank), or
 //! [`Resampled::low_rank_coefficients`] over draw ranges, which leaves each draw's factors for
-//! [`Resampled::low_rank_update`] (low rank; [`super::low_rank_update`]).
+//! [`Resampled::low_rank_update`] (low rank; [`super::low_rank_update`]), or, on one thread,
+//! [`Resampled::low_rank_summed_coefficients`], which adds each draw's share to the direction
+//! as it comes.
 
 use core::fmt;
 use core::ops::Range;
@@ -323,9 +325,10 @@ fn check_whole_perturbations(len: usize, members: usize, p_len: usize) -> Result
 
 /// `acc += c delta`, one member's share of the direction: the one multiply-add that the
 /// update's sums ([`Resampled::add_direction_blocks`]) and a member phase summing as it goes
-/// ([`Kept::Summed`]) both make, so that they agree bit for bit.
+/// ([`Kept::Summed`]) both make, so that they agree bit for bit (a low-rank draw's share adds
+/// each rank's rows with it too). Without a fused multiply-add, the same bits on every target.
 /// O(len).
-fn add_share(acc: &mut [f32], c: f32, delta: &[f32]) {
+pub(super) fn add_share(acc: &mut [f32], c: f32, delta: &[f32]) {
     acc.iter_mut().zip(delta).for_each(|(a, &d)| *a += c * d);
 }
 
@@ -385,15 +388,24 @@ fn dense_parts(layout: &Layout, batch: usize) -> [usize; 5] {
     ]
 }
 
-/// Lengths of the parts of a low-rank member-phase workspace: two antithetic partners' negated
-/// factors (the logit form computes two members at a time), the projections `X b1^T` of every
-/// member of a chunk and of its draws (a partner's are its first's negated), a member's
-/// scratch, its logits (thesis form), a chunk's `b1` transposed, the batch compressed
-/// ([`SparseRows::from_dense_in`]) and the projected innovation (logit form, which needs no
-/// member's logits: [`super::projected`]). The factors themselves go to the update's
-/// [`DrawRows`].
-fn low_rank_parts(p: &Perturbations, form: Form, batch: usize) -> [usize; 7] {
-    let (l, r, c) = (&p.layout, p.rank, LOW_RANK_CHUNK);
+/// Floats of a chunk of `c` members' draws' `b1` rows transposed: none when the chunk is one
+/// draw of rank 1, whose one row is its own transpose.
+fn transposed_b1_len(p: &Perturbations, c: usize) -> usize {
+    match c / p.members_per_draw() * p.rank {
+        1 => 0,
+        rows => rows * p.layout.inputs,
+    }
+}
+
+/// Lengths of the parts of a low-rank member-phase workspace for chunks of `c` members: two
+/// antithetic partners' negated factors (the logit form computes two members at a time), the
+/// projections `X b1^T` of every member of a chunk and of its draws (a partner's are its
+/// first's negated), a member's scratch, its logits (thesis form), a chunk's draws' `b1` transposed,
+/// the batch compressed ([`SparseRows::from_dense_in`]) and the projected innovation (logit
+/// form, which needs no member's logits: [`super::projected`]). The factors themselves go to
+/// the update's [`DrawRows`].
+fn low_rank_parts(p: &Perturbations, form: Form, batch: usize, c: usize) -> [usize; 7] {
+    let (l, r) = (&p.layout, p.rank);
     let (scratch, logits, projected) = match form {
         Form::Thesis => (particles::low_rank_scratch_len(l, r), batch * l.outputs, 0),
         Form::Logit => (
@@ -407,7 +419,7 @@ fn low_rank_parts(p: &Perturbations, form: Form, batch: usize) -> [usize; 7] {
         2 * batch * c * r,
         scratch,
         logits,
-        c * r * l.inputs,
+        transposed_b1_len(p, c),
         sparse::compressed_len(batch, l.inputs),
         projected,
     ]
@@ -419,8 +431,20 @@ impl Resampled {
         if self.perturb.rank == 0 {
             dense_parts(&self.perturb.layout, batch).iter().sum()
         } else {
-            low_rank_parts(&self.perturb, self.form, batch).iter().sum()
+            low_rank_parts(&self.perturb, self.form, batch, LOW_RANK_CHUNK)
+                .iter()
+                .sum()
         }
+    }
+
+    /// Floats of workspace [`Resampled::low_rank_summed_coefficients`] needs for batches of up
+    /// to `batch` rows: the low-rank member phase's for one draw at a time, whatever the
+    /// number of members. O(1).
+    pub fn summing_member_workspace_len(&self, batch: usize) -> usize {
+        let chunk = self.perturb.members_per_draw();
+        low_rank_parts(&self.perturb, self.form, batch, chunk)
+            .iter()
+            .sum()
     }
 
     /// Full-rank member phase: the coefficients of `members` (written to `coeffs`, one per member
@@ -633,19 +657,90 @@ impl Resampled {
         draws: Range<usize>,
         workspace: &mut [f32],
         coeffs: &mut [f64],
+        rows: DrawRows<'_>,
+    ) -> Result<(), MlpError> {
+        self.low_rank_phase(
+            normal,
+            theta,
+            x,
+            mean,
+            step,
+            draws,
+            workspace,
+            coeffs,
+            rows,
+            FactorsTo::Rows,
+        )
+    }
+
+    /// Low-rank member phase of one worker that adds each draw's share of the direction
+    /// `sum_k c_k delta_k` as soon as its members' coefficients are known, so that it keeps one
+    /// draw's factors at a time instead of every draw's: the coefficients of all M members (in
+    /// `coeffs`, each clipped to `[-clip, clip]` when given, as [`Stabiliser::apply`] leaves
+    /// them without centring, which needs them all first), and the whole direction in
+    /// `direction` (P floats, overwritten). `workspace` holds
+    /// [`Resampled::summing_member_workspace_len`] floats, `rows` one draw's rows
+    /// ([`Resampled::draw_rows`]`(_, 1)`). The coefficients are those of
+    /// [`Resampled::low_rank_coefficients`], bit for bit; the direction is the one
+    /// [`Resampled::low_rank_update`] forms, summed draw after draw instead of by a matrix
+    /// product, so its last bits may differ. Costs its normal draws and member flops, plus `2 D
+    /// r P` flops for the direction, streamed through it once per draw and rank (slower than the
+    /// update's matrix product on a PC, for memory independent of M).
+    #[allow(clippy::too_many_arguments)]
+    pub fn low_rank_summed_coefficients(
+        &self,
+        normal: &Normal,
+        theta: &[f32],
+        x: &[f32],
+        mean: &MeanView<'_>,
+        step: u64,
+        workspace: &mut [f32],
+        coeffs: &mut [f64],
+        rows: DrawRows<'_>,
+        direction: &mut [f32],
+        clip: Option<f64>,
+    ) -> Result<(), MlpError> {
+        check_len("direction", direction.len(), self.perturb.layout.num_params())?;
+        direction.fill(0.0);
+        let draws = 0..self.draws();
+        let sink = FactorsTo::Direction { direction, clip };
+        self.low_rank_phase(normal, theta, x, mean, step, draws, workspace, coeffs, rows, sink)
+    }
+
+    /// The low-rank member phase of [`Resampled::low_rank_coefficients`] (`sink` the update's
+    /// rows) and [`Resampled::low_rank_summed_coefficients`] (`sink` the direction).
+    #[allow(clippy::too_many_arguments)]
+    fn low_rank_phase(
+        &self,
+        normal: &Normal,
+        theta: &[f32],
+        x: &[f32],
+        mean: &MeanView<'_>,
+        step: u64,
+        draws: Range<usize>,
+        workspace: &mut [f32],
+        coeffs: &mut [f64],
         mut rows: DrawRows<'_>,
+        mut sink: FactorsTo<'_>,
     ) -> Result<(), MlpError> {
         let pt = &self.perturb;
         let layout = &pt.layout;
         let (i, o, r) = (layout.inputs, layout.outputs, pt.rank);
         let batch = mean.logits.len() / o;
         particles::check_low_rank("rank of a low-rank member phase (low rank starts at 1)", r)?;
-        let parts = low_rank_parts(pt, self.form, batch);
+        // Members per chunk: as many as LOW_RANK_CHUNK, or one draw's when summing, whose rows
+        // then hold that draw only (row 0).
+        let per_draw = pt.members_per_draw();
+        let (chunk_members, row_draws) = match sink {
+            FactorsTo::Rows => (LOW_RANK_CHUNK, draws.len()),
+            FactorsTo::Direction { .. } => (per_draw, draws.len().min(1)),
+        };
+        let parts = low_rank_parts(pt, self.form, batch, chunk_members);
         check_len("member workspace", workspace.len(), parts.iter().sum())?;
         self.check_draws(&draws)?;
         let members = self.members_of(draws.clone());
         check_len("coefficients", coeffs.len(), members.len())?;
-        rows.check(self, draws.len())?;
+        rows.check(self, row_draws)?;
         let mut carve = Carver(workspace);
         let (partners, xb, hidden) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
         let (partner0, partner1) = partners.split_at_mut(pt.partner_len());
@@ -661,16 +756,19 @@ impl Resampled {
             Form::Thesis => None,
         };
         let path = gemm::active_kernel();
-        // Draws per chunk: at most LOW_RANK_CHUNK members.
-        let per_draw = pt.members_per_draw();
-        let per_chunk = LOW_RANK_CHUNK / per_draw;
+        let per_chunk = chunk_members / per_draw;
         let mut done = 0;
         let mut k = 0;
         while done < draws.len() {
             let chunk = per_chunk.min(draws.len() - done);
-            for j in done..done + chunk {
-                let member = pt.first_member(draws.start + j);
-                pt.fill_factor_slots(normal, step, member, rows.slots(self, j));
+            // The chunk's first draw's row: `done`, or 0 when the rows hold one chunk.
+            let row0 = match sink {
+                FactorsTo::Rows => done,
+                FactorsTo::Direction { .. } => 0,
+            };
+            for j in 0..chunk {
+                let member = pt.first_member(draws.start + done + j);
+                pt.fill_factor_slots(normal, step, member, rows.slots(self, row0 + j));
             }
             // Member m of the chunk reads column `source[m]` of the draws' projections,
             // negated for an antithetic partner.
@@ -687,9 +785,16 @@ impl Resampled {
             let (xb, xs) = xb.split_at_mut(batch * cr);
             let xs = &mut xs[..batch * sr];
             // X b1^T over the non-zero inputs only: b1's rows transposed, so that each
-            // non-zero pixel adds one contiguous row of it.
-            let b1t = &mut b1t[..sr * i];
-            sparse::transpose_on(path, &rows.b1[done * r * i..(done + chunk) * r * i], sr, i, b1t)?;
+            // non-zero pixel adds one contiguous row of it (one row is its own transpose).
+            let b1 = &rows.b1[row0 * r * i..(row0 + chunk) * r * i];
+            let b1t = match sr {
+                1 => b1,
+                _ => {
+                    let b1t = &mut b1t[..sr * i];
+                    sparse::transpose_on(path, b1, sr, i, b1t)?;
+                    &*b1t
+                }
+            };
             sparse::sparse_product_on(path, &x_sparse, b1t, sr, xs)?;
             for (xb_b, xs_b) in xb.chunks_exact_mut(cr.max(1)).zip(xs.chunks_exact(sr.max(1))) {
                 for (out, &(column, negated)) in xb_b.chunks_exact_mut(r).zip(&source[..in_chunk]) {
@@ -714,8 +819,8 @@ impl Resampled {
                 {
                     // Two members at a time: each reads the mean's rows once for both.
                     let f = [
-                        member_factors(self, &rows, done, source[m], partner0),
-                        member_factors(self, &rows, done, source[m + 1], partner1),
+                        member_factors(self, &rows, row0, source[m], partner0),
+                        member_factors(self, &rows, row0, source[m + 1], partner1),
                     ];
                     let xbs = [xbm(m), xbm(m + 1)];
                     let pair = low_rank_logit_coefficients(path, layout, r, mean.pre, xbs, cr, f, g, hidden)?;
@@ -723,7 +828,7 @@ impl Resampled {
                     (m, k) = (m + 2, k + 2);
                     continue;
                 }
-                let f = member_factors(self, &rows, done, source[m], partner0);
+                let f = member_factors(self, &rows, row0, source[m], partner0);
                 coeffs[k] = match &projected {
                     Some(g) => {
                         let scratch = &mut hidden[..logit_coefficient_scratch_len(layout, r, batch, 1)];
@@ -748,8 +853,32 @@ impl Resampled {
                 };
                 (m, k) = (m + 1, k + 1);
             }
+            if let FactorsTo::Direction { direction, clip } = &mut sink {
+                // The chunk is one draw, whose members' coefficients are the last `in_chunk`.
+                let first = k - in_chunk;
+                if let Some(limit) = *clip {
+                    clip_coefficients(&mut coeffs[first..k], limit);
+                }
+                let e = pt.draw_coefficient(&coeffs[first..k], 0) as f32;
+                self.add_draw_share(e, &rows, direction)?;
+            }
             done += chunk;
         }
         Ok(())
     }
+}
+
+/// Where a low-rank member phase leaves each draw's factors.
+enum FactorsTo<'a> {
+    /// In the update's rows, each draw of the range in its own row, for
+    /// [`Resampled::low_rank_update`].
+    Rows,
+    /// In one draw's rows, reused draw after draw: once the draw's members' coefficients are
+    /// known (and clipped to `[-clip, clip]` when given), its share is added to `direction`.
+    Direction {
+        /// The direction, P floats, zeroed before the first draw.
+        direction: &'a mut [f32],
+        /// The stabiliser's clip.
+        clip: Option<f64>,
+    },
 }

@@ -10,7 +10,10 @@
 //! ([`super::collapse`]); the perturbations are regenerated from their seeds in the update
 //! unless the caller gives room to store them, or room for the direction, which the first
 //! worker's members then sum as they go (and whose spare floats keep the later workers'
-//! members' perturbations, as many as fit). The workspace is therefore O(P + B (inputs + H))
+//! members' perturbations, as many as fit). Low rank, every draw's factors are kept for the
+//! update's matrix products, unless one worker is given room for the direction: then each
+//! draw's share is added to it as the draw's members finish, one draw's factors at a time.
+//! Full rank, and low rank with that room, the workspace is therefore O(P + B (inputs + H))
 //! floats plus GEMM scratch and, per worker, a member workspace, whatever the number of members
 //! (the members read the full network's output layer in place, and the update's direction
 //! reuses the member phase's room): for the thesis's network (P = 101,770) on one worker
@@ -113,7 +116,14 @@ pub struct StepBuffers<'a> {
     /// the first worker's, as many whole ones as fit in member order, and the update reads
     /// those instead of drawing them again (on two workers, ten members and an MNIST image,
     /// about twice the direction keeps all five). The same numbers, bit for bit, on any number
-    /// of workers and any room. Given to any other step, it is refused
+    /// of workers and any room. Low rank, on one worker: room for the whole direction (P
+    /// floats), to which each draw's share is added as soon as its members' coefficients are
+    /// known, so that the step keeps one draw's factors instead of every draw's: a workspace
+    /// that does not grow with M ([`Resampled::step_workspace_len_with_room_for`]), for a
+    /// direction summed draw after draw instead of by a matrix product (the same coefficients,
+    /// bit for bit; the direction's last bits may differ, see
+    /// [`Resampled::low_rank_summed_coefficients`]), slower on a PC. Given to any other step
+    /// (centred coefficients, stored perturbations, low rank on several workers), it is refused
     /// ([`StepError::NoDirectionRoom`]).
     pub direction: Option<&'a mut [f32]>,
 }
@@ -146,6 +156,9 @@ impl Resampled {
                 sub.member_workspace_len(batch),
                 batch * active + w * (self.update_block_len(w, room) + l.inputs),
             )
+        } else if room && w == 1 {
+            // One draw's factors at a time, summed into the room as they come.
+            (self.summing_member_workspace_len(batch), self.draw_rows_len(1))
         } else {
             (self.member_workspace_len(batch), self.low_rank_update_len(w))
         };
@@ -204,19 +217,29 @@ impl Resampled {
 
     /// As [`Resampled::step_workspace_len_for`], for a step also given
     /// [`StepBuffers::direction`]: on one worker the members then sum the whole direction, and
-    /// the update needs no perturbation block ([`BLOCK`] floats fewer); on several, as many
-    /// floats as without the room. O(1).
+    /// the update needs no perturbation block ([`BLOCK`] floats fewer; low rank, the member
+    /// phase and the update keep one draw's factors instead of every draw's, a workspace that
+    /// does not grow with M); on several, as many floats as without the room. O(1).
     pub fn step_workspace_len_with_room_for(&self, batch: usize, active: usize, workers: usize) -> usize {
         self.step_parts(batch, active, workers, true).iter().sum()
     }
 
-    /// Why a step of this rule with `stabiliser`, its perturbations `stored` or not, cannot take
-    /// [`StepBuffers::direction`] (low-rank members, centred coefficients, stored
-    /// perturbations), or `None` when it can: what [`Resampled::step_on`] refuses with
-    /// [`StepError::NoDirectionRoom`], for a caller deciding whether to give the room. O(1).
-    pub fn direction_room_refusal(&self, stabiliser: Stabiliser, stored: bool) -> Option<&'static str> {
+    /// Why a step of this rule with `stabiliser`, its perturbations `stored` or not, on
+    /// `workers` workers, cannot take [`StepBuffers::direction`] (low-rank members on several
+    /// workers, centred coefficients, stored perturbations), or `None` when it can: what
+    /// [`Resampled::step_on`] refuses with [`StepError::NoDirectionRoom`], for a caller
+    /// deciding whether to give the room. O(1).
+    pub fn direction_room_refusal(
+        &self,
+        stabiliser: Stabiliser,
+        stored: bool,
+        workers: usize,
+    ) -> Option<&'static str> {
         [
-            (self.perturb.rank != 0, "the members are low rank"),
+            (
+                self.perturb.rank != 0 && workers > 1,
+                "low-rank members sum the direction on one worker only",
+            ),
             (
                 stabiliser.center,
                 "the coefficients are centred, which needs them all first",
@@ -228,13 +251,15 @@ impl Resampled {
     }
 
     /// Floats of [`StepBuffers::direction`] a step on batches with at most `active` non-zero
-    /// input columns needs: the parameters of the network restricted to them (more room keeps
-    /// later workers' perturbations, see [`StepBuffers::direction`]). O(1).
+    /// input columns needs: full rank, the parameters of the network restricted to them (more
+    /// room keeps later workers' perturbations, see [`StepBuffers::direction`]); low rank,
+    /// whose members perturb every input column, P. O(1).
     pub fn step_direction_len_for(&self, active: usize) -> usize {
-        self.restricted_to(active.min(self.perturb.layout.inputs))
-            .perturb
-            .layout
-            .num_params()
+        let active = match self.perturb.rank {
+            0 => active.min(self.perturb.layout.inputs),
+            _ => self.perturb.layout.inputs,
+        };
+        self.restricted_to(active).perturb.layout.num_params()
     }
 
     /// One update of `theta` on the batch `x` (`B x inputs`, pixels in [0, 1]) with labels `y`,
@@ -266,7 +291,8 @@ impl Resampled {
     /// of the direction, and
     /// `2 B M (H a + 2 H outputs)` flops; low rank, `D factor_len` normal draws (D draws: M, or
     /// ceil(M / 2) with antithetic pairs), once, the member phase's flops
-    /// ([`Resampled::low_rank_coefficients`]) and the update's `2 D r P`.
+    /// ([`Resampled::low_rank_coefficients`]) and the update's `2 D r P` (with room for the
+    /// direction, the same count, draw after draw).
     #[allow(clippy::too_many_arguments)]
     pub fn step_on<W: Workers>(
         &self,
@@ -300,7 +326,9 @@ impl Resampled {
             None => {}
         }
         let room_given = buffers.direction.is_some();
-        if room_given && let Some(why) = self.direction_room_refusal(stabiliser, buffers.stored.is_some()) {
+        if room_given
+            && let Some(why) = self.direction_room_refusal(stabiliser, buffers.stored.is_some(), count)
+        {
             return Err(StepError::NoDirectionRoom(why));
         }
         // Full rank works on the batch's active input columns: the update's part depends on
@@ -323,6 +351,19 @@ impl Resampled {
             innovation: g,
         };
         if self.perturb.rank != 0 {
+            if let Some(room) = buffers.direction {
+                // One worker: each draw's share is added to the direction as its members finish.
+                let direction = prefix("direction", room, p)?;
+                let rows = self.draw_rows(update_ws, 1)?;
+                let clip = stabiliser.clip;
+                self.low_rank_summed_coefficients(
+                    normal, theta, x, &mean, step, member_ws, coeffs, rows, direction, clip,
+                )?;
+                stabiliser.apply(coeffs)?;
+                let (mover, target, velocity) = self.mover(target, theta);
+                mover.apply_layers(target, direction, velocity, 0);
+                return Ok(stats);
+            }
             let mut update = self.update_workspace(update_ws, count)?;
             let members = shares(member_ws, self.member_workspace_len(b));
             self.low_rank_members(
