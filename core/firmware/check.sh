@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The firmware on QEMU's Cortex-M4F board against ienk-cli on this PC: with the same settings
 # and seed, it must write the same model bit for bit and print the same test accuracy after
-# every epoch, as built by default, for parts with 256 KiB of RAM, and with room for the
-# direction (in 1 MiB, and in 256 KiB); on bad input it must stop with a message naming the file, exit 1 and
-# leave no model behind. Needs MNIST in $IENK_DATA (raw or .gz), qemu-system-arm, rustup's
+# every epoch, as built by default, for parts with 256 KiB of RAM, with room for the direction
+# (in 1 MiB, and in 256 KiB), and with low-rank members (in 4 MiB, and in 256 KiB); a build
+# setting that would be ignored must stop the build; on bad input it must stop with a message
+# naming the file, exit 1 and leave no model behind. Needs MNIST in $IENK_DATA (raw or .gz), qemu-system-arm, rustup's
 # thumbv7em-none-eabihf target, and python3 with numpy and safetensors.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -24,12 +25,16 @@ min_stack_kb=$(sed -n 's/^const MIN_STACK_KB: u64 = \([0-9]*\);$/\1/p' build.rs)
 
 # Trains on QEMU with the firmware ELF $1 (built for $2 hidden units) on 300 examples for two
 # epochs (the order is reshuffled between them), scores the whole test split, and compares the
-# model and the test accuracies with ienk-cli's, and that it reported the stack it used.
-same_as_cli() { # ELF HIDDEN
+# model and the test accuracies with those of ienk-cli's run with the build's flags (the rest
+# of the arguments; by default the thesis's scheme), and that it reported the stack it used.
+same_as_cli() { # ELF HIDDEN [IENK-CLI FLAGS...]
   local elf="$1" hidden="$2" ours theirs
+  shift 2
+  local flags=("$@")
+  [ ${#flags[@]} -gt 0 ] || flags=(--form thesis --clip 2 --particles 10 --batch-size 1 --lr 0.001)
   timeout 600 ./qemu.sh "$elf" "$work/data" "$work/firmware.safetensors" 300 2 4 10000 | tee "$work/firmware.txt"
   "$root/target/release/ienk-cli" train --data-dir "$work/data" --kernel portable --optimizer ienk \
-    --form thesis --clip 2 --particles 10 --batch-size 1 --lr 0.001 --hidden "$hidden" --limit 300 \
+    "${flags[@]}" --hidden "$hidden" --limit 300 \
     --epochs 2 --seed 4 --threads 1 --progress 1 --out "$work/cli.safetensors" | tee "$work/cli.txt"
   python3 "$root/tests/interop/same_params.py" "$work/firmware.safetensors" "$work/cli.safetensors"
   ours=$(sed -n 's/^epoch \([0-9]*\)\/.*test acc \([0-9.]*\).*/\1 \2/p' "$work/firmware.txt")
@@ -59,6 +64,24 @@ same_as_cli target/room/thumbv7em-none-eabihf/release/ienk-firmware 128
 # the update, which makes room for the direction there.
 IENK_HIDDEN=16 IENK_DIRECTION_ROOM=1 IENK_RAM_KB=256 cargo build --release --target-dir target/h16room
 same_as_cli target/h16room/thumbv7em-none-eabihf/release/ienk-firmware 16
+# Low-rank members in antithetic pairs, each draw's share of the update summed into the room for
+# the direction as it comes (ienk-cli's --low-memory): batches of 10 in QEMU's 4 MiB, and one
+# example per update in 256 KiB.
+IENK_RANK=1 IENK_HIDDEN=16 cargo build --release --target-dir target/lowrank
+same_as_cli target/lowrank/thumbv7em-none-eabihf/release/ienk-firmware 16 \
+  --rank 1 --antithetic --particles 200 --batch-size 10 --lr 0.002 --low-memory
+IENK_RANK=1 IENK_HIDDEN=16 IENK_BATCH=1 IENK_LR=0.0002 IENK_RAM_KB=256 cargo build --release --target-dir target/lowrank256
+same_as_cli target/lowrank256/thumbv7em-none-eabihf/release/ienk-firmware 16 \
+  --rank 1 --antithetic --particles 200 --batch-size 1 --lr 0.0002 --low-memory
+# A low-rank setting given to the thesis's build would be ignored: the build stops naming it.
+if IENK_BATCH=4 cargo build --release --target-dir target/refused 2>"$work/build.txt"; then
+  echo "firmware: IENK_BATCH without IENK_RANK built" >&2
+  exit 1
+fi
+grep -qF "IENK_BATCH sets the low-rank build (IENK_RANK above 0) only" "$work/build.txt" || {
+  echo "firmware: IENK_BATCH without IENK_RANK: $(cat "$work/build.txt")" >&2
+  exit 1
+}
 
 # Bad input: the status, the message, and no model left behind.
 expect_failure() { # MESSAGE ARGS...

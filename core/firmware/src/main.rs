@@ -1,6 +1,7 @@
 //! ienk on a microcontroller: the thesis's IEnK (10 members, one example per update, h = 0.001,
-//! the thesis's innovation with the coefficients clipped to 2) trained on a Cortex-M4F from
-//! ienk's `no_std` core, with every buffer a static of fixed size and no allocator at all.
+//! the thesis's innovation with the coefficients clipped to 2), or a build's low-rank members
+//! (`IENK_RANK`), trained on a Cortex-M4F from ienk's `no_std` core, with every buffer a static
+//! of fixed size and no allocator at all.
 //!
 //! It runs on QEMU's `mps2-an386` board (Arm's MPS2 with a Cortex-M4F, 4 MB of RAM for data) and
 //! reaches the host through semihosting: MNIST is read from the host's IDX files a record at a
@@ -10,10 +11,13 @@
 //! board, 40 instructions each under `qemu.sh`), and a tenth of the way through each epoch the
 //! same so far; at the end, the most stack it used. The model is the one `ienk-cli train --kernel
 //! portable --optimizer ienk --form thesis --clip 2 --particles 10 --batch-size 1 --lr 0.001
-//! --limit N --epochs E --seed S` writes on a PC, bit for bit (CI checks it).
+//! --limit N --epochs E --seed S` writes on a PC, bit for bit (CI checks it); a low-rank build's
+//! is that of `ienk-cli train --kernel portable --optimizer ienk --rank R --antithetic
+//! --particles M --batch-size B --lr L --low-memory --threads 1` with the build's settings.
 //!
-//! The build sets the network's width, the examples a run may use, room for the step's
-//! direction and the RAM the linker may fill (`build.rs`: `IENK_HIDDEN`, `IENK_MAX_EXAMPLES`,
+//! The build sets the network's width, the examples a run may use, the scheme, room for the
+//! step's direction and the RAM the linker may fill (`build.rs`: `IENK_HIDDEN`,
+//! `IENK_MAX_EXAMPLES`, `IENK_RANK` with `IENK_PARTICLES`, `IENK_BATCH` and `IENK_LR`,
 //! `IENK_DIRECTION_ROOM`, `IENK_RAM_KB`); a width other than 128 is `--hidden H` on the PC.
 //!
 //! ```sh
@@ -54,15 +58,18 @@ pub const USAGE: &str = "usage: ienk-firmware DATA_DIR OUT.safetensors [EXAMPLES
      1); SEED (default 0); TEST_EXAMPLES: the first N test examples scored after each epoch \
      (default 10000)";
 
-// HIDDEN, MAX_EXAMPLES and DIRECTION_ROOM, set at build time (build.rs): by default the
-// thesis's 128 hidden units, MNIST's 60000 training examples, and no room for the direction.
+// HIDDEN, MAX_EXAMPLES, DIRECTION_ROOM, RANK, MEMBERS, BATCH, LR and LOW_RANK_WORK, set at build
+// time (build.rs): by default the thesis's 128 hidden units and scheme (full rank, 10 members,
+// one example per update, lr 0.001), MNIST's 60000 training examples, and no room for the
+// direction.
 include!(concat!(env!("OUT_DIR"), "/config.rs"));
 const LAYOUT: Layout = Layout::mnist(HIDDEN);
 const PARAMS: usize = IMAGE_PIXELS * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + NUM_CLASSES;
-/// The thesis's scheme: members, step size; one example per update.
-const MEMBERS: usize = 10;
-const LR: f32 = 0.001;
-/// Bound on each coefficient: the thesis's update stays exact otherwise (README, Results).
+/// Low-rank members: each draw's share of the update is summed into room for the whole
+/// direction as it comes, so that the workspace does not grow with the members.
+const LOW_RANK: bool = RANK != 0;
+/// Bound on each coefficient of the thesis's scheme: its update stays exact otherwise (README,
+/// Results). The low-rank build's logit form needs none.
 const CLIP: f64 = 2.0;
 /// Non-zero pixels an image may have: the step works on the network restricted to them, so its
 /// workspace is sized for this many (MNIST's training images have at most 351).
@@ -75,14 +82,27 @@ const RESTRICTED: usize = MAX_ACTIVE * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + 
 /// against `step_workspace_len_with_room_for`, whose members sum the whole direction, so that
 /// the update needs no perturbation block. An evaluation batch takes as many test images as it
 /// holds.
-const WORK: usize = RESTRICTED + 8 * 1024 - if DIRECTION_ROOM { BLOCK } else { 0 };
+/// The low-rank build's: the step's workspace as build.rs sized it, then the batch's input rows.
+const WORK: usize = match LOW_RANK {
+    true => LOW_RANK_WORK + BATCH * IMAGE_PIXELS,
+    false => RESTRICTED + 8 * 1024 - if DIRECTION_ROOM { BLOCK } else { 0 },
+};
 /// Floats of room for the step's direction: one restricted network with `DIRECTION_ROOM`
-/// (checked against `step_direction_len_for(MAX_ACTIVE)`), none without.
-const DIRECTION: usize = if DIRECTION_ROOM { RESTRICTED } else { 0 };
+/// (checked against `step_direction_len_for(MAX_ACTIVE)`), none without; the whole network's
+/// for low rank, whose members perturb every input column.
+const DIRECTION: usize = match (LOW_RANK, DIRECTION_ROOM) {
+    (true, _) => PARAMS,
+    (false, true) => RESTRICTED,
+    (false, false) => 0,
+};
+/// Entries of the batch's active input columns, which only full-rank steps use.
+const COLUMNS: usize = if LOW_RANK { 0 } else { IMAGE_PIXELS };
 // The order holds the examples' indices as u16.
 const _: () = assert!(MAX_EXAMPLES <= u16::MAX as usize + 1);
 /// Test images per forward pass at most (fewer when the workspace holds fewer).
 const EVAL_BATCH: usize = 20;
+/// Labels of a training batch or an evaluation batch.
+const LABELS: usize = if BATCH > EVAL_BATCH { BATCH } else { EVAL_BATCH };
 /// Bytes of the command line kept.
 const CMDLINE: usize = 1024;
 /// Progress lines per epoch (an epoch takes hours on a chip).
@@ -99,11 +119,11 @@ struct Training {
     theta: [f32; PARAMS],
     work: [f32; WORK],
     direction: [f32; DIRECTION],
-    columns: [u32; IMAGE_PIXELS],
+    columns: [u32; COLUMNS],
     coefficients: [f64; MEMBERS],
     order: [u16; MAX_EXAMPLES],
     pixels: [u8; IMAGE_PIXELS],
-    labels: [u8; EVAL_BATCH],
+    labels: [u8; LABELS],
 }
 
 static mut BUFFERS: Buffers = Buffers {
@@ -112,11 +132,11 @@ static mut BUFFERS: Buffers = Buffers {
         theta: [0.0; PARAMS],
         work: [0.0; WORK],
         direction: [0.0; DIRECTION],
-        columns: [0; IMAGE_PIXELS],
+        columns: [0; COLUMNS],
         coefficients: [0.0; MEMBERS],
         order: [0; MAX_EXAMPLES],
         pixels: [0; IMAGE_PIXELS],
-        labels: [0; EVAL_BATCH],
+        labels: [0; LABELS],
     },
 };
 
@@ -204,9 +224,9 @@ fn run<'a>(cmdline: &'a mut [u8; CMDLINE], b: &mut Training) -> Result<(), Failu
     let out_path = out.path().ok_or(Failure::PathTooLong(out))?;
     // Opened first, so that a path that cannot be written fails before training.
     let mut file = File::open(&out_path, Mode::Write).map_err(|error| Failure::Host { path: out, error })?;
-    hprintln!(
+    hprint!(
         "ienk-firmware: training the 784-{}-10 MLP on {} examples, {} {}, seed {}, on a Cortex-M4F, in {} KB \
-         of static buffers",
+         of static buffers: ",
         HIDDEN,
         n,
         args.epochs,
@@ -214,6 +234,21 @@ fn run<'a>(cmdline: &'a mut [u8; CMDLINE], b: &mut Training) -> Result<(), Failu
         args.seed,
         core::mem::size_of::<Buffers>() / 1024
     );
+    match LOW_RANK {
+        true => hprintln!(
+            "{} rank-{} members in antithetic pairs, logit form, batch {}, lr {}, the direction summed draw by draw",
+            MEMBERS,
+            RANK,
+            BATCH,
+            LR
+        ),
+        false => hprintln!(
+            "the thesis's scheme, {} members, one example per update, lr {}, coefficients clipped to {}",
+            MEMBERS,
+            LR,
+            CLIP
+        ),
+    }
     let trained = train_model(b, &mut train, n, &mut test, n_test, &args).and_then(|()| {
         let metadata = [("optimizer", "ienk"), ("trainer", "ienk-firmware")];
         let mut to_file = |bytes: &[u8]| file.write_all(bytes);
@@ -234,8 +269,9 @@ fn run<'a>(cmdline: &'a mut [u8; CMDLINE], b: &mut Training) -> Result<(), Failu
 }
 
 /// Glorot initialisation, then `args.epochs` passes over the first `n` training examples in a
-/// fresh order each, one IEnK step per example read from the host, and the accuracy on the
-/// first `n_test` test examples after each epoch.
+/// fresh order each, one IEnK step per `BATCH` examples read from the host (the last batch of an
+/// epoch takes what is left, as in `ienk-cli`), and the accuracy on the first `n_test` test
+/// examples after each epoch.
 fn train_model<'a>(
     b: &mut Training,
     train: &mut Split<'a>,
@@ -249,34 +285,35 @@ fn train_model<'a>(
         perturb: Perturbations {
             layout: LAYOUT,
             std: [s1, s2],
-            rank: 0,
-            antithetic: false,
+            rank: RANK,
+            antithetic: LOW_RANK,
             seed: perturbation_seed(args.seed),
         },
         members: MEMBERS,
-        form: Form::Thesis,
+        form: if LOW_RANK { Form::Logit } else { Form::Thesis },
         lr: LR,
         momentum: 0.0,
         normalize: false,
     };
     let stabiliser = Stabiliser {
         center: false,
-        clip: Some(CLIP),
+        clip: (!LOW_RANK).then_some(CLIP),
     };
-    // The step's workspace, then the example's input row.
-    let need = match DIRECTION_ROOM {
-        true => rule.step_workspace_len_with_room_for(1, MAX_ACTIVE, 1),
-        false => rule.step_workspace_len_for(1, MAX_ACTIVE, 1),
+    // The step's workspace, then the batch's input rows.
+    let need = match (LOW_RANK, DIRECTION_ROOM) {
+        (true, _) => rule.step_workspace_len_with_room_for(BATCH, IMAGE_PIXELS, 1),
+        (false, true) => rule.step_workspace_len_with_room_for(1, MAX_ACTIVE, 1),
+        (false, false) => rule.step_workspace_len_for(1, MAX_ACTIVE, 1),
     };
-    if need + IMAGE_PIXELS > WORK {
+    if need + BATCH * IMAGE_PIXELS > WORK {
         return Err(Failure::Workspace {
-            what: "step workspace and input row",
-            need: need + IMAGE_PIXELS,
+            what: "step workspace and input rows",
+            need: need + BATCH * IMAGE_PIXELS,
             have: WORK,
         });
     }
     let direction_need = rule.step_direction_len_for(MAX_ACTIVE);
-    if DIRECTION_ROOM && direction_need > DIRECTION {
+    if (LOW_RANK || DIRECTION_ROOM) && direction_need > DIRECTION {
         return Err(Failure::Workspace {
             what: "direction",
             need: direction_need,
@@ -306,33 +343,44 @@ fn train_model<'a>(
         let started = ticks::now();
         shuffle(order, &mut order_rng);
         let mut seen = BatchStats::default();
-        for (done, &i) in (1..).zip(order.iter()) {
-            let (i, image, label) = (i as usize, &mut pixels[..], &mut labels[..1]);
-            train.read(i, image, label)?;
-            let active = image.iter().filter(|&&p| p != 0).count();
-            if active > MAX_ACTIVE {
-                return Err(Failure::TooManyPixels {
-                    index: i,
-                    active,
-                    bound: MAX_ACTIVE,
-                });
-            }
+        let mut done = 0;
+        for batch in order.chunks(BATCH) {
             let (work, x) = work.split_at_mut(need);
-            let x = &mut x[..IMAGE_PIXELS];
-            pixels_to_unit(image, x);
+            let (x, y) = (&mut x[..batch.len() * IMAGE_PIXELS], &mut labels[..batch.len()]);
+            // An image at a time into the one image buffer, then onto its row of `x`.
+            for ((&i, row), label) in batch
+                .iter()
+                .zip(x.chunks_exact_mut(IMAGE_PIXELS))
+                .zip(y.chunks_exact_mut(1))
+            {
+                let (i, image) = (i as usize, &mut pixels[..]);
+                train.read(i, image, label)?;
+                let active = image.iter().filter(|&&p| p != 0).count();
+                if !LOW_RANK && active > MAX_ACTIVE {
+                    return Err(Failure::TooManyPixels {
+                        index: i,
+                        active,
+                        bound: MAX_ACTIVE,
+                    });
+                }
+                pixels_to_unit(image, row);
+            }
             let buffers = StepBuffers {
                 work,
                 columns: &mut columns[..],
                 coefficients: &mut coefficients[..],
                 stored: None,
-                direction: DIRECTION_ROOM.then_some(&mut direction[..]),
+                direction: (LOW_RANK || DIRECTION_ROOM).then_some(&mut direction[..]),
             };
             step += 1;
             let stats = rule
-                .step(&normal, stabiliser, theta, None, x, label, step - 1, buffers)
+                .step(&normal, stabiliser, theta, None, x, y, step - 1, buffers)
                 .map_err(|error| Failure::Step { epoch, step, error })?;
             seen.merge(stats);
-            if done % progress_every == 0 && done < n {
+            // A progress line each time another tenth of the epoch is done.
+            let before = done / progress_every;
+            done += batch.len();
+            if done / progress_every > before && done < n {
                 hprintln!(
                     "  epoch {}/{}: {} of {} examples, train loss {:.4} acc {:.4} so far, {} clock ticks per example",
                     epoch,
