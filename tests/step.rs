@@ -949,6 +949,18 @@ fn low_rank_room_keeps_a_workspace_that_does_not_grow_with_the_members() {
     run.direction = Some(vec![0f32; p - 1]);
     assert_one_float_short(&r, &mut run, "direction", p);
     run.direction = Some(vec![0f32; p]);
+    // A NaN weight of the second layer reaches every coefficient: the step stops before the
+    // move, the shares already summed into the room notwithstanding.
+    run.theta[p - 11] = f32::NAN;
+    let before = bits(&run.theta);
+    let (theta, target, buffers) = run.buffers();
+    let nan = step_on_the_example(&r, &OneThread, BASE.stabiliser, theta, target, buffers);
+    assert!(
+        matches!(nan, Err(StepError::Diverged(NonFiniteCoefficient { member: 0, value })) if value.is_nan()),
+        "{nan:?}"
+    );
+    assert_eq!(bits(&run.theta), before);
+    run.theta = glorot_theta();
     let (theta, target, buffers) = run.buffers();
     step_on_the_example(&r, &OneThread, BASE.stabiliser, theta, target, buffers).unwrap();
     assert_ne!(run.theta, glorot_theta());
