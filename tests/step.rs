@@ -8,6 +8,7 @@ mod common;
 
 use common::{ScopedThreads, TestRng, bits};
 use ienk::batch::Batch;
+use ienk::ensemble::low_rank_update::SUM_DRAWS_MAX;
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{Form, NonFiniteCoefficient, Resampled, Stabiliser};
 use ienk::ensemble::step::{Move, StepBuffers, StepError};
@@ -793,13 +794,35 @@ fn low_rank_members_sum_the_direction_draw_by_draw_in_its_room() {
             summed.direction.as_ref().unwrap().len(),
             r.perturb.layout.num_params()
         );
+        // Larger workspaces sum 2, 3 and all the draws at a time (the last also past them
+        // all, and a float short of 3 sums 2): the same bits as one at a time.
+        let draws = r.perturb.draws(s.members);
+        let mut at_once: Vec<CoreRun> = [
+            r.summing_workspace_len(s.batch, 2),
+            r.summing_workspace_len(s.batch, 3) - 1,
+            r.summing_workspace_len(s.batch, 3),
+            r.summing_workspace_len(s.batch, draws) + 1000,
+        ]
+        .into_iter()
+        .zip([2, 2, 3, draws.min(SUM_DRAWS_MAX)])
+        .map(|(len, k)| {
+            assert_eq!(r.draws_summed_in(s.batch, len), k, "{len} floats");
+            let mut run = CoreRun::new(&r, &s, 1, IMAGE_PIXELS, false, true);
+            run.work = vec![0f32; len];
+            run
+        })
+        .collect();
         let mut clips = 0;
         for (t, (x, y)) in batches(&s, 3).iter().enumerate() {
             // Both from the same theta and velocity: the matrix product's.
             summed.theta.clone_from(&matrix.theta);
             summed.velocity.clone_from(&matrix.velocity);
             let before = matrix.theta.clone();
-            for run in [&mut matrix, &mut summed] {
+            for run in at_once.iter_mut() {
+                run.theta.clone_from(&matrix.theta);
+                run.velocity.clone_from(&matrix.velocity);
+            }
+            for run in [&mut matrix, &mut summed].into_iter().chain(at_once.iter_mut()) {
                 let (theta, Move::Theta { velocity }, buffers) = run.buffers() else {
                     unreachable!("CoreRun moves theta")
                 };
@@ -809,6 +832,10 @@ fn low_rank_members_sum_the_direction_draw_by_draw_in_its_room() {
             let what = format!("rank {}, step {t}", s.rank);
             let c = &summed.coefficients;
             assert_eq!(c, &matrix.coefficients, "{what}: the coefficients");
+            for run in &at_once {
+                let len = run.work.len();
+                assert_eq!(bits(&run.theta), bits(&summed.theta), "{what}: {len} floats");
+            }
             clips += c.iter().filter(|c| c.abs() == 0.05).count();
             // The move against the expanded perturbations' sum in f64 (with momentum, the
             // velocity's first step only), and against the matrix product's.

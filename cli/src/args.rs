@@ -301,7 +301,7 @@ pub struct EnsembleArgs {
     pub store_perturbations: bool,
     /// ienk (low rank, one thread): memory that does not grow with --particles. Each draw's
     /// share of the update is added to the direction (P floats) as soon as its members'
-    /// coefficients are known, so only one draw's factors are held at a time, where the default
+    /// coefficients are known, so at most 64 draws' factors are held at a time, where the default
     /// keeps every member's factors (M (inputs + 2 H + outputs) r floats and more) for one
     /// matrix product at the end. The microcontroller build's path (core/firmware). Slower on a
     /// PC (the direction is streamed once per draw); the same coefficients, a direction summed

@@ -4,6 +4,7 @@
 
 use ienk::batch::Batch;
 use ienk::ensemble::eki::Eki;
+use ienk::ensemble::low_rank_update::SUM_DRAWS_MAX;
 use ienk::ensemble::perturb::Perturbations;
 use ienk::ensemble::resampled::{Resampled, Stabiliser};
 use ienk::ensemble::step::{Move, StepBuffers, StepError};
@@ -129,9 +130,12 @@ impl IenkOptimizer {
         };
         let room_len =
             rule.step_direction_len_for(layout.inputs) * if threads > 1 && rank == 0 { 2 } else { 1 };
-        let work_len = match room {
-            true => rule.step_workspace_len_with_room_for(cfg.batch, layout.inputs, threads),
-            false => rule.step_workspace_len(cfg.batch, threads),
+        let work_len = match (room, rank) {
+            // Low rank summing into the room: as many draws at a time as it takes (the same
+            // bits as one at a time, fewer passes over the direction).
+            (true, 1..) => rule.summing_workspace_len(cfg.batch, SUM_DRAWS_MAX),
+            (true, 0) => rule.step_workspace_len_with_room_for(cfg.batch, layout.inputs, threads),
+            (false, _) => rule.step_workspace_len(cfg.batch, threads),
         };
         Ok(IenkOptimizer {
             dense: DenseRows::new(cfg.batch)?,

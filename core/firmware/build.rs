@@ -9,7 +9,10 @@
 //!   train --low-memory`), so that memory does not grow with the members;
 //! - `IENK_PARTICLES` (even, default 200), `IENK_BATCH` (examples per update, 1 to 1024,
 //!   default 10) and `IENK_LR` (a decimal, default 0.002): the low-rank build's members, batch
-//!   and step size; refused with `IENK_RANK=0`, whose scheme fixes them;
+//!   and step size; `IENK_SUM_DRAWS` (1 to 64, default 1): how many draws' shares it sums into
+//!   the direction at a time, which loads and stores the direction that many times fewer for
+//!   that many draws' factors (the same model); all refused with `IENK_RANK=0`, whose scheme
+//!   fixes them;
 //! - `IENK_DIRECTION_ROOM`: 1 to give the thesis's step room for the direction (one network
 //!   restricted to an image's non-zero pixels), so that the members sum it as they go and the
 //!   update does not draw their perturbations again: about 30% fewer instructions a step, for
@@ -28,6 +31,7 @@
 
 use std::path::PathBuf;
 
+use ienk::ensemble::low_rank_update::SUM_DRAWS_MAX;
 use ienk::ensemble::perturb::Perturbations;
 use ienk::ensemble::resampled::{Form, Resampled};
 use ienk::idx::IMAGE_PIXELS;
@@ -93,7 +97,7 @@ fn main() {
     let hidden = setting("IENK_HIDDEN", 128, 1, 4096);
     let max_examples = setting("IENK_MAX_EXAMPLES", 60_000, 1, 65_536);
     let rank = setting("IENK_RANK", 0, 0, IMAGE_PIXELS as u64);
-    let low_rank_settings = ["IENK_PARTICLES", "IENK_BATCH", "IENK_LR"];
+    let low_rank_settings = ["IENK_PARTICLES", "IENK_BATCH", "IENK_LR", "IENK_SUM_DRAWS"];
     if rank == 0
         && let Some(name) = low_rank_settings.into_iter().find(|n| is_set(n))
     {
@@ -108,6 +112,7 @@ fn main() {
         "IENK_PARTICLES={members}: the low-rank build makes antithetic pairs, so it must be even"
     );
     let batch = setting("IENK_BATCH", 10, 1, 1024);
+    let sum_draws = setting("IENK_SUM_DRAWS", 1, 1, SUM_DRAWS_MAX as u64);
     let direction_room = setting("IENK_DIRECTION_ROOM", 0, 0, 1) == 1;
     assert!(
         !(direction_room && rank > 0),
@@ -115,15 +120,15 @@ fn main() {
          always sums the direction in its room"
     );
     let ram_kb = setting("IENK_RAM_KB", 4096, 1, 4096);
-    let (members, batch, lr) = match rank {
-        0 => (10, 1, 0.001),
-        _ => (members, batch, step_size(0.002)),
+    let (members, batch, lr, sum_draws) = match rank {
+        0 => (10, 1, 0.001, 1),
+        _ => (members, batch, step_size(0.002), sum_draws),
     };
     // The low-rank step's workspace for a batch (its members perturb every input column).
     let low_rank_work = match rank {
         0 => 0,
         _ => low_rank_rule(hidden as usize, rank as usize, members as usize, lr)
-            .step_workspace_len_with_room_for(batch as usize, IMAGE_PIXELS, 1),
+            .summing_workspace_len(batch as usize, sum_draws as usize),
     };
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let config = format!(
@@ -141,6 +146,8 @@ fn main() {
          const BATCH: usize = {batch};\n\
          /// Step size h (`IENK_LR`; the thesis's 0.001 at full rank).\n\
          const LR: f32 = {lr:?};\n\
+         /// Draws whose shares a low-rank step sums at a time (`IENK_SUM_DRAWS`).\n\
+         const SUM_DRAWS: usize = {sum_draws};\n\
          /// Floats of the low-rank step's workspace (0 at full rank), as the core sizes it.\n\
          const LOW_RANK_WORK: usize = {low_rank_work};\n"
     );

@@ -65,9 +65,9 @@ same_as_cli target/room/thumbv7em-none-eabihf/release/ienk-firmware 128
 IENK_HIDDEN=16 IENK_DIRECTION_ROOM=1 IENK_RAM_KB=256 cargo build --release --target-dir target/h16room
 same_as_cli target/h16room/thumbv7em-none-eabihf/release/ienk-firmware 16
 # Low-rank members in antithetic pairs, each draw's share of the update summed into the room for
-# the direction as it comes (ienk-cli's --low-memory): batches of 10 in QEMU's 4 MiB, and one
-# example per update in 256 KiB.
-IENK_RANK=1 IENK_HIDDEN=16 cargo build --release --target-dir target/lowrank
+# the direction as it comes (ienk-cli's --low-memory): batches of 10 in QEMU's 4 MiB, eight
+# draws' shares at a time, and one example per update in 256 KiB, one draw's at a time.
+IENK_RANK=1 IENK_HIDDEN=16 IENK_SUM_DRAWS=8 cargo build --release --target-dir target/lowrank
 same_as_cli target/lowrank/thumbv7em-none-eabihf/release/ienk-firmware 16 \
   --rank 1 --antithetic --particles 200 --batch-size 10 --lr 0.002 --low-memory
 IENK_RANK=1 IENK_HIDDEN=16 IENK_BATCH=1 IENK_LR=0.0002 IENK_RAM_KB=256 cargo build --release --target-dir target/lowrank256

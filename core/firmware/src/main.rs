@@ -58,10 +58,10 @@ pub const USAGE: &str = "usage: ienk-firmware DATA_DIR OUT.safetensors [EXAMPLES
      1); SEED (default 0); TEST_EXAMPLES: the first N test examples scored after each epoch \
      (default 10000)";
 
-// HIDDEN, MAX_EXAMPLES, DIRECTION_ROOM, RANK, MEMBERS, BATCH, LR and LOW_RANK_WORK, set at build
-// time (build.rs): by default the thesis's 128 hidden units and scheme (full rank, 10 members,
-// one example per update, lr 0.001), MNIST's 60000 training examples, and no room for the
-// direction.
+// HIDDEN, MAX_EXAMPLES, DIRECTION_ROOM, RANK, MEMBERS, BATCH, LR, SUM_DRAWS and LOW_RANK_WORK,
+// set at build time (build.rs): by default the thesis's 128 hidden units and scheme (full rank,
+// 10 members, one example per update, lr 0.001), MNIST's 60000 training examples, and no room
+// for the direction.
 include!(concat!(env!("OUT_DIR"), "/config.rs"));
 const LAYOUT: Layout = Layout::mnist(HIDDEN);
 const PARAMS: usize = IMAGE_PIXELS * HIDDEN + HIDDEN + HIDDEN * NUM_CLASSES + NUM_CLASSES;
@@ -301,7 +301,7 @@ fn train_model<'a>(
     };
     // The step's workspace, then the batch's input rows.
     let need = match (LOW_RANK, DIRECTION_ROOM) {
-        (true, _) => rule.step_workspace_len_with_room_for(BATCH, IMAGE_PIXELS, 1),
+        (true, _) => rule.summing_workspace_len(BATCH, SUM_DRAWS),
         (false, true) => rule.step_workspace_len_with_room_for(1, MAX_ACTIVE, 1),
         (false, false) => rule.step_workspace_len_for(1, MAX_ACTIVE, 1),
     };

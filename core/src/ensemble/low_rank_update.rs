@@ -70,6 +70,61 @@ fn nth_mut<T>(s: &mut [T], j: usize, n: usize) -> &mut [T] {
     &mut s[j * n..(j + 1) * n]
 }
 
+/// The most draws whose shares a low-rank step with room for the direction sums into it at a
+/// time ([`Resampled::summing_workspace_len`]).
+pub const SUM_DRAWS_MAX: usize = 64;
+
+/// Columns of a weight block's direction that [`add_outer_products`] keeps in registers while it
+/// adds a call's draws (16 floats: half a Cortex-M4F's single-precision registers).
+const SUM_COLUMNS: usize = 16;
+
+/// `out += sum_d sum_q (e_d a_d[row, q]) b_d[q]` for every row of a weight block's direction
+/// `out` (`rows x cols`, the rows of `a_d`): `a` holds each draw's `rows x r` block (`a_len`
+/// floats), `b` each draw's `r x cols` rows. Every entry adds its terms in draw order, then rank
+/// order, each product `(e_d a) b` rounded as [`add_share`] rounds it, so the bits are those of
+/// adding the draws one at a time. The terms go by groups of up to [`SUM_DRAWS_MAX`], whose
+/// scales `e_d a` a row computes once; each group loads and stores an entry once,
+/// [`SUM_COLUMNS`] of them at a time. O(draws r rows cols).
+fn add_outer_products(e: &[f32], a: &[f32], a_len: usize, b: &[f32], r: usize, cols: usize, out: &mut [f32]) {
+    let b_len = r * cols;
+    // The terms (draw, rank) in order, by groups.
+    let terms = e.len() * r;
+    for (row, out_row) in out.chunks_exact_mut(cols.max(1)).enumerate() {
+        for group in (0..terms).step_by(SUM_DRAWS_MAX) {
+            let n = SUM_DRAWS_MAX.min(terms - group);
+            if n == 1 {
+                // One term: along the row, the same sums without the blocks' set-up.
+                let (j, q) = (group / r, group % r);
+                let s = e[j] * a[j * a_len + row * r + q];
+                add_share(out_row, s, &b[j * b_len + q * cols..][..cols]);
+                continue;
+            }
+            // Each term's scale and the start of its row of b.
+            let mut scale = [0f32; SUM_DRAWS_MAX];
+            let mut offset = [0usize; SUM_DRAWS_MAX];
+            for (t, (s, o)) in scale.iter_mut().zip(&mut offset).take(n).enumerate() {
+                let (j, q) = ((group + t) / r, (group + t) % r);
+                *s = e[j] * a[j * a_len + row * r + q];
+                *o = j * b_len + q * cols;
+            }
+            for (start, acc_out) in (0..).step_by(SUM_COLUMNS).zip(out_row.chunks_mut(SUM_COLUMNS)) {
+                let mut acc = [0f32; SUM_COLUMNS];
+                let width = acc_out.len();
+                acc[..width].copy_from_slice(acc_out);
+                for (&s, &o) in scale[..n].iter().zip(&offset[..n]) {
+                    let b_row = &b[o + start..][..width];
+                    match <&[f32; SUM_COLUMNS]>::try_from(b_row) {
+                        // A whole block: a fixed length the compiler unrolls, in registers.
+                        Ok(block) => acc.iter_mut().zip(block).for_each(|(x, &v)| *x += s * v),
+                        Err(_) => add_share(&mut acc[..width], s, b_row),
+                    }
+                }
+                acc_out.copy_from_slice(&acc[..width]);
+            }
+        }
+    }
+}
+
 impl Default for DrawRows<'_> {
     /// No draw's rows.
     fn default() -> Self {
@@ -332,32 +387,44 @@ impl Resampled {
         })
     }
 
-    /// Adds the share `e delta` of one draw, whose factors as drawn are the first row of `rows`,
-    /// to `direction` (P floats): `e a b^T` per weight block (a rank's rows at a time, each
-    /// entry's products added in rank order) and `e db` per bias, with the products
-    /// [`Resampled::scale_draw_rows`] forms (`e a` rounded to f32 first). Draw after draw, the
-    /// biases get the sums of [`Resampled::low_rank_bias_direction`], bit for bit. O(r P).
-    pub(crate) fn add_draw_share(
+    /// Adds the shares `e_d delta_d` of the `draws` draws whose factors as drawn are the rows of
+    /// `rows`, `e_d` the draw's coefficient from `coeffs` (those draws' members'), to
+    /// `direction` (P floats): `e_d a b^T` per weight block and `e_d db` per bias, with the
+    /// products [`Resampled::scale_draw_rows`] forms (`e_d a` rounded to f32 first). Each entry
+    /// adds its terms in draw order, then rank order, exactly as one call per draw would, so
+    /// any number of draws at a time gives the same bits; more of them load and store the
+    /// direction fewer times (it is read and written once per call, [`SUM_COLUMNS`] columns at
+    /// a time). Draw after draw, the biases get the sums of
+    /// [`Resampled::low_rank_bias_direction`], bit for bit. O(draws r P).
+    pub(crate) fn add_draw_shares(
         &self,
-        e: f32,
+        coeffs: &[f64],
+        draws: usize,
         rows: &DrawRows<'_>,
         direction: &mut [f32],
     ) -> Result<(), MlpError> {
         let l = &self.perturb.layout;
-        let [a1_n, b1_n, a2_n, b2_n, db1_n, db2_n] = per_draw(self);
-        let (r, d) = (self.perturb.rank.max(1), l.split_mut(direction)?);
-        // Rows `a` (`rows x r`) and `b` (`r x cols`) of a weight block into its direction.
-        let add_outer = |out: &mut [f32], a: &[f32], b: &[f32], cols: usize| {
-            for (out_row, a_row) in out.chunks_exact_mut(cols.max(1)).zip(a.chunks_exact(r)) {
-                for (&a, b_row) in a_row.iter().zip(b.chunks_exact(cols.max(1))) {
-                    add_share(out_row, e * a, b_row);
-                }
-            }
-        };
-        add_outer(d.w1, nth(rows.a1, 0, a1_n), nth(rows.b1, 0, b1_n), l.inputs);
-        add_outer(d.w2, nth(rows.a2, 0, a2_n), nth(rows.b2, 0, b2_n), l.hidden);
-        add_share(d.b1, e, nth(rows.db1, 0, db1_n));
-        add_share(d.b2, e, nth(rows.db2, 0, db2_n));
+        if draws > SUM_DRAWS_MAX {
+            return Err(MlpError::Length {
+                what: "draws summed at a time",
+                expected: SUM_DRAWS_MAX,
+                found: draws,
+            });
+        }
+        rows.check(self, draws)?;
+        let [a1_n, _, a2_n, _, db1_n, db2_n] = per_draw(self);
+        let r = self.perturb.rank.max(1);
+        let e: [f32; SUM_DRAWS_MAX] = core::array::from_fn(|d| match d < draws {
+            true => self.perturb.draw_coefficient(coeffs, d) as f32,
+            false => 0.0,
+        });
+        let d = l.split_mut(direction)?;
+        add_outer_products(&e[..draws], rows.a1, a1_n, rows.b1, r, l.inputs, d.w1);
+        add_outer_products(&e[..draws], rows.a2, a2_n, rows.b2, r, l.hidden, d.w2);
+        for (j, &e) in e[..draws].iter().enumerate() {
+            add_share(d.b1, e, nth(rows.db1, j, db1_n));
+            add_share(d.b2, e, nth(rows.db2, j, db2_n));
+        }
         Ok(())
     }
 

@@ -16,7 +16,7 @@
 use core::fmt;
 use core::ops::Range;
 
-use super::low_rank_update::DrawRows;
+use super::low_rank_update::{DrawRows, SUM_DRAWS_MAX};
 use super::particles::{self, Factors};
 use super::perturb::{BLOCK, Perturbations};
 use super::projected::{
@@ -438,10 +438,10 @@ impl Resampled {
     }
 
     /// Floats of workspace [`Resampled::low_rank_summed_coefficients`] needs for batches of up
-    /// to `batch` rows: the low-rank member phase's for one draw at a time, whatever the
-    /// number of members. O(1).
-    pub fn summing_member_workspace_len(&self, batch: usize) -> usize {
-        let chunk = self.perturb.members_per_draw();
+    /// to `batch` rows, `draws` draws at a time: the low-rank member phase's for chunks of that
+    /// many draws, whatever the number of members. O(1).
+    pub fn summing_member_workspace_len(&self, batch: usize, draws: usize) -> usize {
+        let chunk = draws * self.perturb.members_per_draw();
         low_rank_parts(&self.perturb, self.form, batch, chunk)
             .iter()
             .sum()
@@ -674,18 +674,19 @@ impl Resampled {
     }
 
     /// Low-rank member phase of one worker that adds each draw's share of the direction
-    /// `sum_k c_k delta_k` as soon as its members' coefficients are known, so that it keeps one
-    /// draw's factors at a time instead of every draw's: the coefficients of all M members (in
-    /// `coeffs`, each clipped to `[-clip, clip]` when given, as [`Stabiliser::apply`] leaves
-    /// them without centring, which needs them all first), and the whole direction in
-    /// `direction` (P floats, overwritten). `workspace` holds
-    /// [`Resampled::summing_member_workspace_len`] floats, `rows` one draw's rows
-    /// ([`Resampled::draw_rows`]`(_, 1)`). The coefficients are those of
+    /// `sum_k c_k delta_k` as soon as its members' coefficients are known, `draws_at_once`
+    /// draws at a time (1 to [`SUM_DRAWS_MAX`]), so that it keeps that many draws' factors
+    /// instead of every draw's: the coefficients of all M members (in `coeffs`, each clipped to
+    /// `[-clip, clip]` when given, as [`Stabiliser::apply`] leaves them without centring, which
+    /// needs them all first), and the whole direction in `direction` (P floats, overwritten).
+    /// `workspace` holds [`Resampled::summing_member_workspace_len`] floats, `rows` that many
+    /// draws' rows ([`Resampled::draw_rows`]). The coefficients are those of
     /// [`Resampled::low_rank_coefficients`], bit for bit; the direction is the one
     /// [`Resampled::low_rank_update`] forms, summed draw after draw instead of by a matrix
-    /// product, so its last bits may differ. Costs its normal draws and member flops, plus `2 D
-    /// r P` flops for the direction, streamed through it once per draw and rank (slower than the
-    /// update's matrix product on a PC, for memory independent of M).
+    /// product, so its last bits may differ from it, but not with `draws_at_once`. Costs its
+    /// normal draws and member flops, plus `2 D r P` flops for the direction, which it loads
+    /// and stores once per `draws_at_once` draws (slower than the update's matrix product on a
+    /// PC, for memory independent of M).
     #[allow(clippy::too_many_arguments)]
     pub fn low_rank_summed_coefficients(
         &self,
@@ -699,11 +700,23 @@ impl Resampled {
         rows: DrawRows<'_>,
         direction: &mut [f32],
         clip: Option<f64>,
+        draws_at_once: usize,
     ) -> Result<(), MlpError> {
         check_len("direction", direction.len(), self.perturb.layout.num_params())?;
+        if !(1..=SUM_DRAWS_MAX).contains(&draws_at_once) {
+            return Err(MlpError::Length {
+                what: "draws summed at a time",
+                expected: SUM_DRAWS_MAX,
+                found: draws_at_once,
+            });
+        }
         direction.fill(0.0);
         let draws = 0..self.draws();
-        let sink = FactorsTo::Direction { direction, clip };
+        let sink = FactorsTo::Direction {
+            direction,
+            clip,
+            draws: draws_at_once,
+        };
         self.low_rank_phase(normal, theta, x, mean, step, draws, workspace, coeffs, rows, sink)
     }
 
@@ -733,7 +746,7 @@ impl Resampled {
         let per_draw = pt.members_per_draw();
         let (chunk_members, row_draws) = match sink {
             FactorsTo::Rows => (LOW_RANK_CHUNK, draws.len()),
-            FactorsTo::Direction { .. } => (per_draw, draws.len().min(1)),
+            FactorsTo::Direction { draws: at_once, .. } => (at_once * per_draw, at_once),
         };
         let parts = low_rank_parts(pt, self.form, batch, chunk_members);
         check_len("member workspace", workspace.len(), parts.iter().sum())?;
@@ -853,14 +866,15 @@ impl Resampled {
                 };
                 (m, k) = (m + 1, k + 1);
             }
-            if let FactorsTo::Direction { direction, clip } = &mut sink {
-                // The chunk is one draw, whose members' coefficients are the last `in_chunk`.
+            if let FactorsTo::Direction { direction, clip, .. } = &mut sink {
+                // The chunk's members' coefficients are the last `in_chunk`; its draws' rows the
+                // first `chunk`.
                 let first = k - in_chunk;
                 if let Some(limit) = *clip {
                     clip_coefficients(&mut coeffs[first..k], limit);
                 }
-                let e = pt.draw_coefficient(&coeffs[first..k], 0) as f32;
-                self.add_draw_share(e, &rows, direction)?;
+                let (mine, _) = rows.reborrow().split_draws(self, chunk);
+                self.add_draw_shares(&coeffs[first..k], chunk, &mine, direction)?;
             }
             done += chunk;
         }
@@ -873,12 +887,15 @@ enum FactorsTo<'a> {
     /// In the update's rows, each draw of the range in its own row, for
     /// [`Resampled::low_rank_update`].
     Rows,
-    /// In one draw's rows, reused draw after draw: once the draw's members' coefficients are
-    /// known (and clipped to `[-clip, clip]` when given), its share is added to `direction`.
+    /// In the rows of `draws` draws, reused chunk after chunk: once a chunk's members'
+    /// coefficients are known (and clipped to `[-clip, clip]` when given), its draws' shares
+    /// are added to `direction`.
     Direction {
         /// The direction, P floats, zeroed before the first draw.
         direction: &'a mut [f32],
         /// The stabiliser's clip.
         clip: Option<f64>,
+        /// Draws per chunk.
+        draws: usize,
     },
 }

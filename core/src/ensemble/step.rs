@@ -22,7 +22,7 @@
 use core::fmt;
 
 use super::collapse::{active_columns, draw_coefficient_norm, expand_w1_rows, restrict_batch};
-use super::low_rank_update::DrawRows;
+use super::low_rank_update::{DrawRows, SUM_DRAWS_MAX};
 use super::perturb::{BLOCK, Perturbations};
 use super::resampled::{
     Carver, Kept, KeptPerturbations, MeanView, NonFiniteCoefficient, Resampled, Stabiliser, innovation,
@@ -142,8 +142,16 @@ impl Resampled {
     /// Lengths of the parts of the step workspace for `batch` rows with at most `active`
     /// non-zero input columns on `workers` workers, with [`StepBuffers::direction`] given
     /// (`room`) or not: the mean's pre-activation, hidden layer, logits, probabilities and
-    /// innovation, its GEMM scratch, the member phase's workspaces, and the update's.
-    fn step_parts(&self, batch: usize, active: usize, workers: usize, room: bool) -> [usize; 8] {
+    /// innovation, its GEMM scratch, the member phase's workspaces, and the update's (low rank
+    /// on one worker with the room: `draws` draws' factors at a time).
+    fn step_parts(
+        &self,
+        batch: usize,
+        active: usize,
+        workers: usize,
+        room: bool,
+        draws: usize,
+    ) -> [usize; 8] {
         let l = &self.perturb.layout;
         let (bh, bo, w) = (batch * l.hidden, batch * l.outputs, workers.max(1));
         let (members, update) = if self.perturb.rank == 0 {
@@ -157,8 +165,11 @@ impl Resampled {
                 batch * active + w * (self.update_block_len(w, room) + l.inputs),
             )
         } else if room && w == 1 {
-            // One draw's factors at a time, summed into the room as they come.
-            (self.summing_member_workspace_len(batch), self.draw_rows_len(1))
+            // `draws` draws' factors at a time, summed into the room as they come.
+            (
+                self.summing_member_workspace_len(batch, draws),
+                self.draw_rows_len(draws),
+            )
         } else {
             (self.member_workspace_len(batch), self.low_rank_update_len(w))
         };
@@ -212,7 +223,7 @@ impl Resampled {
     /// firmware's bound for MNIST digits: at most 351 non-zero pixels in any training image.
     /// O(1).
     pub fn step_workspace_len_for(&self, batch: usize, active: usize, workers: usize) -> usize {
-        self.step_parts(batch, active, workers, false).iter().sum()
+        self.step_parts(batch, active, workers, false, 1).iter().sum()
     }
 
     /// As [`Resampled::step_workspace_len_for`], for a step also given
@@ -221,7 +232,30 @@ impl Resampled {
     /// phase and the update keep one draw's factors instead of every draw's, a workspace that
     /// does not grow with M); on several, as many floats as without the room. O(1).
     pub fn step_workspace_len_with_room_for(&self, batch: usize, active: usize, workers: usize) -> usize {
-        self.step_parts(batch, active, workers, true).iter().sum()
+        self.step_parts(batch, active, workers, true, 1).iter().sum()
+    }
+
+    /// Floats of [`StepBuffers::work`] with which a low-rank step on one worker, given
+    /// [`StepBuffers::direction`], sums the shares of `draws` draws at a time (1 to
+    /// [`SUM_DRAWS_MAX`]): each pass over the direction then adds that many, for their factors'
+    /// memory; the bits do not change. With 1, [`Resampled::step_workspace_len_with_room_for`].
+    /// A step given a workspace between two of these sizes takes the smaller's draws. O(1).
+    pub fn summing_workspace_len(&self, batch: usize, draws: usize) -> usize {
+        let draws = draws.clamp(1, SUM_DRAWS_MAX);
+        self.step_parts(batch, self.perturb.layout.inputs, 1, true, draws)
+            .iter()
+            .sum()
+    }
+
+    /// The most draws (at most [`SUM_DRAWS_MAX`] and the rule's) whose shares a low-rank step on
+    /// one worker with room for the direction sums at a time in a workspace of `len` floats, for
+    /// batches of up to `batch` rows; 1 when even one does not fit (the step then refuses the
+    /// workspace). O(SUM_DRAWS_MAX).
+    pub fn draws_summed_in(&self, batch: usize, len: usize) -> usize {
+        (1..=SUM_DRAWS_MAX.min(self.draws()))
+            .take_while(|&k| self.summing_workspace_len(batch, k) <= len)
+            .last()
+            .unwrap_or(1)
     }
 
     /// Why a step of this rule with `stabiliser`, its perturbations `stored` or not, on
@@ -337,7 +371,11 @@ impl Resampled {
             0 => active_columns(x, i, buffers.columns)?,
             _ => i,
         };
-        let parts = self.step_parts(b, active, count, room_given);
+        let draws_at_once = match (self.perturb.rank, room_given, count) {
+            (1.., true, 1) => self.draws_summed_in(b, buffers.work.len()),
+            _ => 1,
+        };
+        let parts = self.step_parts(b, active, count, room_given, draws_at_once);
         let mut carve = Carver(prefix("step workspace", buffers.work, parts.iter().sum())?);
         let (pre, hidden, logits) = (carve.take(parts[0]), carve.take(parts[1]), carve.take(parts[2]));
         let (probs, g, scratch) = (carve.take(parts[3]), carve.take(parts[4]), carve.take(parts[5]));
@@ -354,10 +392,20 @@ impl Resampled {
             if let Some(room) = buffers.direction {
                 // One worker: each draw's share is added to the direction as its members finish.
                 let direction = prefix("direction", room, p)?;
-                let rows = self.draw_rows(update_ws, 1)?;
+                let rows = self.draw_rows(update_ws, draws_at_once)?;
                 let clip = stabiliser.clip;
                 self.low_rank_summed_coefficients(
-                    normal, theta, x, &mean, step, member_ws, coeffs, rows, direction, clip,
+                    normal,
+                    theta,
+                    x,
+                    &mean,
+                    step,
+                    member_ws,
+                    coeffs,
+                    rows,
+                    direction,
+                    clip,
+                    draws_at_once,
                 )?;
                 stabiliser.apply(coeffs)?;
                 let (mover, target, velocity) = self.mover(target, theta);

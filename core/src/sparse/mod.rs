@@ -389,9 +389,12 @@ pub fn transpose_on(
     let mut copy = |r_range: core::ops::Range<usize>, c_range: core::ops::Range<usize>| {
         for r0 in r_range.clone().step_by(8) {
             for c0 in c_range.clone().step_by(8) {
+                let c1 = (c0 + 8).min(c_range.end);
                 for r in r0..(r0 + 8).min(r_range.end) {
-                    for c in c0..(c0 + 8).min(c_range.end) {
-                        dst[c * rows + r] = src[r * cols + c];
+                    // Row r's columns c0..c1 down column r of dst, without an index check each.
+                    let from = &src[r * cols + c0..r * cols + c1];
+                    for (to, &v) in dst[c0 * rows + r..].iter_mut().step_by(rows).zip(from) {
+                        *to = v;
                     }
                 }
             }
