@@ -1239,24 +1239,23 @@ fn low_memory_trains_the_low_rank_run_one_draw_at_a_time_and_is_recorded() {
     let d = TempDir::new("low_memory");
     dataset(&d.0);
     let (a, b) = (d.0.join("a.safetensors"), d.0.join("b.safetensors"));
+    // The low-rank run, with or without --low-memory.
+    const TRAIN: [&str; 12] = [
+        "train",
+        "--optimizer",
+        "ienk",
+        "--rank",
+        "2",
+        "--antithetic",
+        "--particles",
+        "40",
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.05",
+    ];
     let run = |out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--optimizer",
-            "ienk",
-            "--rank",
-            "2",
-            "--antithetic",
-            "--particles",
-            "40",
-            "--batch-size",
-            "4",
-            "--lr",
-            "0.05",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
+        let args = [&TRAIN[..], &["--out", out.to_str().unwrap()], extra].concat();
         let o = cli(&d.0, &args);
         assert!(o.status.success(), "{extra:?}: {}", text(&o.stderr));
         text(&o.stdout)
@@ -1285,24 +1284,10 @@ fn low_memory_trains_the_low_rank_run_one_draw_at_a_time_and_is_recorded() {
     let o = cli(
         &d.0,
         &[
-            "train",
-            "--optimizer",
-            "ienk",
-            "--rank",
-            "2",
-            "--antithetic",
-            "--particles",
-            "40",
-            "--batch-size",
-            "4",
-            "--lr",
-            "0.05",
-            "--epochs",
-            "2",
-            "--out",
-            b.to_str().unwrap(),
-            "--resume",
-        ],
+            &TRAIN[..],
+            &["--epochs", "2", "--out", b.to_str().unwrap(), "--resume"],
+        ]
+        .concat(),
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     assert!(

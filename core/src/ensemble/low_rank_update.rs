@@ -372,7 +372,8 @@ impl Resampled {
     }
 
     /// Carves `buf` ([`Resampled::draw_rows_len`]`(draws)` floats) into the rows of `draws`
-    /// draws' factors: one draw's for [`Resampled::low_rank_summed_coefficients`]. O(1).
+    /// draws' factors: a chunk's for a step that sums the direction as it goes ([`super::step`]).
+    /// O(1).
     pub fn draw_rows<'a>(&self, buf: &'a mut [f32], draws: usize) -> Result<DrawRows<'a>, MlpError> {
         check_len("draw rows", buf.len(), self.draw_rows_len(draws))?;
         let [a1, b1, a2, b2, db1, db2] = per_draw(self).map(|n| draws * n);

@@ -9,9 +9,8 @@
 //! can use threads: [`Resampled::dense_coefficients`] over member ranges, then
 //! [`Resampled::update_blocks`] over parameter blocks (full rank), or
 //! [`Resampled::low_rank_coefficients`] over draw ranges, which leaves each draw's factors for
-//! [`Resampled::low_rank_update`] (low rank; [`super::low_rank_update`]), or, on one thread,
-//! [`Resampled::low_rank_summed_coefficients`], which adds each draw's share to the direction
-//! as it comes.
+//! [`Resampled::low_rank_update`] (low rank; [`super::low_rank_update`]), or, on one thread
+//! with room for the direction ([`super::step`]), adds each draw's share to it as it comes.
 
 use core::fmt;
 use core::ops::Range;
@@ -437,8 +436,8 @@ impl Resampled {
         }
     }
 
-    /// Floats of workspace [`Resampled::low_rank_summed_coefficients`] needs for batches of up
-    /// to `batch` rows, `draws` draws at a time: the low-rank member phase's for chunks of that
+    /// Floats of workspace the member phase of a low-rank step that sums the direction as it
+    /// goes needs for batches of up to `batch` rows, `draws` draws at a time: the low-rank member phase's for chunks of that
     /// many draws, whatever the number of members. O(1).
     pub fn summing_member_workspace_len(&self, batch: usize, draws: usize) -> usize {
         let chunk = draws * self.perturb.members_per_draw();
@@ -673,57 +672,23 @@ impl Resampled {
         )
     }
 
-    /// Low-rank member phase of one worker that adds each draw's share of the direction
-    /// `sum_k c_k delta_k` as soon as its members' coefficients are known, `draws_at_once`
-    /// draws at a time (1 to [`SUM_DRAWS_MAX`]), so that it keeps that many draws' factors
-    /// instead of every draw's: the coefficients of all M members (in `coeffs`, each clipped to
-    /// `[-clip, clip]` when given, as [`Stabiliser::apply`] leaves them without centring, which
-    /// needs them all first), and the whole direction in `direction` (P floats, overwritten).
-    /// `workspace` holds [`Resampled::summing_member_workspace_len`] floats, `rows` that many
-    /// draws' rows ([`Resampled::draw_rows`]). The coefficients are those of
-    /// [`Resampled::low_rank_coefficients`], bit for bit; the direction is the one
-    /// [`Resampled::low_rank_update`] forms, summed draw after draw instead of by a matrix
-    /// product, so its last bits may differ from it, but not with `draws_at_once`. Costs its
-    /// normal draws and member flops, plus `2 D r P` flops for the direction, which it loads
-    /// and stores once per `draws_at_once` draws (slower than the update's matrix product on a
-    /// PC, for memory independent of M).
-    #[allow(clippy::too_many_arguments)]
-    pub fn low_rank_summed_coefficients(
-        &self,
-        normal: &Normal,
-        theta: &[f32],
-        x: &[f32],
-        mean: &MeanView<'_>,
-        step: u64,
-        workspace: &mut [f32],
-        coeffs: &mut [f64],
-        rows: DrawRows<'_>,
-        direction: &mut [f32],
-        clip: Option<f64>,
-        draws_at_once: usize,
-    ) -> Result<(), MlpError> {
-        check_len("direction", direction.len(), self.perturb.layout.num_params())?;
-        if !(1..=SUM_DRAWS_MAX).contains(&draws_at_once) {
-            return Err(MlpError::Length {
-                what: "draws summed at a time",
-                expected: SUM_DRAWS_MAX,
-                found: draws_at_once,
-            });
-        }
-        direction.fill(0.0);
-        let draws = 0..self.draws();
-        let sink = FactorsTo::Direction {
-            direction,
-            clip,
-            draws: draws_at_once,
-        };
-        self.low_rank_phase(normal, theta, x, mean, step, draws, workspace, coeffs, rows, sink)
-    }
-
     /// The low-rank member phase of [`Resampled::low_rank_coefficients`] (`sink` the update's
-    /// rows) and [`Resampled::low_rank_summed_coefficients`] (`sink` the direction).
+    /// rows), or of one worker that adds each draw's share of the direction `sum_k c_k delta_k`
+    /// as soon as its members' coefficients are known (`sink` the direction, P floats, zeroed
+    /// first, as [`super::step`] gives it), a chunk of draws at a time (1 to
+    /// [`SUM_DRAWS_MAX`]), so that it keeps that many draws' factors instead of every draw's:
+    /// the coefficients of all the draws' members (in `coeffs`, each clipped when the sink
+    /// says, as [`Stabiliser::apply`] leaves them without centring, which needs them all
+    /// first), and with a direction sink the whole direction. The workspace then holds
+    /// [`Resampled::summing_member_workspace_len`] floats, `rows` a chunk's draws
+    /// ([`Resampled::draw_rows`]). The coefficients are the same bits either way; the direction
+    /// is the one [`Resampled::low_rank_update`] forms, summed draw after draw instead of by a
+    /// matrix product, so its last bits may differ from it, but not with the chunk's size.
+    /// Costs, with a direction sink, `2 D r P` flops more, which load and store the direction
+    /// once per chunk (slower than the update's matrix product on a PC, for memory independent
+    /// of M).
     #[allow(clippy::too_many_arguments)]
-    fn low_rank_phase(
+    pub(crate) fn low_rank_phase(
         &self,
         normal: &Normal,
         theta: &[f32],
@@ -744,9 +709,24 @@ impl Resampled {
         // Members per chunk: as many as LOW_RANK_CHUNK, or one draw's when summing, whose rows
         // then hold that draw only (row 0).
         let per_draw = pt.members_per_draw();
-        let (chunk_members, row_draws) = match sink {
+        let (chunk_members, row_draws) = match &mut sink {
             FactorsTo::Rows => (LOW_RANK_CHUNK, draws.len()),
-            FactorsTo::Direction { draws: at_once, .. } => (at_once * per_draw, at_once),
+            FactorsTo::Direction {
+                direction,
+                draws: at_once,
+                ..
+            } => {
+                check_len("direction", direction.len(), layout.num_params())?;
+                if !(1..=SUM_DRAWS_MAX).contains(at_once) {
+                    return Err(MlpError::Length {
+                        what: "draws summed at a time",
+                        expected: SUM_DRAWS_MAX,
+                        found: *at_once,
+                    });
+                }
+                direction.fill(0.0);
+                (*at_once * per_draw, *at_once)
+            }
         };
         let parts = low_rank_parts(pt, self.form, batch, chunk_members);
         check_len("member workspace", workspace.len(), parts.iter().sum())?;
@@ -883,7 +863,7 @@ impl Resampled {
 }
 
 /// Where a low-rank member phase leaves each draw's factors.
-enum FactorsTo<'a> {
+pub(crate) enum FactorsTo<'a> {
     /// In the update's rows, each draw of the range in its own row, for
     /// [`Resampled::low_rank_update`].
     Rows,

@@ -25,7 +25,8 @@ use super::collapse::{active_columns, draw_coefficient_norm, expand_w1_rows, res
 use super::low_rank_update::{DrawRows, SUM_DRAWS_MAX};
 use super::perturb::{BLOCK, Perturbations};
 use super::resampled::{
-    Carver, Kept, KeptPerturbations, MeanView, NonFiniteCoefficient, Resampled, Stabiliser, innovation,
+    Carver, FactorsTo, Kept, KeptPerturbations, MeanView, NonFiniteCoefficient, Resampled, Stabiliser,
+    innovation,
 };
 use crate::loss::BatchStats;
 use crate::mlp::{Layout, MlpError, check_len};
@@ -119,10 +120,12 @@ pub struct StepBuffers<'a> {
     /// of workers and any room. Low rank, on one worker: room for the whole direction (P
     /// floats), to which each draw's share is added as soon as its members' coefficients are
     /// known, so that the step keeps one draw's factors instead of every draw's: a workspace
-    /// that does not grow with M ([`Resampled::step_workspace_len_with_room_for`]), for a
+    /// that does not grow with M ([`Resampled::step_workspace_len_with_room_for`]; a larger
+    /// one, [`Resampled::summing_workspace_len`], sums up to [`SUM_DRAWS_MAX`] draws' shares
+    /// at a time, loading and storing the direction that many times fewer, the same bits), for a
     /// direction summed draw after draw instead of by a matrix product (the same coefficients,
     /// bit for bit; the direction's last bits may differ, see
-    /// [`Resampled::low_rank_summed_coefficients`]), slower on a PC. Given to any other step
+    /// [`super::low_rank_update`]), slower on a PC. Given to any other step
     /// (centred coefficients, stored perturbations, low rank on several workers), it is refused
     /// ([`StepError::NoDirectionRoom`]).
     pub direction: Option<&'a mut [f32]>,
@@ -393,19 +396,14 @@ impl Resampled {
                 // One worker: each draw's share is added to the direction as its members finish.
                 let direction = prefix("direction", room, p)?;
                 let rows = self.draw_rows(update_ws, draws_at_once)?;
-                let clip = stabiliser.clip;
-                self.low_rank_summed_coefficients(
-                    normal,
-                    theta,
-                    x,
-                    &mean,
-                    step,
-                    member_ws,
-                    coeffs,
-                    rows,
-                    direction,
-                    clip,
-                    draws_at_once,
+                let sink = FactorsTo::Direction {
+                    direction: &mut *direction,
+                    clip: stabiliser.clip,
+                    draws: draws_at_once,
+                };
+                let draws = 0..self.draws();
+                self.low_rank_phase(
+                    normal, theta, x, &mean, step, draws, member_ws, coeffs, rows, sink,
                 )?;
                 stabiliser.apply(coeffs)?;
                 let (mover, target, velocity) = self.mover(target, theta);
