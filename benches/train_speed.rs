@@ -1,6 +1,7 @@
 //! Seconds per training epoch on the real MNIST (needs `IENK_DATA` or `data/mnist`): Adam at
 //! batch 500 and 32, one thread and all threads (and on one thread with the dense input layer,
-//! for the sparse path's gain), and the IEnK settings of the README. Prints the
+//! for the sparse path's gain), the IEnK settings of the README, and the firmware's low-rank
+//! setting with and without `--low-memory` (one thread). Prints the
 //! median over several epochs of the training time (evaluation excluded).
 //! `cargo bench --bench train_speed` (`-- --quick` for fewer epochs).
 
@@ -83,6 +84,33 @@ fn main() {
             threads,
             thesis,
             Some(5_000),
+            true,
+        ));
+    }
+    // The firmware's low-rank setting on one thread: the draws' factors kept for the update's
+    // matrix products, or their shares summed into the direction as they come (--low-memory).
+    let small = EnsembleSettings {
+        particles: 200,
+        rank: 1,
+        antithetic: true,
+        ..base
+    };
+    let summed = EnsembleSettings {
+        low_memory: true,
+        ..small
+    };
+    for (label, ensemble) in [
+        ("ienk 200 rank-1 particles, batch 10", small),
+        ("ienk 200 rank-1 particles, batch 10, --low-memory", summed),
+    ] {
+        runs.push((
+            label,
+            OptimizerKind::Ienk,
+            10,
+            0.002,
+            1,
+            ensemble,
+            Some(10_000),
             true,
         ));
     }

@@ -19,6 +19,7 @@ use ienk::normal::Normal;
 use ienk::seeds::{Stream, perturbation_seed, rng};
 use ienk::workers::{OneThread, Workers};
 use ienk_cli::ensemble::{EnsembleConfig, IenkOptimizer};
+use ienk_cli::error::CliError;
 use ienk_cli::optimizer::Optimizer;
 use ienk_cli::train::EnsembleSettings;
 
@@ -991,4 +992,29 @@ fn low_rank_room_keeps_a_workspace_that_does_not_grow_with_the_members() {
     let (theta, target, buffers) = run.buffers();
     step_on_the_example(&r, &OneThread, BASE.stabiliser, theta, target, buffers).unwrap();
     assert_ne!(run.theta, glorot_theta());
+}
+
+#[test]
+fn the_cli_trainer_refuses_low_memory_where_the_step_cannot_take_its_room() {
+    // Full rank, or low rank on two threads.
+    for (rank, threads) in [(0, 1), (1, 2)] {
+        let cfg = EnsembleConfig {
+            members: 10,
+            sigma_scale: 1.0,
+            threads,
+            batch: 1,
+            seed: SEED,
+        };
+        let settings = EnsembleSettings {
+            particles: 10,
+            rank,
+            low_memory: true,
+            ..EnsembleSettings::default()
+        };
+        let got = IenkOptimizer::new(Layout::mnist(HIDDEN), cfg, &settings, 0.1);
+        assert!(
+            matches!(&got, Err(CliError::BadInput(m)) if m.contains("--low-memory")),
+            "rank {rank}, {threads} threads"
+        );
+    }
 }

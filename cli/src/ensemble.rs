@@ -121,6 +121,13 @@ impl IenkOptimizer {
             clip: e.clip.map(f64::from),
         };
         let store = store && rank == 0;
+        // What train_flags refuses on the command line, for callers of the library too.
+        if e.low_memory && (rank == 0 || threads > 1) {
+            return Err(CliError::BadInput(format!(
+                "--low-memory sums a low-rank direction on one thread: got --rank {rank} and \
+                 {threads} threads"
+            )));
+        }
         // Full rank: room for the direction wherever the step can take it, beside which one
         // thread's workspace is smaller. Low rank: with --low-memory (one thread), where each
         // draw's share is summed into it as it comes.
