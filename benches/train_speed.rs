@@ -91,9 +91,7 @@ fn main() {
     // matrix products, or their shares summed into the direction as they come (--low-memory).
     let small = EnsembleSettings {
         particles: 200,
-        rank: 1,
-        antithetic: true,
-        ..base
+        ..ienk_best
     };
     let summed = EnsembleSettings {
         low_memory: true,
