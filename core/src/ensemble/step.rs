@@ -12,7 +12,8 @@
 //! worker's members then sum as they go (and whose spare floats keep the later workers'
 //! members' perturbations, as many as fit). Low rank, every draw's factors are kept for the
 //! update's matrix products, unless one worker is given room for the direction: then each
-//! draw's share is added to it as the draw's members finish, one draw's factors at a time.
+//! draw's share is added to it as the draw's members finish, one draw's factors at a time (or
+//! up to [`SUM_DRAWS_MAX`] draws', given a larger workspace).
 //! Full rank, and low rank with that room, the workspace is therefore O(P + B (inputs + H))
 //! floats plus GEMM scratch and, per worker, a member workspace, whatever the number of members
 //! (the members read the full network's output layer in place, and the update's direction
