@@ -304,8 +304,9 @@ pub struct EnsembleArgs {
     /// coefficients are known, so at most 64 draws' factors are held at a time, where the default
     /// keeps every member's factors (M (inputs + 2 H + outputs) r floats and more) for one
     /// matrix product at the end. The microcontroller build's path (core/firmware). Slower on a
-    /// PC (the direction is streamed once per draw); the same coefficients, a direction summed
-    /// in another order, so models differ from the default's in their last bits. Runs on one
+    /// PC (the whole direction is read and written once per 64 draws: 2 to 3 times the
+    /// default's time); the same coefficients, a direction summed in another order, so models
+    /// differ from the default's in their last bits. Runs on one
     /// thread: --threads, when given, must be 1. Not with --center, which needs every
     /// coefficient first.
     #[arg(long)]
