@@ -287,19 +287,12 @@ impl Resampled {
     }
 
     /// Lengths of the update workspace's parts for `workers` workers: the transpose scratch,
-    /// the six draw-row arrays, the direction, the GEMM scratch.
-    fn update_parts(&self, workers: usize) -> [usize; 9] {
-        let d = self.draws();
-        let [a1, b1, a2, b2, db1, db2] = per_draw(self).map(|n| d * n);
+    /// every draw's rows ([`Resampled::draw_rows`]), the direction, the GEMM scratch.
+    fn update_parts(&self, workers: usize) -> [usize; 4] {
         let w = workers.max(1);
         [
             w * self.transpose_scratch_len(),
-            a1,
-            b1,
-            a2,
-            b2,
-            db1,
-            db2,
+            self.draw_rows_len(self.draws()),
             self.perturb.layout.num_params(),
             w * self.whole_direction_scratch_len(),
         ]
@@ -347,19 +340,12 @@ impl Resampled {
         check_len("update workspace", workspace.len(), parts.iter().sum())?;
         let mut carve = Carver(workspace);
         let tmp = carve.take(parts[0]);
-        let rows = DrawRows {
-            a1: carve.take(parts[1]),
-            b1: carve.take(parts[2]),
-            a2: carve.take(parts[3]),
-            b2: carve.take(parts[4]),
-            db1: carve.take(parts[5]),
-            db2: carve.take(parts[6]),
-        };
+        let rows = self.draw_rows(carve.take(parts[1]), self.draws())?;
         Ok(UpdateWorkspace {
             tmp,
             rows,
-            direction: carve.take(parts[7]),
-            scratch: carve.take(parts[8]),
+            direction: carve.take(parts[2]),
+            scratch: carve.take(parts[3]),
         })
     }
 
