@@ -347,15 +347,14 @@ fn train_model<'a>(
         for batch in order.chunks(BATCH) {
             let (work, x) = work.split_at_mut(need);
             let (x, y) = (&mut x[..batch.len() * IMAGE_PIXELS], &mut labels[..batch.len()]);
-            // An image at a time into the one image buffer, then onto its row of `x`.
             for ((&i, row), label) in batch
                 .iter()
                 .zip(x.chunks_exact_mut(IMAGE_PIXELS))
                 .zip(y.chunks_exact_mut(1))
             {
-                let (i, image) = (i as usize, &mut pixels[..]);
-                train.read(i, image, label)?;
-                let active = image.iter().filter(|&&p| p != 0).count();
+                let i = i as usize;
+                read_example(train, i, pixels, label, row)?;
+                let active = pixels.iter().filter(|&&p| p != 0).count();
                 if !LOW_RANK && active > MAX_ACTIVE {
                     return Err(Failure::TooManyPixels {
                         index: i,
@@ -363,7 +362,6 @@ fn train_model<'a>(
                         bound: MAX_ACTIVE,
                     });
                 }
-                pixels_to_unit(image, row);
             }
             let buffers = StepBuffers {
                 work,
@@ -430,6 +428,21 @@ fn train_model<'a>(
     Ok(())
 }
 
+/// Reads example `index` of `split` into `label` and, through the one image buffer `pixels`
+/// (which keeps its bytes), onto the input row `row` (pixels in [0, 1]): a batch is read an image
+/// at a time, as a device reads flash. O(IMAGE_PIXELS).
+fn read_example<'a>(
+    split: &mut Split<'a>,
+    index: usize,
+    pixels: &mut [u8],
+    label: &mut [u8],
+    row: &mut [f32],
+) -> Result<(), Failure<'a>> {
+    split.read(index, pixels, label)?;
+    pixels_to_unit(pixels, row);
+    Ok(())
+}
+
 /// What an evaluation reads and works in.
 struct Eval<'b> {
     theta: &'b [f32],
@@ -463,14 +476,12 @@ fn correct_answers<'a>(b: Eval<'_>, test: &mut Split<'a>, n: usize) -> Result<us
     for start in (0..n).step_by(batch) {
         let m = batch.min(n - start);
         let labels = &mut b.labels[..m];
-        // An image at a time into the one image buffer, then onto its row of `x`.
         for (i, (label, row)) in labels
             .chunks_exact_mut(1)
             .zip(x.chunks_exact_mut(IMAGE_PIXELS))
             .enumerate()
         {
-            test.read(start + i, &mut b.pixels[..], label)?;
-            pixels_to_unit(&b.pixels[..], row);
+            read_example(test, start + i, b.pixels, label, row)?;
         }
         LAYOUT
             .forward(
