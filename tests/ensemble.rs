@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Mean, ScopedThreads, TestRng, bits, logits_of};
-use ienk::ensemble::eki::Eki;
+use ienk::ensemble::eki::{Eki, UPDATE_COLUMNS};
 use ienk::ensemble::particles::{forward_low_rank_member, low_rank_scratch_len};
 use ienk::ensemble::perturb::{BLOCK, Perturbations};
 use ienk::ensemble::resampled::{Form, Kept, KeptPerturbations, Resampled};
@@ -12,7 +12,7 @@ use ienk::gemm::KernelPath;
 use ienk::loss::cross_entropy_grad;
 use ienk::mlp::Layout;
 use ienk::normal::Normal;
-use ienk::workers::OneThread;
+use ienk::workers::{OneThread, Workers};
 
 const TINY: Layout = Layout {
     inputs: 9,
@@ -430,14 +430,70 @@ fn ensemble_estimate_points_along_the_gradient() {
 
 /// EKI with the given ensemble on one batch: logits of every member, then the update.
 fn eki_step(eki: &Eki, ens: &mut [f32], x: &[f32], y: &[u8]) -> ienk::ensemble::eki::EkiStep {
+    eki_step_on(&OneThread, eki, ens, x, y)
+}
+
+/// [`eki_step`] with the update's work cut over `workers`.
+fn eki_step_on(
+    workers: &impl Workers,
+    eki: &Eki,
+    ens: &mut [f32],
+    x: &[f32],
+    y: &[u8],
+) -> ienk::ensemble::eki::EkiStep {
     let b = y.len();
     let mut logits = vec![0f32; eki.members * b * eki.layout.outputs];
     let mut fw = vec![0f32; eki.forward_workspace_len(b, 3)];
     eki.member_logits(ens, x, 0..eki.members, 3, &mut fw, &mut logits)
         .unwrap();
-    let (l32, l64) = eki.update_workspace_len(b);
-    let (mut w32, mut w64) = (vec![0f32; l32], vec![0f64; l64]);
-    eki.update(ens, &logits, y, &mut w32, &mut w64).unwrap()
+    let (l32, l64) = eki.update_workspace_len(b, workers.count());
+    let (mut w32, mut w64) = (vec![f32::NAN; l32], vec![f64::NAN; l64]);
+    eki.update_on(workers, ens, &logits, y, &mut w32, &mut w64)
+        .unwrap()
+}
+
+/// 700 inputs and 3 hidden units: W1's 2100 parameters span two of the update's column blocks
+/// ([`UPDATE_COLUMNS`]), the last one partly.
+const WIDE: Layout = Layout {
+    inputs: 700,
+    hidden: 3,
+    outputs: 4,
+};
+
+#[test]
+fn eki_update_on_workers_gives_one_threads_bits() {
+    const { assert!(WIDE.inputs * WIDE.hidden > UPDATE_COLUMNS) };
+    for members in [1, 2, 5, 7] {
+        let mut rng = TestRng::new(40 + members as u64);
+        let eki = Eki {
+            layout: WIDE,
+            members,
+            h0: 0.3,
+            eps: 1e-8,
+            inflation: 0.1,
+            std: [0.2, 0.3],
+        };
+        let theta0 = rng.vec(WIDE.num_params());
+        let mut start = vec![0f32; eki.ensemble_len()];
+        eki.scatter(&Normal::new(), &mut rand_xoshiro_rng(3), &theta0, &mut start);
+        let (x, y) = (rng.vec(3 * WIDE.inputs), [0u8, 3, 1]);
+        let mut alone = start.clone();
+        let want = eki_step(&eki, &mut alone, &x, &y);
+        let mut want_mean = vec![0f32; WIDE.num_params()];
+        eki.mean(&alone, &mut want_mean);
+        for workers in [2, 3, 4, 8] {
+            let threads = ScopedThreads(workers);
+            let mut ens = start.clone();
+            let got = eki_step_on(&threads, &eki, &mut ens, &x, &y);
+            let at = format!("{members} members, {workers} workers");
+            assert_eq!(got.h.to_bits(), want.h.to_bits(), "{at}: h");
+            assert_eq!(got.d_norm.to_bits(), want.d_norm.to_bits(), "{at}: ||D||");
+            assert_eq!(bits(&ens), bits(&alone), "{at}: the ensemble");
+            let mut mean = vec![f32::NAN; WIDE.num_params()];
+            eki.mean_on(&threads, &ens, &mut mean);
+            assert_eq!(bits(&mean), bits(&want_mean), "{at}: the mean");
+        }
+    }
 }
 
 fn members_of(eki: &Eki, ens: &[f32]) -> Vec<Vec<f64>> {
@@ -477,7 +533,7 @@ fn eki_ensemble(
 #[test]
 fn eki_update_equals_the_naive_formula() {
     let mut rng = TestRng::new(5);
-    let (eki, mut ens) = eki_ensemble(&mut rng, 7, 0.3, 0.0, 0.5, 1);
+    let (eki, ens) = eki_ensemble(&mut rng, 7, 0.3, 0.0, 0.5, 1);
     let (x, y) = (rng.vec(5 * 9), [0u8, 1, 2, 3, 1]);
     let before = members_of(&eki, &ens);
     // Naive f64: G_k, Gbar, g_j, D_kj, h, u_j - (h/M) sum_k D_kj (u_k - ubar).
@@ -522,12 +578,19 @@ fn eki_update_equals_the_naive_formula() {
                 .collect()
         })
         .collect();
-    let step = eki_step(&eki, &mut ens, &x, &y);
-    assert!((step.h - h).abs() < 1e-6 * h, "{} vs {h}", step.h);
-    let got = members_of(&eki, &ens);
-    for (gj, wj) in got.iter().zip(&want) {
-        for (a, b) in gj.iter().zip(wj) {
-            assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+    let start = ens;
+    for workers in [1, 3] {
+        let mut ens = start.clone();
+        let step = eki_step_on(&ScopedThreads(workers), &eki, &mut ens, &x, &y);
+        assert!((step.h - h).abs() < 1e-6 * h, "{} vs {h}", step.h);
+        let got = members_of(&eki, &ens);
+        for (gj, wj) in got.iter().zip(&want) {
+            for (a, b) in gj.iter().zip(wj) {
+                assert!(
+                    (a - b).abs() < 1e-5 * (1.0 + b.abs()),
+                    "{workers} workers: {a} vs {b}"
+                );
+            }
         }
     }
 }
@@ -615,7 +678,7 @@ fn eki_on_a_linear_model_is_h_cug_g_lowers_the_loss_and_keeps_the_span() {
             })
             .sum()
     };
-    let (l32, l64) = eki.update_with_len(d);
+    let (l32, l64) = eki.update_with_len(d, 1);
     let (mut w32, mut w64) = (vec![0f32; l32], vec![0f64; l64]);
     let mut last = loss(&start);
     for step in 0..30 {

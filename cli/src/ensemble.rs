@@ -276,7 +276,7 @@ impl EkiOptimizer {
             std: [cfg.sigma_scale * s1, cfg.sigma_scale * s2],
         };
         let threads = cfg.threads.clamp(1, cfg.members.max(1));
-        let (w32, w64) = eki.update_workspace_len(cfg.batch);
+        let (w32, w64) = eki.update_workspace_len(cfg.batch, threads);
         Ok(EkiOptimizer {
             dense: DenseRows::new(cfg.batch)?,
             normal: Normal::new(),
@@ -314,7 +314,7 @@ impl Optimizer for EkiOptimizer {
         }
         let b = y.len();
         let bo = b * eki.layout.outputs;
-        let (w32, w64) = eki.update_workspace_len(b);
+        let (w32, w64) = eki.update_workspace_len(b, self.pool.threads());
         let ranges = part_ranges(eki.members, self.pool.threads());
         let ens = &self.ensemble;
         let mut parts = Vec::new();
@@ -331,7 +331,8 @@ impl Optimizer for EkiOptimizer {
                 .map_err(failed)
         })?;
         let step = eki
-            .update(
+            .update_on(
+                &self.pool,
                 &mut self.ensemble,
                 &self.logits[..eki.members * bo],
                 y,
@@ -347,7 +348,7 @@ impl Optimizer for EkiOptimizer {
             )));
         }
         self.step += 1;
-        eki.mean(&self.ensemble, theta);
+        eki.mean_on(&self.pool, &self.ensemble, theta);
         if self.randomize_every > 0 && self.step.is_multiple_of(self.randomize_every) {
             eki.scatter(&self.normal, &mut self.rng, theta, &mut self.ensemble);
         }

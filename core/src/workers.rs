@@ -116,6 +116,19 @@ pub fn shares<T>(s: &mut [T], len: usize) -> impl Iterator<Item = &mut [T]> {
     })
 }
 
+/// Consecutive chunks of `len` of `s` (the last one shorter), then empty slices without end:
+/// each job's share of a buffer cut by [`part_len`], zipped with [`part_ranges`] (which ends) or
+/// taken once per worker. O(1) per item.
+pub fn pieces<T>(s: &mut [T], len: usize) -> impl Iterator<Item = &mut [T]> {
+    let mut rest = s;
+    core::iter::from_fn(move || {
+        let n = len.min(rest.len());
+        let (head, tail) = core::mem::take(&mut rest).split_at_mut(n);
+        rest = tail;
+        Some(head)
+    })
+}
+
 /// Consecutive chunks of `n` of `s` (the last one shorter) when `s` is given, else `None`
 /// without end: a job's share of an optional buffer, zipped with its other shares. O(1) per
 /// item.
@@ -173,6 +186,14 @@ mod tests {
         let mut buf = [0u8; 7];
         assert!(shares(&mut buf, 3).map(|s| s.len()).eq([3, 3]));
         assert_eq!(shares(&mut buf, 0).take(5).count(), 5);
+    }
+
+    #[test]
+    fn pieces_cover_the_buffer_then_stay_empty() {
+        let mut buf = [0u8; 7];
+        assert!(pieces(&mut buf, 3).take(5).map(|s| s.len()).eq([3, 3, 1, 0, 0]));
+        assert!(pieces(&mut buf, 0).take(3).all(|s| s.is_empty()));
+        assert!(pieces(&mut buf, 9).take(2).map(|s| s.len()).eq([7, 0]));
     }
 
     #[test]

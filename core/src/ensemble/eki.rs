@@ -7,17 +7,23 @@
 //!
 //! The ensemble is stored grouped (`M x |W1|`, then `M x |b1|`, `M x |W2|`, `M x |b2|`), so that
 //! consecutive members' W1 are already one stacked matrix for the particle forward, and the update
-//! is one `M x M` by `M x P` product, done by column blocks. D is accumulated in f64.
+//! is one `M x M` by `M x P` product, done by column blocks of [`UPDATE_COLUMNS`] cut into
+//! pieces of [`MIX_COLUMNS`]. D is accumulated in f64 ([`super::coupling`]). The update's
+//! parts (D's rows, the mean, the centring, the pieces of the product) can be cut over a
+//! caller's [`Workers`], with the same results for any number of them.
 
+use core::convert::Infallible;
 use core::ops::Range;
 
 use rand_core::Rng;
 
+use super::coupling::{self, MemberOutputs};
 use super::particles::{self, Stacked};
 use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::loss::{self, BatchStats};
 use crate::mlp::{Layout, MlpError, check_len};
 use crate::normal::Normal;
+use crate::workers::{OneThread, Workers, part_len, part_ranges, pieces};
 
 /// Columns of the ensemble updated per product (bounds the temporary to `M x UPDATE_COLUMNS`).
 pub const UPDATE_COLUMNS: usize = 2048;
@@ -75,17 +81,28 @@ impl Eki {
         }
     }
 
-    /// The ensemble mean `ubar` (length P). O(M P).
+    /// The ensemble mean `ubar` (length P), on the calling thread. O(M P).
     pub fn mean(&self, ensemble: &[f32], out: &mut [f32]) {
+        self.mean_on(&OneThread, ensemble, out);
+    }
+
+    /// The ensemble mean `ubar` (length P), each group's columns cut over `workers`; every
+    /// entry is the same sum, in member order, whatever the cut. O(M P).
+    pub fn mean_on<W: Workers>(&self, workers: &W, ensemble: &[f32], out: &mut [f32]) {
         let inv = 1.0 / self.members as f32;
+        let count = workers.count().max(1);
         for (g, r) in self.group_ranges().into_iter().zip(self.layout.ranges()) {
             let n = r.len();
-            let dst = &mut out[r];
-            dst.fill(0.0);
-            for row in ensemble[g].chunks_exact(n.max(1)) {
-                dst.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
-            }
-            dst.iter_mut().for_each(|d| *d *= inv);
+            let u = &ensemble[g];
+            let jobs = part_ranges(n, count).zip(out[r].chunks_mut(part_len(n, count)));
+            let Ok(()) = workers.each(jobs, |(cols, dst)| {
+                dst.fill(0.0);
+                for row in u.chunks_exact(n) {
+                    dst.iter_mut().zip(&row[cols.clone()]).for_each(|(d, &v)| *d += v);
+                }
+                dst.iter_mut().for_each(|d| *d *= inv);
+                Ok::<(), Infallible>(())
+            });
         }
     }
 
@@ -170,20 +187,20 @@ impl Eki {
         Ok(())
     }
 
-    /// Lengths of the f32 and f64 workspaces [`Eki::update_with`] needs for member outputs of
-    /// `dim` numbers each.
-    pub fn update_with_len(&self, dim: usize) -> (usize, usize) {
-        let m = self.members;
+    /// Lengths of the f32 and f64 workspaces [`Eki::update_with_on`] needs for member outputs
+    /// of `dim` numbers each on `workers` workers (f32: the mixing matrix, `ubar`, one column
+    /// block of the product and each worker's GEMM scratch; f64: D, `Gbar` and each worker's
+    /// centred outputs).
+    pub fn update_with_len(&self, dim: usize, workers: usize) -> (usize, usize) {
+        let (m, w) = (self.members, workers.max(1));
         let f32_len = m * m // mixing matrix
             + self.layout.num_params() // ubar
             + m * UPDATE_COLUMNS // product of one column block
-            + gemm::scratch_len(m, UPDATE_COLUMNS, m);
-        (f32_len, m * m + dim)
+            + w * gemm::scratch_len(m, MIX_COLUMNS, m);
+        (f32_len, m * m + dim + w * coupling::coupling_workspace_len(dim))
     }
 
-    /// The EKI update for any model and loss: `outputs` holds `G(u_j)` and `innovations` the
-    /// gradients `g_j` of the loss with respect to those outputs (both `M x dim`, member after
-    /// member). Returns `(||D||_F, h)`. Costs `M^2 dim` f64 multiply-adds and `2 M^2 P` flops.
+    /// [`Eki::update_with_on`] on the calling thread alone.
     pub fn update_with(
         &self,
         ensemble: &mut [f32],
@@ -192,9 +209,28 @@ impl Eki {
         work: &mut [f32],
         work64: &mut [f64],
     ) -> Result<(f64, f64), MlpError> {
+        self.update_with_on(&OneThread, ensemble, outputs, innovations, work, work64)
+    }
+
+    /// The EKI update for any model and loss: `outputs` holds `G(u_j)` and `innovations` the
+    /// gradients `g_j` of the loss with respect to those outputs (both `M x dim`, member after
+    /// member). Returns `(||D||_F, h)`. D's rows, the mean, the centring and the mixing
+    /// product's rows are cut over `workers` (the results do not depend on how many there are);
+    /// the workspaces are [`Eki::update_with_len`]`(dim, workers.count())` long. Costs
+    /// `M^2 dim` f64 multiply-adds and `2 M^2 P` flops.
+    pub fn update_with_on<W: Workers>(
+        &self,
+        workers: &W,
+        ensemble: &mut [f32],
+        outputs: &[f32],
+        innovations: &[f32],
+        work: &mut [f32],
+        work64: &mut [f64],
+    ) -> Result<(f64, f64), MlpError> {
         let m = self.members;
         let dim = outputs.len() / m.max(1);
-        let (len32, len64) = self.update_with_len(dim);
+        let count = workers.count().max(1);
+        let (len32, len64) = self.update_with_len(dim, count);
         check_len("ensemble", ensemble.len(), self.ensemble_len())?;
         check_len("member outputs", outputs.len(), m * dim)?;
         check_len("innovations", innovations.len(), m * dim)?;
@@ -203,25 +239,25 @@ impl Eki {
         let (amat, rest) = work.split_at_mut(m * m);
         let (ubar, rest) = rest.split_at_mut(self.layout.num_params());
         let (temp, scratch) = rest.split_at_mut(m * UPDATE_COLUMNS);
-        let (d, gbar) = work64.split_at_mut(m * m);
-        gbar.fill(0.0);
-        for gk in outputs.chunks_exact(dim.max(1)) {
-            gbar.iter_mut().zip(gk).for_each(|(s, &z)| *s += f64::from(z));
-        }
-        gbar.iter_mut().for_each(|s| *s /= m as f64);
-        // D_kj = <G_k - Gbar, g_j>, in f64.
-        for k in 0..m {
-            let gk = &outputs[k * dim..(k + 1) * dim];
-            for j in 0..m {
-                let gj = &innovations[j * dim..(j + 1) * dim];
-                d[k * m + j] = gk
-                    .iter()
-                    .zip(gbar.iter())
-                    .zip(gj)
-                    .map(|((&z, &zb), &gv)| (f64::from(z) - zb) * f64::from(gv))
-                    .sum();
-            }
-        }
+        let (d, rest64) = work64.split_at_mut(m * m);
+        let (gbar, centred) = rest64.split_at_mut(dim);
+        let members = MemberOutputs {
+            outputs,
+            innovations,
+            members: m,
+        };
+        coupling::output_mean(&members, gbar)?;
+        // D_kj = <G_k - Gbar, g_j>, in f64, rows cut over the workers.
+        let path = gemm::active_kernel();
+        let per = part_len(m, count);
+        let centred_len = coupling::coupling_workspace_len(dim);
+        let jobs = part_ranges(m, count)
+            .zip(d.chunks_mut(per * m.max(1)))
+            .zip(pieces(centred, centred_len));
+        let gbar = &*gbar;
+        workers.each(jobs, |((rows, d_rows), c)| {
+            coupling::coupling_rows(path, &members, gbar, rows, c, d_rows)
+        })?;
         let d_norm = libm::sqrt(d.iter().map(|v| v * v).sum::<f64>());
         let h = f64::from(self.h0) / (d_norm + f64::from(self.eps));
         // Mixing matrix A_jk = (1 + alpha)(delta_jk - (h / M) D_kj): U_c <- A U_c.
@@ -233,53 +269,41 @@ impl Eki {
             }
         }
         // U <- ubar + A (U - ubar), group by group, by column blocks.
-        self.mean(ensemble, ubar);
-        for (grp, r) in self.group_ranges().into_iter().zip(self.layout.ranges()) {
+        self.mean_on(workers, ensemble, ubar);
+        let ubar = &*ubar;
+        let groups = self.group_ranges().into_iter().zip(self.layout.ranges());
+        for (grp, r) in groups.clone() {
             let n = r.len();
-            if n == 0 {
-                continue;
-            }
-            let u = &mut ensemble[grp];
             let ub = &ubar[r];
-            for row in u.chunks_exact_mut(n) {
-                row.iter_mut().zip(ub).for_each(|(x, &c)| *x -= c);
-            }
-            let mut c0 = 0;
-            while c0 < n {
-                let cols = UPDATE_COLUMNS.min(n - c0);
-                let t = &mut temp[..m * cols];
-                gemm::gemm(
-                    1.0,
-                    MatRef::new(amat, m, m, m),
-                    MatRef::new(&u[c0..], m, cols, n),
-                    0.0,
-                    MatMut::new(t, m, cols, cols),
-                    Epilogue::None,
-                    scratch,
-                )?;
-                for (j, trow) in t.chunks_exact(cols).enumerate() {
-                    let dst = &mut u[j * n + c0..j * n + c0 + cols];
-                    dst.iter_mut()
-                        .zip(trow)
-                        .zip(&ub[c0..c0 + cols])
-                        .for_each(|((x, &v), &c)| *x = v + c);
+            let jobs = pieces(&mut ensemble[grp], per * n).take(count);
+            workers.each(jobs, |rows| {
+                for row in rows.chunks_exact_mut(n.max(1)) {
+                    row.iter_mut().zip(ub).for_each(|(x, &c)| *x -= c);
                 }
-                c0 += cols;
+                Ok::<(), MlpError>(())
+            })?;
+        }
+        for (grp, r) in groups {
+            let (n, ub) = (r.len(), &ubar[r]);
+            let u = &mut ensemble[grp];
+            for c0 in (0..n).step_by(UPDATE_COLUMNS) {
+                let cols = c0..n.min(c0 + UPDATE_COLUMNS);
+                mix_columns(workers, amat, u, n, cols.clone(), temp, scratch)?;
+                add_mean_back(workers, u, n, cols, temp, ub)?;
             }
         }
         Ok((d_norm, h))
     }
 
-    /// Lengths of the f32 and f64 workspaces [`Eki::update`] needs for batches of `batch` rows.
-    pub fn update_workspace_len(&self, batch: usize) -> (usize, usize) {
+    /// Lengths of the f32 and f64 workspaces [`Eki::update_on`] needs for batches of `batch`
+    /// rows on `workers` workers.
+    pub fn update_workspace_len(&self, batch: usize, workers: usize) -> (usize, usize) {
         let (m, bo) = (self.members, batch * self.layout.outputs);
-        let (w32, w64) = self.update_with_len(bo);
+        let (w32, w64) = self.update_with_len(bo, workers);
         (w32 + m * bo + bo, w64)
     }
 
-    /// One EKI update of `ensemble` from all members' `logits` (`M x B x outputs`) on a batch
-    /// with `labels`, for the mean cross-entropy (`g_j = (softmax(G_j) - Y) / B`); returns the loss
-    /// and accuracy of the mean logits before the update, `||D||_F` and h.
+    /// [`Eki::update_on`] on the calling thread alone.
     pub fn update(
         &self,
         ensemble: &mut [f32],
@@ -288,9 +312,26 @@ impl Eki {
         work: &mut [f32],
         work64: &mut [f64],
     ) -> Result<EkiStep, MlpError> {
+        self.update_on(&OneThread, ensemble, logits, labels, work, work64)
+    }
+
+    /// One EKI update of `ensemble` from all members' `logits` (`M x B x outputs`) on a batch
+    /// with `labels`, for the mean cross-entropy (`g_j = (softmax(G_j) - Y) / B`), with
+    /// [`Eki::update_with_on`]'s work cut over `workers`; returns the loss and accuracy of the
+    /// mean logits before the update, `||D||_F` and h. The workspaces are
+    /// [`Eki::update_workspace_len`]`(batch, workers.count())` long.
+    pub fn update_on<W: Workers>(
+        &self,
+        workers: &W,
+        ensemble: &mut [f32],
+        logits: &[f32],
+        labels: &[u8],
+        work: &mut [f32],
+        work64: &mut [f64],
+    ) -> Result<EkiStep, MlpError> {
         let (m, o, b) = (self.members, self.layout.outputs, labels.len());
         let bo = b * o;
-        let (len32, _) = self.update_workspace_len(b);
+        let (len32, _) = self.update_workspace_len(b, workers.count());
         check_len("member logits", logits.len(), m * bo)?;
         check_len("update workspace", work.len(), len32)?;
         let (g, rest) = work.split_at_mut(m * bo);
@@ -306,7 +347,83 @@ impl Eki {
                 .for_each(|(s, &z)| *s += z / m as f32);
         }
         let stats = loss::cross_entropy(mean_logits, o, labels)?;
-        let (d_norm, h) = self.update_with(ensemble, logits, g, rest, work64)?;
+        let (d_norm, h) = self.update_with_on(workers, ensemble, logits, g, rest, work64)?;
         Ok(EkiStep { stats, d_norm, h })
     }
+}
+
+/// Columns of one product of the mixing step: a column block is cut into pieces this wide,
+/// whatever the number of workers, so that every product has the same shape and rounds alike.
+pub const MIX_COLUMNS: usize = 256;
+
+/// `A U[:, cols]` into `temp` for one group's centred members `u` (`M x n`), by pieces of
+/// [`MIX_COLUMNS`] columns cut over `workers`: piece `q` is the `M x w_q` matrix at `temp[q M
+/// MIX_COLUMNS..]`; each worker's GEMM scratch is an equal share of `scratch`. Costs `2 M^2
+/// cols.len()` flops.
+fn mix_columns<W: Workers>(
+    workers: &W,
+    amat: &[f32],
+    u: &[f32],
+    n: usize,
+    cols: Range<usize>,
+    temp: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), MlpError> {
+    let m = u.len() / n.max(1);
+    let count = workers.count().max(1);
+    let pieces_of = cols.len().div_ceil(MIX_COLUMNS);
+    let per = part_len(pieces_of, count);
+    let share = scratch.len() / count;
+    let jobs = part_ranges(pieces_of, count)
+        .zip(pieces(&mut temp[..m * cols.len()], per * m * MIX_COLUMNS))
+        .zip(pieces(scratch, share));
+    workers.each(jobs, |((own, out), s)| {
+        for (q, piece) in own.zip(out.chunks_mut(m * MIX_COLUMNS)) {
+            let c = cols.start + q * MIX_COLUMNS;
+            let w = MIX_COLUMNS.min(cols.end - c);
+            gemm::gemm(
+                1.0,
+                MatRef::new(amat, m, m, m),
+                MatRef::new(&u[c..], m, w, n),
+                0.0,
+                MatMut::new(piece, m, w, w),
+                Epilogue::None,
+                s,
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes the mixed columns `cols` of [`mix_columns`]'s `temp` back into the members `u`
+/// (`M x n`), adding the mean `ubar` of the group, members cut over `workers`. O(M
+/// cols.len()).
+fn add_mean_back<W: Workers>(
+    workers: &W,
+    u: &mut [f32],
+    n: usize,
+    cols: Range<usize>,
+    temp: &[f32],
+    ubar: &[f32],
+) -> Result<(), MlpError> {
+    let m = u.len() / n.max(1);
+    let count = workers.count().max(1);
+    let per = part_len(m, count);
+    let jobs = part_ranges(m, count).zip(pieces(u, per * n));
+    workers.each(jobs, |(members, rows)| {
+        for (j, row) in members.zip(rows.chunks_exact_mut(n)) {
+            let dst = &mut row[cols.clone()];
+            for (q, chunk) in dst.chunks_mut(MIX_COLUMNS).enumerate() {
+                let w = chunk.len();
+                let at = q * m * MIX_COLUMNS + j * w;
+                let mean = &ubar[cols.start + q * MIX_COLUMNS..][..w];
+                chunk
+                    .iter_mut()
+                    .zip(&temp[at..at + w])
+                    .zip(mean)
+                    .for_each(|((x, &v), &c)| *x = v + c);
+            }
+        }
+        Ok(())
+    })
 }

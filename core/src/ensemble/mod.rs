@@ -2,6 +2,7 @@
 //! the perturbations and particle forward passes they share.
 
 pub mod collapse;
+pub mod coupling;
 pub mod eki;
 pub mod low_rank_update;
 pub mod particles;
