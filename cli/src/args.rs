@@ -178,8 +178,9 @@ pub struct TrainArgs {
     pub seed: u64,
     /// Worker threads (default: all cores). sgd, nag, adam split the batch's rows across them
     /// (results depend on the thread count through the order of floating-point sums only); ienk
-    /// and eki split the members, and ienk the parameter blocks of its update (ienk's results do
-    /// not depend on the thread count). At most 1024.
+    /// and eki split the members, ienk the parameter blocks of its update, and eki the rows of D
+    /// and the column pieces of its update (ienk's and eki's results do not depend on the thread
+    /// count). At most 1024.
     #[arg(long, value_parser = thread_count)]
     pub threads: Option<usize>,
     /// Where to save the model (checked before training; written atomically: a temporary file,
