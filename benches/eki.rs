@@ -3,7 +3,7 @@
 //! - `eki_coupling/{naive,blocked}/M`: the coupling matrix `D_kj = <G_k - Gbar, g_j>` in f64,
 //!   by the plain double loop of dot products the update used before (the reference, kept
 //!   here) and by `ienk::ensemble::coupling` (blocked, on the `auto` kernel path), one thread;
-//! - `eki_update/T/M`: the whole update (`Eki::update_on`: D, the mixing matrix, the mean, the
+//! - `eki_update/T/M`: the whole update (`Eki::update`: D, the mixing matrix, the mean, the
 //!   centring and the `M x M` by `M x P` product) on `ienk-cli`'s pool of T threads.
 //!
 //! Outputs and innovations are synthetic (their values do not change the work).
@@ -108,7 +108,7 @@ fn update(c: &mut Criterion) {
             // Each update moves the ensemble a little; the work does not depend on where it is.
             group.bench_function(BenchmarkId::new(threads.to_string(), m), |b| {
                 b.iter(|| {
-                    eki.update_on(&pool, &mut ensemble, &logits, &labels, &mut w32, &mut w64)
+                    eki.update(&pool, &mut ensemble, &logits, &labels, &mut w32, &mut w64)
                         .unwrap()
                 });
             });

@@ -1,7 +1,7 @@
-//! The EKI's coupling matrix D against a naive f64 double loop, on odd shapes (members and
-//! output lengths 0, 1, primes, non-multiples of the kernel's blocks and lanes), row ranges
-//! against the whole matrix, every kernel path against the portable one bit for bit, and the
-//! refusals of wrong lengths.
+//! The EKI's coupling matrix D against a naive f64 double loop, on odd shapes (1 and prime
+//! member counts, output lengths 0, 1 and primes, non-multiples of the kernel's blocks, lanes and
+//! cache tiles), row ranges against the whole matrix, every kernel path against the portable one
+//! bit for bit, and the refusals of wrong lengths.
 
 mod common;
 
@@ -37,18 +37,25 @@ fn naive(outputs: &[f32], innovations: &[f32], m: usize, dim: usize) -> (Vec<f64
     (d, size)
 }
 
-/// D's rows `rows` on `path`.
+/// D's rows `rows` on `path` for `m` members' `outputs` and `innovations`.
 fn rows_on(
     path: KernelPath,
-    members: &MemberOutputs<'_>,
-    dim: usize,
+    outputs: &[f32],
+    innovations: &[f32],
+    m: usize,
     rows: std::ops::Range<usize>,
 ) -> Vec<f64> {
+    let dim = outputs.len() / m;
+    let members = MemberOutputs {
+        outputs,
+        innovations,
+        members: m,
+    };
     let mut gbar = vec![f64::NAN; dim];
-    output_mean(members, &mut gbar).unwrap();
+    output_mean(&members, &mut gbar).unwrap();
     let mut centred = vec![f64::NAN; coupling_workspace_len(dim)];
-    let mut d = vec![f64::NAN; rows.len() * members.members];
-    coupling_rows(path, members, &gbar, rows, &mut centred, &mut d).unwrap();
+    let mut d = vec![f64::NAN; rows.len() * m];
+    coupling_rows(path, &members, &gbar, rows, &mut centred, &mut d).unwrap();
     d
 }
 
@@ -64,13 +71,8 @@ fn coupling_matches_the_naive_double_loop_on_odd_shapes() {
         // Outputs around an offset, so that centring matters.
         let outputs: Vec<f32> = rng.vec(m * dim).iter().map(|v| 3.0 + v).collect();
         let innovations = rng.vec(m * dim);
-        let members = MemberOutputs {
-            outputs: &outputs,
-            innovations: &innovations,
-            members: m,
-        };
         let (want, size) = naive(&outputs, &innovations, m, dim);
-        let got = rows_on(KernelPath::Portable, &members, dim, 0..m);
+        let got = rows_on(KernelPath::Portable, &outputs, &innovations, m, 0..m);
         for (i, ((&g, &w), &s)) in got.iter().zip(&want).zip(&size).enumerate() {
             // Two recursive sums of `dim` f64 terms in other orders: each is within `dim`
             // roundings of the sum of the terms' sizes.
@@ -89,16 +91,10 @@ fn coupling_matches_the_naive_double_loop_on_odd_shapes() {
 fn coupling_rows_are_the_rows_of_the_whole_matrix() {
     let mut rng = TestRng::new(22);
     let (m, dim) = (13, 5 * LANES + 3);
-    let outputs = rng.vec(m * dim);
-    let innovations = rng.vec(m * dim);
-    let members = MemberOutputs {
-        outputs: &outputs,
-        innovations: &innovations,
-        members: m,
-    };
-    let whole = rows_on(KernelPath::Portable, &members, dim, 0..m);
+    let (outputs, innovations) = (rng.vec(m * dim), rng.vec(m * dim));
+    let whole = rows_on(KernelPath::Portable, &outputs, &innovations, m, 0..m);
     for rows in [0..0, 0..1, 3..4, 2..7, 5..13, 12..13] {
-        let part = rows_on(KernelPath::Portable, &members, dim, rows.clone());
+        let part = rows_on(KernelPath::Portable, &outputs, &innovations, m, rows.clone());
         assert_eq!(part, whole[rows.start * m..rows.end * m], "rows {rows:?}");
     }
 }
@@ -108,16 +104,10 @@ fn every_kernel_path_gives_the_portable_bits() {
     let mut rng = TestRng::new(23);
     let shapes = MEMBERS.iter().flat_map(|&m| DIMS.map(|dim| (m, dim)));
     for (m, dim) in shapes.chain([(13, LONG)]) {
-        let outputs = rng.vec(m * dim);
-        let innovations = rng.vec(m * dim);
-        let members = MemberOutputs {
-            outputs: &outputs,
-            innovations: &innovations,
-            members: m,
-        };
-        let portable = rows_on(KernelPath::Portable, &members, dim, 0..m);
+        let (outputs, innovations) = (rng.vec(m * dim), rng.vec(m * dim));
+        let portable = rows_on(KernelPath::Portable, &outputs, &innovations, m, 0..m);
         for path in supported_paths("the coupling matrix") {
-            let got = rows_on(path, &members, dim, 0..m);
+            let got = rows_on(path, &outputs, &innovations, m, 0..m);
             let same = got.iter().zip(&portable).all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "{path}, M {m}, dim {dim}");
         }

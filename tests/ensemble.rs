@@ -448,8 +448,7 @@ fn eki_step_on(
         .unwrap();
     let (l32, l64) = eki.update_workspace_len(b, workers.count());
     let (mut w32, mut w64) = (vec![f32::NAN; l32], vec![f64::NAN; l64]);
-    eki.update_on(workers, ens, &logits, y, &mut w32, &mut w64)
-        .unwrap()
+    eki.update(workers, ens, &logits, y, &mut w32, &mut w64).unwrap()
 }
 
 /// 700 inputs and 3 hidden units: W1's 2100 parameters span two of the update's column blocks
@@ -480,7 +479,7 @@ fn eki_update_on_workers_gives_one_threads_bits() {
         let mut alone = start.clone();
         let want = eki_step(&eki, &mut alone, &x, &y);
         let mut want_mean = vec![0f32; WIDE.num_params()];
-        eki.mean(&alone, &mut want_mean);
+        eki.mean(&OneThread, &alone, &mut want_mean);
         for workers in [2, 3, 4, 8] {
             let threads = ScopedThreads(workers);
             let mut ens = start.clone();
@@ -490,7 +489,7 @@ fn eki_update_on_workers_gives_one_threads_bits() {
             assert_eq!(got.d_norm.to_bits(), want.d_norm.to_bits(), "{at}: ||D||");
             assert_eq!(bits(&ens), bits(&alone), "{at}: the ensemble");
             let mut mean = vec![f32::NAN; WIDE.num_params()];
-            eki.mean_on(&threads, &ens, &mut mean);
+            eki.mean(&threads, &ens, &mut mean);
             assert_eq!(bits(&mean), bits(&want_mean), "{at}: the mean");
         }
     }
@@ -693,7 +692,7 @@ fn eki_on_a_linear_model_is_h_cug_g_lowers_the_loss_and_keeps_the_span() {
             innov.iter().map(|&v| v as f32).collect(),
         );
         let (_, h) = eki
-            .update_with(&mut ens, &o32, &i32v, &mut w32, &mut w64)
+            .update_with(&OneThread, &mut ens, &o32, &i32v, &mut w32, &mut w64)
             .unwrap();
         // The known answer: u_j <- u_j - h C^{uG} g_j, C^{uG} = (1/M) sum_k (u_k - ubar)(G_k - Gbar)^T.
         let ubar = mean_of(&us);

@@ -331,7 +331,7 @@ impl Optimizer for EkiOptimizer {
                 .map_err(failed)
         })?;
         let step = eki
-            .update_on(
+            .update(
                 &self.pool,
                 &mut self.ensemble,
                 &self.logits[..eki.members * bo],
@@ -348,7 +348,7 @@ impl Optimizer for EkiOptimizer {
             )));
         }
         self.step += 1;
-        eki.mean_on(&self.pool, &self.ensemble, theta);
+        eki.mean(&self.pool, &self.ensemble, theta);
         if self.randomize_every > 0 && self.step.is_multiple_of(self.randomize_every) {
             eki.scatter(&self.normal, &mut self.rng, theta, &mut self.ensemble);
         }

@@ -23,7 +23,7 @@ use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::loss::{self, BatchStats};
 use crate::mlp::{Layout, MlpError, check_len};
 use crate::normal::Normal;
-use crate::workers::{OneThread, Workers, part_len, part_ranges, pieces};
+use crate::workers::{Workers, part_len, part_ranges, pieces};
 
 /// Columns of the ensemble updated per product (bounds the temporary to `M x UPDATE_COLUMNS`).
 pub const UPDATE_COLUMNS: usize = 2048;
@@ -81,14 +81,9 @@ impl Eki {
         }
     }
 
-    /// The ensemble mean `ubar` (length P), on the calling thread. O(M P).
-    pub fn mean(&self, ensemble: &[f32], out: &mut [f32]) {
-        self.mean_on(&OneThread, ensemble, out);
-    }
-
     /// The ensemble mean `ubar` (length P), each group's columns cut over `workers`; every
     /// entry is the same sum, in member order, whatever the cut. O(M P).
-    pub fn mean_on<W: Workers>(&self, workers: &W, ensemble: &[f32], out: &mut [f32]) {
+    pub fn mean<W: Workers>(&self, workers: &W, ensemble: &[f32], out: &mut [f32]) {
         let inv = 1.0 / self.members as f32;
         let count = workers.count().max(1);
         for (g, r) in self.group_ranges().into_iter().zip(self.layout.ranges()) {
@@ -187,7 +182,7 @@ impl Eki {
         Ok(())
     }
 
-    /// Lengths of the f32 and f64 workspaces [`Eki::update_with_on`] needs for member outputs
+    /// Lengths of the f32 and f64 workspaces [`Eki::update_with`] needs for member outputs
     /// of `dim` numbers each on `workers` workers (f32: the mixing matrix, `ubar`, one column
     /// block of the product and each worker's GEMM scratch; f64: D, `Gbar` and each worker's
     /// centred outputs).
@@ -200,25 +195,13 @@ impl Eki {
         (f32_len, m * m + dim + w * coupling::coupling_workspace_len(dim))
     }
 
-    /// [`Eki::update_with_on`] on the calling thread alone.
-    pub fn update_with(
-        &self,
-        ensemble: &mut [f32],
-        outputs: &[f32],
-        innovations: &[f32],
-        work: &mut [f32],
-        work64: &mut [f64],
-    ) -> Result<(f64, f64), MlpError> {
-        self.update_with_on(&OneThread, ensemble, outputs, innovations, work, work64)
-    }
-
     /// The EKI update for any model and loss: `outputs` holds `G(u_j)` and `innovations` the
     /// gradients `g_j` of the loss with respect to those outputs (both `M x dim`, member after
     /// member). Returns `(||D||_F, h)`. D's rows, the mean, the centring and the mixing
     /// product's rows are cut over `workers` (the results do not depend on how many there are);
     /// the workspaces are [`Eki::update_with_len`]`(dim, workers.count())` long. Costs
     /// `M^2 dim` f64 multiply-adds and `2 M^2 P` flops.
-    pub fn update_with_on<W: Workers>(
+    pub fn update_with<W: Workers>(
         &self,
         workers: &W,
         ensemble: &mut [f32],
@@ -269,7 +252,7 @@ impl Eki {
             }
         }
         // U <- ubar + A (U - ubar), group by group, by column blocks.
-        self.mean_on(workers, ensemble, ubar);
+        self.mean(workers, ensemble, ubar);
         let ubar = &*ubar;
         let groups = self.group_ranges().into_iter().zip(self.layout.ranges());
         for (grp, r) in groups.clone() {
@@ -295,7 +278,7 @@ impl Eki {
         Ok((d_norm, h))
     }
 
-    /// Lengths of the f32 and f64 workspaces [`Eki::update_on`] needs for batches of `batch`
+    /// Lengths of the f32 and f64 workspaces [`Eki::update`] needs for batches of `batch`
     /// rows on `workers` workers.
     pub fn update_workspace_len(&self, batch: usize, workers: usize) -> (usize, usize) {
         let (m, bo) = (self.members, batch * self.layout.outputs);
@@ -303,24 +286,12 @@ impl Eki {
         (w32 + m * bo + bo, w64)
     }
 
-    /// [`Eki::update_on`] on the calling thread alone.
-    pub fn update(
-        &self,
-        ensemble: &mut [f32],
-        logits: &[f32],
-        labels: &[u8],
-        work: &mut [f32],
-        work64: &mut [f64],
-    ) -> Result<EkiStep, MlpError> {
-        self.update_on(&OneThread, ensemble, logits, labels, work, work64)
-    }
-
     /// One EKI update of `ensemble` from all members' `logits` (`M x B x outputs`) on a batch
     /// with `labels`, for the mean cross-entropy (`g_j = (softmax(G_j) - Y) / B`), with
-    /// [`Eki::update_with_on`]'s work cut over `workers`; returns the loss and accuracy of the
+    /// [`Eki::update_with`]'s work cut over `workers`; returns the loss and accuracy of the
     /// mean logits before the update, `||D||_F` and h. The workspaces are
     /// [`Eki::update_workspace_len`]`(batch, workers.count())` long.
-    pub fn update_on<W: Workers>(
+    pub fn update<W: Workers>(
         &self,
         workers: &W,
         ensemble: &mut [f32],
@@ -347,7 +318,7 @@ impl Eki {
                 .for_each(|(s, &z)| *s += z / m as f32);
         }
         let stats = loss::cross_entropy(mean_logits, o, labels)?;
-        let (d_norm, h) = self.update_with_on(workers, ensemble, logits, g, rest, work64)?;
+        let (d_norm, h) = self.update_with(workers, ensemble, logits, g, rest, work64)?;
         Ok(EkiStep { stats, d_norm, h })
     }
 }
