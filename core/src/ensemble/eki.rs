@@ -198,7 +198,8 @@ impl Eki {
     /// The EKI update for any model and loss: `outputs` holds `G(u_j)` and `innovations` the
     /// gradients `g_j` of the loss with respect to those outputs (both `M x dim`, member after
     /// member). Returns `(||D||_F, h)`. D's rows, the mean, the centring and the mixing
-    /// product's rows are cut over `workers` (the results do not depend on how many there are);
+    /// product's [`MIX_COLUMNS`]-column pieces are cut over `workers` (the results do not
+    /// depend on how many there are);
     /// the workspaces are [`Eki::update_with_len`]`(dim, workers.count())` long. Costs
     /// `M^2 dim` f64 multiply-adds and `2 M^2 P` flops.
     pub fn update_with<W: Workers>(
