@@ -198,7 +198,10 @@ pub struct TrainArgs {
     /// with --resume. The file's record of its run's settings must match this command's (the
     /// thread count aside); the data order and the perturbations continue as if the run had
     /// not stopped, so sgd and ienk write the uninterrupted run's model, bit for bit (sgd: with
-    /// the same --threads). nag, adam, eki, and ienk with --momentum or --update adam keep
+    /// the same --threads). eki does too where the run stopped at a step that redrew its
+    /// members around their mean (the steps done a multiple of --randomize-every; with 60000
+    /// examples in batches of 500, --randomize-every 120 makes every epoch's end such a step),
+    /// and is refused elsewhere. nag, adam, and ienk with --momentum or --update adam keep
     /// state between steps that the model file does not hold, and are refused. --log is
     /// appended to (its seconds restart from 0).
     #[arg(long)]

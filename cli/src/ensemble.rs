@@ -244,6 +244,9 @@ pub struct EkiOptimizer {
     pool: Pool,
     randomize_every: u64,
     step: u64,
+    /// Whether the next step first draws the members around theta: at the start of a run, and
+    /// of a resumed one (the uninterrupted run redrew them around the same mean there).
+    scatter_first: bool,
     /// The members, `M x P`; drawn around theta at the first step.
     ensemble: Vec<f32>,
     logits: Vec<f32>,
@@ -284,6 +287,7 @@ impl EkiOptimizer {
             pool: Pool::new(threads)?,
             randomize_every,
             step: 0,
+            scatter_first: true,
             ensemble: zeros("the ensemble", eki.ensemble_len())?,
             logits: zeros(
                 "the members' logits",
@@ -308,9 +312,10 @@ impl Optimizer for EkiOptimizer {
     fn step(&mut self, theta: &mut [f32], batch: &Batch<'_>) -> Result<BatchStats> {
         let (x, y) = self.dense.load(batch)?;
         let eki = &self.eki;
-        if self.step == 0 {
-            // u_j = theta_0 + xi_j.
+        if self.scatter_first {
+            // u_j = theta + xi_j: theta_0, or the mean a resumed run was saved with.
             eki.scatter(&self.normal, &mut self.rng, theta, &mut self.ensemble);
+            self.scatter_first = false;
         }
         let b = y.len();
         let bo = b * eki.layout.outputs;
@@ -359,7 +364,26 @@ impl Optimizer for EkiOptimizer {
         self.eki.h0 = lr;
     }
 
-    fn resume_at(&mut self, _steps: u64) -> Result<()> {
-        Err(cannot_resume("eki", "its ensemble"))
+    /// After a step at which EKI(R) redrew the members around their mean, the ensemble is that
+    /// mean (the saved model) plus the next draws of the perturbation stream: the run resumes
+    /// exactly, once the draws of the `steps / R` earlier scatters are replayed (`M P` normal
+    /// draws each). Anywhere else the ensemble is state the model file does not hold.
+    fn resume_at(&mut self, steps: u64) -> Result<()> {
+        let r = self.randomize_every;
+        if steps > 0 && (r == 0 || !steps.is_multiple_of(r)) {
+            return Err(CliError::BadInput(format!(
+                "--resume: eki keeps its ensemble between steps, which the model file does not \
+                 hold; a run continues only from a step at which the members were redrawn \
+                 around their mean, a multiple of --randomize-every ({r}), and this one stopped \
+                 after step {steps}; train it again from the start"
+            )));
+        }
+        let center = zeros("the replayed scatters' centre", self.eki.layout.num_params())?;
+        for _ in 0..steps.checked_div(r).unwrap_or(0) {
+            let ensemble = &mut self.ensemble;
+            self.eki.scatter(&self.normal, &mut self.rng, &center, ensemble);
+        }
+        self.step = steps;
+        Ok(())
     }
 }

@@ -1005,6 +1005,72 @@ fn resume_refuses_what_cannot_continue_the_run_and_leaves_the_file() {
     assert!(!gone.exists());
 }
 
+/// `train` flags of a short EKI(R) run: 40 examples in batches of 10, 4 steps an epoch.
+const EKI_RUN: [&str; 11] = [
+    "train",
+    "--optimizer",
+    "eki",
+    "--particles",
+    "6",
+    "--batch-size",
+    "10",
+    "--lr",
+    "2",
+    "--threads",
+    "2",
+];
+
+#[test]
+fn eki_resumes_where_its_members_were_redrawn_and_refuses_elsewhere() {
+    let d = TempDir::new("eki_resume");
+    dataset(&d.0);
+    let (run, reference) = (d.0.join("run.safetensors"), d.0.join("reference.safetensors"));
+    let train = |out: &Path, extra: &[&str]| {
+        let mut args = EKI_RUN.to_vec();
+        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        cli(&d.0, &args)
+    };
+    // Redrawn every 2 steps: the epoch's end (step 4) is a redraw, and 2 more epochs continue
+    // the run as if it had not stopped, byte for byte.
+    let every = ["--randomize-every", "2"];
+    assert!(
+        train(&run, &[&every[..], &["--epochs", "1"]].concat())
+            .status
+            .success()
+    );
+    let o = train(&run, &[&every[..], &["--epochs", "3", "--resume"]].concat());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        train(&reference, &[&every[..], &["--epochs", "3"]].concat())
+            .status
+            .success()
+    );
+    assert!(
+        std::fs::read(&run).unwrap() == std::fs::read(&reference).unwrap(),
+        "the resumed EKI run differs from the uninterrupted one"
+    );
+
+    // Redrawn every 3 steps, or never: step 4 leaves state the file does not hold.
+    for r in ["3", "0"] {
+        let every = ["--randomize-every", r];
+        assert!(
+            train(&run, &[&every[..], &["--epochs", "1"]].concat())
+                .status
+                .success()
+        );
+        let before = std::fs::read(&run).unwrap();
+        let o = train(&run, &[&every[..], &["--epochs", "2", "--resume"]].concat());
+        assert_eq!(o.status.code(), Some(2), "{r}: {}", text(&o.stderr));
+        let needle = format!("a multiple of --randomize-every ({r}), and this one stopped after step 4");
+        assert!(text(&o.stderr).contains(&needle), "{r}: {}", text(&o.stderr));
+        assert!(
+            std::fs::read(&run).unwrap() == before,
+            "{r}: the refusal changed the file"
+        );
+    }
+}
+
 #[test]
 fn center_changes_the_update_and_is_announced() {
     let d = TempDir::new("center");
