@@ -371,11 +371,17 @@ impl Optimizer for EkiOptimizer {
     fn resume_at(&mut self, steps: u64) -> Result<()> {
         let r = self.randomize_every;
         if steps > 0 && (r == 0 || !steps.is_multiple_of(r)) {
+            let redrawn = match r {
+                0 => "never redraws them (--randomize-every 0)".to_string(),
+                _ => format!(
+                    "redraws them every {r} steps (--randomize-every) and stopped after step \
+                     {steps}"
+                ),
+            };
             return Err(CliError::BadInput(format!(
                 "--resume: eki keeps its ensemble between steps, which the model file does not \
                  hold; a run continues only from a step at which the members were redrawn \
-                 around their mean, a multiple of --randomize-every ({r}), and this one stopped \
-                 after step {steps}; train it again from the start"
+                 around their mean, and this one {redrawn}; train it again from the start"
             )));
         }
         let center = zeros("the replayed scatters' centre", self.eki.layout.num_params())?;
