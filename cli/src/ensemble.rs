@@ -386,8 +386,8 @@ impl Optimizer for EkiOptimizer {
         }
         let center = zeros("the replayed scatters' centre", self.eki.layout.num_params())?;
         for _ in 0..steps.checked_div(r).unwrap_or(0) {
-            let ensemble = &mut self.ensemble;
-            self.eki.scatter(&self.normal, &mut self.rng, &center, ensemble);
+            self.eki
+                .scatter(&self.normal, &mut self.rng, &center, &mut self.ensemble);
         }
         self.step = steps;
         Ok(())
